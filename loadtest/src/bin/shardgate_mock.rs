@@ -1,0 +1,86 @@
+//! `shardgate-mock`: an OpenAI-compatible mock provider for tests and load tests.
+//!
+//! Per-process knobs are flags; per-request knobs are `x-mock-<knob>` headers or a model name
+//! suffix (`mock;latency_ms=20;chunks=20`). See `shardgate::mock::Knobs`.
+
+use anyhow::{Context, bail};
+use shardgate::mock::Knobs;
+use shardgate::mock::server::{MockConfig, MockServer};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "\
+shardgate-mock: an OpenAI-compatible mock provider
+
+USAGE:
+    shardgate-mock [--listen ADDR] [--shards N] [--cores LIST] [--KNOB VALUE]...
+
+KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`):
+    --latency-ms MS     delay before the response head
+    --ttfc-ms MS        streams: delay before the first event
+    --interval-ms MS    streams: delay between events
+    --chunks N          streams: content chunks (default 8)
+    --status CODE       answer with this status and an OpenAI-shaped error
+    --retry-after S     with --status 429: Retry-After seconds
+    --stall head|body   never answer / stop after the head
+    --reset-after K     streams: abort the connection after K events
+    --error-after K     streams: an in-band error event after K events
+
+GET /mock/stats returns request counts.";
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber_init();
+    let mut listen = "127.0.0.1:9090".to_owned();
+    let mut shards = 1usize;
+    let mut cores: Option<Vec<usize>> = None;
+    let mut knobs = Knobs::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "--listen" => listen = args.next().context("--listen needs a value")?,
+            "--shards" => shards = args.next().context("--shards needs a value")?.parse()?,
+            "--cores" => {
+                let list = args.next().context("--cores needs a value")?;
+                cores = Some(
+                    list.split(',')
+                        .map(|c| c.trim().parse())
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            flag if flag.starts_with("--") => {
+                let v = args
+                    .next()
+                    .with_context(|| format!("{flag} needs a value"))?;
+                knobs
+                    .set(&flag[2..], &v)
+                    .map_err(|e| anyhow::anyhow!("{e}\n\n{USAGE}"))?;
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    let cores = match cores {
+        Some(c) => c.into_iter().map(Some).collect(),
+        None => vec![None; shards.max(1)],
+    };
+    let listen = listen
+        .parse()
+        .with_context(|| format!("bad --listen {listen}"))?;
+    shardgate::runtime::check_environment(1)?;
+    let server = MockServer::start(MockConfig {
+        listen,
+        cores,
+        defaults: knobs,
+    })?;
+    println!("shardgate-mock listening on http://{}", server.addr);
+    server.wait();
+    Ok(())
+}
+
+fn tracing_subscriber_init() {
+    let _ = std::env::var("RUST_LOG");
+}

@@ -1,0 +1,166 @@
+//! The control plane: one thread running a tokio runtime that hosts the ractor actors.
+//!
+//! Owns: the control-plane thread and its runtime, the actors (`ScorerActor` for now),
+//! process signals (SIGTERM/SIGINT start a drain on every shard), and [`ShardCmd`], what
+//! actors send to shards through their inboxes.
+//! Does not: run on a shard or block one. Shards only `cast` to actors.
+//! Key types: [`ControlPlane`], [`ShardCmd`], [`scorer::ScorerActor`].
+
+pub mod scorer;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::scoring::ScoreTable;
+use crate::shard::bridge::InboxSender;
+use scorer::{ScorerActor, ScorerArgs, ScorerMsg};
+
+/// What the control plane tells a shard.
+#[derive(Debug, Clone)]
+pub enum ShardCmd {
+    /// A new score table: swap it in whole.
+    Scores(Arc<ScoreTable>),
+    /// Start draining: readiness fails now, listeners close after the drain delay.
+    Drain,
+}
+
+/// Control-plane settings.
+pub struct ControlPlaneArgs {
+    /// Every shard's inbox, by shard index.
+    pub shards: Vec<InboxSender<ShardCmd>>,
+    /// CPU to pin the thread to.
+    pub core: Option<usize>,
+    /// How often the scorer publishes a changed table.
+    pub publish_every: Duration,
+    /// Handle SIGTERM/SIGINT by draining every shard (off in tests that embed the gateway).
+    pub handle_signals: bool,
+}
+
+/// The running control plane.
+pub struct ControlPlane {
+    /// The scorer (cast only from shards).
+    pub scorer: ActorRef<ScorerMsg>,
+    shards: Vec<InboxSender<ShardCmd>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Start the thread and its actors.
+    pub fn start(args: ControlPlaneArgs) -> io::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shards = args.shards.clone();
+        let thread = std::thread::Builder::new()
+            .name("control-plane".into())
+            .spawn(move || {
+                if let Some(core) = args.core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                }
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let scorer_args = ScorerArgs {
+                        shards: args.shards.clone(),
+                        publish_every: args.publish_every,
+                        weights: Default::default(),
+                        min_samples: crate::scoring::table_min_samples(),
+                    };
+                    let (scorer, join) =
+                        match Actor::spawn(Some("scorer".into()), ScorerActor, scorer_args).await {
+                            Ok(x) => x,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(io::Error::other(format!(
+                                    "cannot start scorer: {e}"
+                                ))));
+                                return;
+                            }
+                        };
+                    let _ = ready_tx.send(Ok(scorer.clone()));
+                    if args.handle_signals {
+                        let shards = args.shards.clone();
+                        tokio::spawn(async move { watch_signals(shards).await });
+                    }
+                    let _ = stop_rx.await;
+                    scorer.stop(None);
+                    let _ = join.await;
+                });
+            })?;
+        let scorer = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("control plane thread exited during start-up"))??;
+        Ok(Self {
+            scorer,
+            shards,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Tell every shard to drain (what SIGTERM does).
+    pub fn drain_all(&self) {
+        for s in &self.shards {
+            let _ = s.send(ShardCmd::Drain);
+        }
+    }
+
+    /// Stop the actors and the thread (after the shards are done).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn watch_signals(shards: Vec<InboxSender<ShardCmd>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; SIGTERM will not drain.");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            tracing::info!("Shutdown signal received; draining.");
+            for s in &shards {
+                let _ = s.send(ShardCmd::Drain);
+            }
+        } else {
+            tracing::warn!("Second shutdown signal; exiting now.");
+            std::process::exit(130);
+        }
+    }
+}

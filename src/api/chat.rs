@@ -1,0 +1,193 @@
+//! Chat completion requests: decode the few fields the gateway needs, keep the rest as bytes.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::json;
+use crate::error::GatewayError;
+
+/// The fields of a chat completion request that routing and accounting read. Everything else
+/// stays in the raw body, forwarded untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatHead {
+    /// The public model name.
+    pub model: String,
+    /// `stream: true`.
+    pub stream: bool,
+    /// `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// Number of messages.
+    pub messages: usize,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawHead<'a> {
+    #[serde(borrow)]
+    model: Option<&'a str>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    messages: Option<Vec<IgnoredAny>>,
+}
+
+/// Reusable per-shard buffers for decoding (simd-json parses in place, so it needs a copy).
+#[derive(Default)]
+pub struct DecodeScratch {
+    copy: Vec<u8>,
+    buffers: Option<simd_json::Buffers>,
+}
+
+/// Decode and validate a chat request body. The whole body is validated as JSON; only the
+/// fields in [`ChatHead`] are kept.
+pub fn decode_chat(body: &[u8], scratch: &mut DecodeScratch) -> Result<ChatHead, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::bad_request(
+            "The request body is empty; expected a JSON object.",
+        ));
+    }
+    scratch.copy.clear();
+    scratch.copy.extend_from_slice(body);
+    let buffers = scratch
+        .buffers
+        .get_or_insert_with(|| simd_json::Buffers::new(body.len().max(1024)));
+    let head: RawHead<'_> = simd_json::serde::from_slice_with_buffers(&mut scratch.copy, buffers)
+        .map_err(|e| {
+        GatewayError::bad_request(format!(
+            "We could not parse the JSON body of your request ({}). Send a valid JSON object.",
+            describe_json_error(&e)
+        ))
+    })?;
+    let model = match head.model {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => {
+            return Err(GatewayError::bad_request(
+                "you must provide a model parameter",
+            ));
+        }
+    };
+    let messages = match head.messages {
+        Some(m) if !m.is_empty() => m.len(),
+        Some(_) => return Err(GatewayError::bad_request("'messages' must not be empty")),
+        None => {
+            return Err(GatewayError::bad_request(
+                "you must provide a messages parameter",
+            ));
+        }
+    };
+    Ok(ChatHead {
+        model,
+        stream: head.stream.unwrap_or(false),
+        include_usage: head
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        max_tokens: head.max_completion_tokens.or(head.max_tokens),
+        messages,
+    })
+}
+
+fn describe_json_error(e: &simd_json::Error) -> String {
+    // simd-json's messages name the failing character and index; keep only that.
+    let s = e.to_string();
+    s.chars().take(120).collect()
+}
+
+/// The body to send upstream: untouched when the upstream model name is the public one,
+/// else the same bytes with only the `model` value replaced.
+pub fn rewrite_model(body: &Bytes, public: &str, upstream: &str) -> Result<Bytes, GatewayError> {
+    if public == upstream {
+        return Ok(body.clone());
+    }
+    let span = json::top_level_value(body, b"model").ok_or_else(|| {
+        GatewayError::bad_request("the `model` member must be written without escapes")
+    })?;
+    let mut out = Vec::with_capacity(body.len() + upstream.len());
+    out.extend_from_slice(&body[..span.start]);
+    json::write_string(&mut out, upstream);
+    out.extend_from_slice(&body[span.end..]);
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn decode(s: &str) -> Result<ChatHead, GatewayError> {
+        decode_chat(s.as_bytes(), &mut DecodeScratch::default())
+    }
+
+    #[test]
+    fn reads_the_routing_fields() {
+        let h = decode(
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,
+               "stream_options":{"include_usage":true},"max_tokens":5,"temperature":0.2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            ChatHead {
+                model: "gpt-4o".into(),
+                stream: true,
+                include_usage: true,
+                max_tokens: Some(5),
+                messages: 1
+            }
+        );
+    }
+
+    #[test]
+    fn escaped_model_is_unescaped() {
+        let h = decode(r#"{"model":"a\"b","messages":[{}]}"#).unwrap();
+        assert_eq!(h.model, "a\"b");
+    }
+
+    #[test]
+    fn bad_bodies_are_400s() {
+        for body in [
+            "",
+            "{",
+            "[1]",
+            r#"{"messages":[{}]}"#,
+            r#"{"model":"m"}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":3,"messages":[{}]}"#,
+            r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+            r#"{"model":"a","model":"b","messages":[{}]}"#,
+        ] {
+            let e = decode(body).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::BadRequest, "{body}");
+        }
+    }
+
+    #[test]
+    fn rewrite_touches_only_the_model() {
+        let body =
+            Bytes::from_static(br#"{"messages":[{"content":"model"}],"model":"fast","n":1}"#);
+        assert_eq!(
+            rewrite_model(&body, "fast", "fast").unwrap().as_ptr(),
+            body.as_ptr()
+        );
+        let out = rewrite_model(&body, "fast", "gpt-4o-\"mini\"").unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"messages":[{"content":"model"}],"model":"gpt-4o-\"mini\"","n":1}"#
+        );
+        decode(std::str::from_utf8(&out).unwrap()).unwrap();
+    }
+}

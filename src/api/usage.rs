@@ -1,0 +1,85 @@
+//! Token usage as providers report it, normalised.
+
+use serde::{Deserialize, Serialize};
+
+use super::json;
+
+/// Normalised token usage of one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    pub input_tokens: u64,
+    /// Output (completion) tokens.
+    pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache.
+    pub cached_input_tokens: u64,
+    /// Reasoning tokens, where reported.
+    pub reasoning_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+}
+
+impl Usage {
+    /// Read the top-level `usage` object of an OpenAI-shaped JSON document (a response or a
+    /// stream chunk). `None` when absent or `null`.
+    pub fn from_openai_json(doc: &[u8]) -> Option<Self> {
+        let span = json::top_level_value(doc, b"usage")?;
+        let raw = &doc[span];
+        if raw.first() != Some(&b'{') {
+            return None;
+        }
+        let u: OpenAiUsage = serde_json::from_slice(raw).ok()?;
+        Some(Self {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_openai_usage() {
+        let doc = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,
+            "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        assert_eq!(
+            Usage::from_openai_json(doc),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 3,
+                cached_input_tokens: 4,
+                reasoning_tokens: 1
+            })
+        );
+        assert_eq!(Usage::from_openai_json(br#"{"usage":null}"#), None);
+        assert_eq!(Usage::from_openai_json(br#"{"choices":[]}"#), None);
+    }
+}

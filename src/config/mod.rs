@@ -1,0 +1,273 @@
+//! Gateway configuration: strict parsing, then validation into typed structs.
+//!
+//! Owns: `Config` (what the gateway serves) and `Tuning` (how fast it runs), their loading and
+//! validation, and the embedded default that runs the built-in mock with no files at all.
+//! Does not: touch sockets or runtimes (DNS resolution happens in `runtime`).
+//! Key types: [`Config`], [`ProviderConfig`], [`ModelRoute`], [`Tuning`], [`Secret`].
+
+pub mod raw;
+pub mod tuning;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use tuning::Tuning;
+pub use validate::validate;
+
+use crate::{DeploymentId, ModelId, ProviderId};
+
+/// The config used when none is given: one in-process mock provider serving model `mock`.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[providers.mock]
+kind = "mock"
+
+[models.mock]
+provider = "mock"
+"#;
+
+/// Errors from loading or validating config and tuning files.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has a field of the wrong type or name.
+    #[error("{origin}: {path}: {message}")]
+    Parse {
+        /// The file (or `<embedded ...>`).
+        origin: String,
+        /// The path of the field, e.g. `providers.openai.base_url`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{origin}: {path}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// The path of the field.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parse TOML strictly, with errors that name the field path.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            path: if path == "." {
+                "(top level)".to_owned()
+            } else {
+                path
+            },
+            message: inner.message().trim().to_owned(),
+        }
+    })
+}
+
+/// A secret string (API key). Its `Debug` and `Display` print `*****`.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: use only to put it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// The validated gateway config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Downstream server settings.
+    pub server: ServerConfig,
+    /// Providers, indexed by position (`ModelRoute::provider`).
+    pub providers: Vec<Arc<ProviderConfig>>,
+    /// Public model names in config order.
+    pub models: Vec<Arc<ModelRoute>>,
+}
+
+impl Config {
+    /// The embedded default config (built-in mock, no keys).
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::from_toml(EMBEDDED_DEFAULT, "<embedded config>", &|_| None)
+    }
+
+    /// Load and validate a config file, reading API keys from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Parse and validate config text; `env` looks up environment variables.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = parse_toml(text, origin)?;
+        validate(raw, origin, env)
+    }
+
+    /// Look a public model name up.
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
+        self.models.iter().find(|m| &*m.public.0 == name)
+    }
+}
+
+/// Downstream TLS material (PEM file paths; loaded at start-up).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain file.
+    pub cert_file: String,
+    /// Private key file.
+    pub key_file: String,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address (host:port, resolved at start).
+    pub listen: String,
+    /// Request head byte limit.
+    pub max_header_bytes: usize,
+    /// Request body byte limit.
+    pub max_body_bytes: usize,
+    /// Request head read timeout.
+    pub header_timeout: Duration,
+    /// Keep-alive idle timeout.
+    pub idle_timeout: Duration,
+    /// Drain delay on shutdown.
+    pub drain_delay: Duration,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Downstream TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// What a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI-compatible HTTP API.
+    OpenAi,
+    /// In-process mock.
+    Mock,
+}
+
+/// Upstream protocol preference.
+pub use raw::RawProtocol as Protocol;
+
+/// URL scheme of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain TCP.
+    Http,
+    /// TLS (rustls, webpki roots).
+    Https,
+}
+
+/// Where a provider lives.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// http or https.
+    pub scheme: Scheme,
+    /// Host name or address (also the TLS server name).
+    pub host: Arc<str>,
+    /// Port.
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1`.
+    pub base_path: Arc<str>,
+    /// Value of the `Host` header.
+    pub authority: Arc<str>,
+}
+
+/// Per-attempt upstream timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connect (TCP + TLS).
+    pub connect: Duration,
+    /// Time to the response head.
+    pub first_byte: Duration,
+    /// Idle time between body chunks.
+    pub idle: Duration,
+    /// Whole attempt.
+    pub total: Duration,
+}
+
+/// A validated provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Its id (the config key).
+    pub id: ProviderId,
+    /// Its wire format.
+    pub kind: ProviderKind,
+    /// Its endpoint (`None` for the in-process mock).
+    pub endpoint: Option<Endpoint>,
+    /// Its API key, if any.
+    pub api_key: Option<Secret>,
+    /// Upstream protocol.
+    pub protocol: Protocol,
+    /// Timeouts per attempt.
+    pub timeouts: Timeouts,
+    /// Mock only: honour fault-injection headers.
+    pub allow_fault_injection: bool,
+}
+
+/// A public model name and the deployment that serves it.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    /// The name clients use.
+    pub public: ModelId,
+    /// Index into `Config::providers`.
+    pub provider: usize,
+    /// The name sent upstream.
+    pub upstream_model: Arc<str>,
+    /// `provider/upstream_model`, the unit the scorer tracks.
+    pub deployment: DeploymentId,
+}
+
+#[cfg(test)]
+mod tests;

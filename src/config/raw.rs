@@ -1,0 +1,135 @@
+//! Serde input types for the gateway config. Strict: every struct denies unknown fields.
+//! These types are never used past validation; see `config::validate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Default listen address when none is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default cap on request head (request line + headers) bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Default cap on request body bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default time a client has to send a whole request head.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default keep-alive idle time before the gateway closes a connection.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default time between readiness failing and listeners closing on shutdown.
+pub const DEFAULT_DRAIN_DELAY_MS: u64 = 0;
+/// Default time in-flight requests get to finish on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Default upstream time to first byte of the response head.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 60_000;
+/// Default upstream idle time between body chunks.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default upstream total time per attempt.
+pub const DEFAULT_TOTAL_TIMEOUT_MS: u64 = 600_000;
+
+/// The whole gateway config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Downstream server settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Upstream providers by id.
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    /// Public model names and where they go.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+}
+
+/// `[server]`: the downstream front.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address every shard listens on (`SO_REUSEPORT`), e.g. `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// Request head (request line + headers) byte limit; over it the client gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// Request body byte limit; over it the client gets 413 before the body is read.
+    pub max_body_bytes: Option<usize>,
+    /// Time a client has to send a complete request head once it started (408).
+    pub header_timeout_ms: Option<u64>,
+    /// Keep-alive idle time after which the gateway closes a connection.
+    pub idle_timeout_ms: Option<u64>,
+    /// On shutdown: time between readiness failing and listeners closing.
+    pub drain_delay_ms: Option<u64>,
+    /// On shutdown: time in-flight requests and streams get to finish.
+    pub shutdown_grace_ms: Option<u64>,
+    /// Downstream TLS; without it the gateway speaks plain HTTP/1.1 and h2 prior knowledge.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`: certificate chain and key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+/// Which wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProviderKind {
+    /// OpenAI or an OpenAI-compatible server.
+    Openai,
+    /// The built-in in-process mock (no network).
+    Mock,
+}
+
+/// Upstream HTTP protocol choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProtocol {
+    /// HTTP/2 when TLS ALPN agrees, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2 (prior knowledge on plain TCP).
+    Http2,
+}
+
+/// `[providers.<id>]`: one upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Wire format: `openai` or `mock`.
+    pub kind: RawProviderKind,
+    /// Base URL, e.g. `https://api.openai.com/v1` (required except for `mock`).
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the provider API key.
+    pub api_key_env: Option<String>,
+    /// Upstream HTTP protocol: `auto`, `http1` or `http2`.
+    #[serde(default)]
+    pub protocol: RawProtocol,
+    /// Connect timeout per attempt.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the first byte of the response head, per attempt.
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Idle time between response body chunks.
+    pub idle_timeout_ms: Option<u64>,
+    /// Total time per attempt.
+    pub total_timeout_ms: Option<u64>,
+    /// `mock` only: honour fault-injection headers (`x-mock-panic`). Never enable in production.
+    #[serde(default)]
+    pub allow_fault_injection: bool,
+}
+
+/// `[models.<public name>]`: where a public model name goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Provider id (a key of `[providers]`).
+    pub provider: String,
+    /// Model name sent upstream; defaults to the public name.
+    pub model: Option<String>,
+}

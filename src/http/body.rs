@@ -1,0 +1,160 @@
+//! Downstream response bodies, and the guard that closes a request's books when its body is
+//! done (or dropped because the client went away).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::state::ShardState;
+use crate::metrics::labels::Route;
+use crate::shard::rt::ConnWatch;
+
+/// A streaming body made elsewhere (e.g. an upstream SSE relay). It never errors: failures
+/// become a final SSE error event.
+pub type DynStream = Pin<Box<dyn Body<Data = Bytes, Error = Infallible>>>;
+
+enum Kind {
+    Full(Option<Bytes>),
+    Chunks(VecDeque<Bytes>),
+    Stream(DynStream),
+}
+
+/// Closes the books of one request when dropped: request metrics, in-flight gauge, and the
+/// connection's idle clock.
+pub struct Finish {
+    state: Rc<ShardState>,
+    watch: Option<Rc<ConnWatch>>,
+    route: Route,
+    status: u16,
+    start: Instant,
+}
+
+impl Finish {
+    /// Start the books of a request (in-flight + 1).
+    pub fn begin(
+        state: Rc<ShardState>,
+        watch: Option<Rc<ConnWatch>>,
+        route: Route,
+        start: Instant,
+    ) -> Self {
+        state.metrics.inflight.inc();
+        if let Some(w) = &watch {
+            w.request_started();
+        }
+        Self {
+            state,
+            watch,
+            route,
+            status: 200,
+            start,
+        }
+    }
+
+    /// The status the request ended with.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let m = &self.state.metrics;
+        m.request(self.route, self.status, self.start.elapsed());
+        m.inflight.dec();
+        if let Some(w) = &self.watch {
+            w.request_finished();
+        }
+    }
+}
+
+/// The body of every downstream response.
+pub struct ResBody {
+    kind: Kind,
+    finish: Option<Finish>,
+}
+
+impl ResBody {
+    /// A whole body.
+    pub fn full(b: Bytes) -> Self {
+        Self {
+            kind: Kind::Full(Some(b)),
+            finish: None,
+        }
+    }
+
+    /// Pre-made chunks, sent as they are.
+    pub fn chunks(c: impl IntoIterator<Item = Bytes>) -> Self {
+        Self {
+            kind: Kind::Chunks(c.into_iter().collect()),
+            finish: None,
+        }
+    }
+
+    /// A streaming body.
+    pub fn stream(s: DynStream) -> Self {
+        Self {
+            kind: Kind::Stream(s),
+            finish: None,
+        }
+    }
+
+    /// Attach the request's books, closed when the body is done or dropped.
+    pub fn with_finish(mut self, f: Finish) -> Self {
+        self.finish = Some(f);
+        self
+    }
+
+    fn done(&mut self) {
+        self.finish = None;
+    }
+}
+
+impl Body for ResBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let next = match &mut this.kind {
+            Kind::Full(b) => b.take(),
+            Kind::Chunks(c) => c.pop_front(),
+            Kind::Stream(s) => match s.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => None,
+            },
+        };
+        match next {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => {
+                this.done();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Chunks(c) => c.is_empty(),
+            Kind::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Chunks(_) | Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `POST /v1/chat/completions`: limits, decode, model lookup, provider call.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::ResBody;
+use super::context::RequestCtx;
+use super::state::ShardState;
+use crate::api::decode_chat;
+use crate::config::ProviderKind;
+use crate::error::{ErrorKind, GatewayError};
+use crate::providers;
+use crate::shard;
+
+/// Handle a chat completion request.
+pub async fn completions(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, GatewayError> {
+    let server = &state.config.server;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > server.max_body_bytes as u64 {
+            return Err(too_large(len, server.max_body_bytes));
+        }
+    }
+    let body = read_body(body, server.max_body_bytes, server.header_timeout).await?;
+    let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
+    let Some(model) = state.config.model(&head.model).cloned() else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                head.model
+            ),
+        ));
+    };
+    let provider = state.config.providers[model.provider].clone();
+    match provider.kind {
+        ProviderKind::Mock => {
+            providers::mock::chat(state, ctx, &model, &provider, &head, &body, &parts.headers)
+        }
+        ProviderKind::OpenAi => {
+            providers::openai::chat(state, ctx, &model, &provider, &head, body).await
+        }
+    }
+}
+
+fn too_large(len: u64, limit: usize) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("The request body is {len} bytes; the limit is {limit} bytes."),
+    )
+}
+
+/// Read a whole request body, bounded in bytes and time. Zero-copy when it came in one frame.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    let read = async {
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                GatewayError::new(ErrorKind::ClientGone, "The request body could not be read.")
+                    .with_cause(e)
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len();
+            if total > limit {
+                return Err(too_large(total as u64, limit));
+            }
+            match first.take() {
+                None if rest.is_empty() => first = Some(data),
+                None => rest.extend_from_slice(&data),
+                Some(f) => {
+                    rest.reserve(f.len() + data.len());
+                    rest.extend_from_slice(&f);
+                    rest.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| rest.freeze()))
+    };
+    shard::timeout(timeout, read).await.unwrap_or_else(|_| {
+        Err(GatewayError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "The request body was not received within {} ms.",
+                timeout.as_millis()
+            ),
+        ))
+    })
+}

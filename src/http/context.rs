@@ -1,0 +1,38 @@
+//! Per-request context: id, timings.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+/// What the gateway knows about one request while handling it.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// `x-request-id`.
+    pub id: HeaderValue,
+    /// When the handler started.
+    pub start: Instant,
+    /// Time spent waiting on upstreams so far (excluded from the overhead figure).
+    pub upstream: Cell<Duration>,
+}
+
+impl RequestCtx {
+    /// A context starting now.
+    pub fn new(id: HeaderValue) -> Self {
+        Self {
+            id,
+            start: Instant::now(),
+            upstream: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Add upstream wait time.
+    pub fn add_upstream(&self, d: Duration) {
+        self.upstream.set(self.upstream.get() + d);
+    }
+
+    /// Time spent in the gateway itself so far.
+    pub fn overhead(&self) -> Duration {
+        self.start.elapsed().saturating_sub(self.upstream.get())
+    }
+}

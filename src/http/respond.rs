@@ -1,0 +1,137 @@
+//! The single rescue point: every [`GatewayError`] becomes a status, headers and an
+//! OpenAI-shaped JSON body here, or a final SSE error event once a stream has started.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use super::body::ResBody;
+use super::context::RequestCtx;
+use crate::api::json::write_string;
+use crate::error::{ErrorKind, GatewayError, UserFacing};
+
+/// `x-shardgate-error`: present on every error the gateway made (absent on relayed ones).
+pub static X_ERROR: HeaderName = HeaderName::from_static("x-shardgate-error");
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-shardgate-overhead-us`.
+pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-shardgate-overhead-us");
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// `{"error":{"message","type","param","code"}}`.
+pub fn error_json(kind: ErrorKind, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 96);
+    out.extend_from_slice(b"{\"error\":{\"message\":");
+    write_string(&mut out, message);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(kind.openai_type().as_bytes());
+    out.extend_from_slice(b"\",\"param\":null,\"code\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\"}}");
+    out
+}
+
+/// The response for an error before any byte was sent.
+pub fn error_response(err: &GatewayError) -> Response<ResBody> {
+    let kind = err.kind();
+    let mut res = Response::new(ResBody::full(Bytes::from(error_json(
+        kind,
+        &err.to_client_string(),
+    ))));
+    *res.status_mut() =
+        StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, JSON);
+    h.insert(X_ERROR.clone(), HeaderValue::from_static(kind.as_str()));
+    if kind.status() == 429 {
+        let secs = err.retry_after().map_or(1, |d| d.as_secs().max(1));
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// The final SSE event for a failure after the stream started. The OpenAI SDKs raise on an
+/// event whose data has an `error` member.
+pub fn error_event(kind: ErrorKind, message: &str) -> Bytes {
+    crate::api::sse::frame_data(&error_json(kind, message))
+}
+
+/// Log an error once, with the request id, and count it.
+pub fn log_error(ctx: &RequestCtx, err: &GatewayError) {
+    let id = ctx.id.to_str().unwrap_or("-");
+    match err.kind() {
+        ErrorKind::Internal => tracing::error!(request_id = id, error = %err, "Request failed."),
+        ErrorKind::UpstreamConnect
+        | ErrorKind::UpstreamTimeout
+        | ErrorKind::UpstreamProtocol
+        | ErrorKind::UpstreamStatus(_) => {
+            tracing::warn!(request_id = id, error = %err, "Upstream failed.")
+        }
+        _ => tracing::debug!(request_id = id, error = %err, "Request rejected."),
+    }
+}
+
+/// Stamp the headers every response carries.
+pub fn stamp(res: &mut Response<ResBody>, ctx: &RequestCtx) {
+    let h = res.headers_mut();
+    h.insert(X_REQUEST_ID.clone(), ctx.id.clone());
+    h.insert(
+        X_OVERHEAD.clone(),
+        HeaderValue::from(ctx.overhead().as_micros() as u64),
+    );
+}
+
+/// The static response written on a request-head timeout (no request to stamp yet).
+pub fn head_timeout_bytes(timeout_ms: u64) -> &'static [u8] {
+    let body = error_json(
+        ErrorKind::RequestTimeout,
+        &format!("The request head was not received within {timeout_ms} ms."),
+    );
+    let mut out = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-shardgate-error: request_timeout\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    // Made once per shard at start-up; leaking it gives the IO adapter a `'static` slice.
+    Box::leak(out.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn errors_are_openai_shaped() {
+        let e = GatewayError::new(ErrorKind::NotFound, "The model `x` does not exist.");
+        let res = error_response(&e);
+        assert_eq!(res.status(), 404);
+        assert_eq!(res.headers()[&X_ERROR], "not_found");
+        let body = futures_lite::future::block_on(res.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["message"], "The model `x` does not exist.");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "not_found");
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let e = GatewayError::new(ErrorKind::UpstreamStatus(429), "slow down")
+            .with_retry_after(std::time::Duration::from_secs(7));
+        let res = error_response(&e);
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()[RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn error_event_is_one_sse_event() {
+        let ev = error_event(ErrorKind::UpstreamProtocol, "cut");
+        assert!(ev.starts_with(b"data: {\"error\":"));
+        assert!(ev.ends_with(b"\n\n"));
+        assert_eq!(crate::api::sse::data_payloads(&ev).count(), 1);
+    }
+}

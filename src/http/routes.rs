@@ -1,0 +1,143 @@
+//! Path → endpoint, and the one wrapper every request goes through (ids, books, panics,
+//! error rendering).
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::{Finish, ResBody};
+use super::chat;
+use super::context::RequestCtx;
+use super::respond::{error_response, log_error, stamp};
+use super::state::ShardState;
+use crate::error::{ErrorKind, GatewayError};
+use crate::metrics::labels::Route;
+use crate::shard::{self, rt::ConnWatch};
+
+/// Which endpoint a method and path name; `None` for the method when the path exists but
+/// not for it.
+pub fn route_of(method: &Method, path: &str) -> (Route, bool) {
+    let (route, want) = match path {
+        "/v1/chat/completions" | "/chat/completions" => (Route::ChatCompletions, Method::POST),
+        "/v1/models" | "/models" => (Route::Models, Method::GET),
+        "/health" => (Route::Health, Method::GET),
+        "/ready" => (Route::Ready, Method::GET),
+        "/metrics" => (Route::Metrics, Method::GET),
+        "/admin/scores" => (Route::AdminScores, Method::GET),
+        _ => return (Route::Unknown, true),
+    };
+    (
+        route,
+        *method == want || (want == Method::GET && *method == Method::HEAD),
+    )
+}
+
+/// Handle one request. Never fails: errors and panics become rendered responses.
+pub async fn handle(
+    state: Rc<ShardState>,
+    watch: Option<Rc<ConnWatch>>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let ctx = RequestCtx::new(state.next_request_id());
+    let (route, method_ok) = route_of(req.method(), req.uri().path());
+    let mut finish = Finish::begin(state.clone(), watch, route, ctx.start);
+    let result = shard::guarded("request", dispatch(&state, &ctx, route, method_ok, req)).await;
+    let mut res = match result {
+        Some(Ok(res)) => res,
+        Some(Err(err)) => {
+            log_error(&ctx, &err);
+            state.count_error(err.kind());
+            error_response(&err)
+        }
+        None => {
+            state.metrics.panics.inc();
+            let err = GatewayError::internal("The gateway failed while handling this request.");
+            state.count_error(err.kind());
+            error_response(&err)
+        }
+    };
+    stamp(&mut res, &ctx);
+    finish.set_status(res.status().as_u16());
+    Ok(res.map(|b| b.with_finish(finish)))
+}
+
+async fn dispatch(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    route: Route,
+    method_ok: bool,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, GatewayError> {
+    if !method_ok {
+        return Err(GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!(
+                "Method {} is not allowed on {}.",
+                req.method(),
+                req.uri().path()
+            ),
+        ));
+    }
+    match route {
+        Route::ChatCompletions => chat::completions(state, ctx, req).await,
+        Route::Models => Ok(json(state.models_body.clone())),
+        Route::Health => Ok(json(Bytes::from_static(b"{\"status\":\"ok\"}"))),
+        Route::Ready if state.draining() => Err(GatewayError::new(
+            ErrorKind::Draining,
+            "The gateway is shutting down.",
+        )),
+        Route::Ready => Ok(json(Bytes::from_static(b"{\"status\":\"ready\"}"))),
+        Route::Metrics => {
+            let scores = state.scores.borrow().clone();
+            let text = crate::metrics::render(&state.registry, &scores);
+            let mut res = Response::new(ResBody::full(Bytes::from(text)));
+            res.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(res)
+        }
+        Route::AdminScores => {
+            let scores = state.scores.borrow().clone();
+            let body = serde_json::to_vec(&*scores).map_err(|e| {
+                GatewayError::internal("Cannot render the score table.").with_cause(e)
+            })?;
+            Ok(json(Bytes::from(body)))
+        }
+        Route::Unknown => Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("Invalid URL ({} {}).", req.method(), req.uri().path()),
+        )),
+    }
+}
+
+/// A 200 JSON response.
+pub fn json(body: Bytes) -> Response<ResBody> {
+    let mut res = Response::new(ResBody::full(body));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(
+            route_of(&Method::POST, "/v1/chat/completions"),
+            (Route::ChatCompletions, true)
+        );
+        assert_eq!(
+            route_of(&Method::GET, "/v1/chat/completions"),
+            (Route::ChatCompletions, false)
+        );
+        assert_eq!(route_of(&Method::HEAD, "/health"), (Route::Health, true));
+        assert_eq!(route_of(&Method::GET, "/nope"), (Route::Unknown, true));
+    }
+}

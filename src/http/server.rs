@@ -1,0 +1,146 @@
+//! The per-shard accept loop, connection serving, timeout sweep and drain.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use hyper_util::server::conn::auto;
+
+use super::routes;
+use super::state::ShardState;
+use crate::shard::net::{Listener, TcpStream};
+use crate::shard::rt::{ConnWatch, Expired, Io, ReadUninit, ShardExec, Watched};
+use crate::shard::{self, Semaphore};
+
+/// Serve on `listener` until the shard drains; returns when every connection is closed (or
+/// the shutdown grace is over).
+pub async fn run(
+    state: Rc<ShardState>,
+    listener: Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let builder = Rc::new(builder(&state));
+    let sem = Rc::new(Semaphore::new(
+        state.tuning.max_connections_per_shard as u64,
+    ));
+    spawn_sweep(&state);
+    let drain_delay = state.config.server.drain_delay;
+    let stop_accepting = async {
+        state.drain.wait().await;
+        shard::sleep(drain_delay).await;
+        None
+    };
+    let mut stop_accepting = Box::pin(stop_accepting);
+    loop {
+        let accept = async {
+            let permit = match sem.clone().acquire_static_permit(1).await {
+                Ok(p) => p,
+                Err(_) => return Some(Err(std::io::Error::other("connection semaphore closed"))),
+            };
+            Some(listener.accept().await.map(|s| (s, permit)))
+        };
+        match accept.or(stop_accepting.as_mut()).await {
+            None => break,
+            Some(Ok((stream, permit))) => {
+                let state = state.clone();
+                let builder = builder.clone();
+                let tls = tls.clone();
+                shard::spawn("connection", async move {
+                    state.metrics.connections.inc();
+                    state.metrics.connections_total.inc();
+                    match tls {
+                        None => serve(&state, &builder, stream).await,
+                        Some(cfg) => serve_tls(&state, &builder, stream, cfg).await,
+                    }
+                    state.metrics.connections.dec();
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = %state.id, error = %e, "Accept failed.");
+                // Out of descriptors and similar: back off instead of spinning.
+                shard::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(shard = %state.id, connections = state.watches.len(), "Listener closed; draining connections.");
+    state.watches.drain_all();
+    let deadline = Instant::now() + state.config.server.shutdown_grace;
+    while !state.watches.is_empty() && Instant::now() < deadline {
+        shard::sleep(Duration::from_millis(10)).await;
+    }
+    if !state.watches.is_empty() {
+        tracing::warn!(shard = %state.id, connections = state.watches.len(), "Shutdown grace over; closing connections.");
+        state.watches.expire_all(Expired::Shutdown, false);
+        shard::sleep(Duration::from_millis(50)).await;
+    }
+    state.outcomes.flush();
+}
+
+fn builder(state: &ShardState) -> auto::Builder<ShardExec> {
+    let mut b = auto::Builder::new(ShardExec);
+    let max_head = state.config.server.max_header_bytes;
+    b.http1()
+        .keep_alive(true)
+        .half_close(false)
+        .max_buf_size(max_head.max(8192))
+        .pipeline_flush(true);
+    b.http2()
+        .max_concurrent_streams(state.tuning.h2_max_concurrent_streams)
+        .max_header_list_size(max_head.min(u32::MAX as usize) as u32);
+    b
+}
+
+async fn serve(state: &Rc<ShardState>, builder: &auto::Builder<ShardExec>, stream: TcpStream) {
+    serve_io(state, builder, stream).await;
+}
+
+async fn serve_tls(
+    state: &Rc<ShardState>,
+    builder: &auto::Builder<ShardExec>,
+    stream: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+) {
+    let handshake = futures_rustls::TlsAcceptor::from(cfg).accept(stream);
+    match shard::timeout(state.config.server.header_timeout, handshake).await {
+        Ok(Ok(tls)) => serve_io(state, builder, tls).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed."),
+        Err(_) => tracing::debug!("TLS handshake timed out."),
+    }
+}
+
+async fn serve_io<S>(state: &Rc<ShardState>, builder: &auto::Builder<ShardExec>, stream: S)
+where
+    S: ReadUninit + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let watch = ConnWatch::new(state.head_timeout_response);
+    state.watches.add(&watch);
+    let svc_state = state.clone();
+    let svc_watch = watch.clone();
+    let service = hyper::service::service_fn(move |req| {
+        routes::handle(svc_state.clone(), Some(svc_watch.clone()), req)
+    });
+    let conn = builder.serve_connection(Io::new(stream, Some(watch.clone())), service);
+    if let Err(e) = Watched::new(conn, watch).await {
+        tracing::debug!(error = %e, "Connection ended with an error.");
+    }
+}
+
+/// The coarse per-shard timer: header and idle timeouts for every connection, checked a few
+/// times per timeout period instead of a timer per request.
+fn spawn_sweep(state: &Rc<ShardState>) {
+    let server = &state.config.server;
+    let (header, idle) = (server.header_timeout, server.idle_timeout);
+    let tick = (header.min(idle) / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let weak = Rc::downgrade(state);
+    shard::spawn_background("timeout sweep", async move {
+        loop {
+            shard::sleep(tick).await;
+            let Some(state) = weak.upgrade() else { return };
+            let n = state.watches.sweep(Instant::now(), header, idle);
+            state.metrics.timeouts.add(n as u64);
+        }
+    });
+}

@@ -1,0 +1,142 @@
+//! What one shard owns: `Rc`-held, `!Send` by design, no locks.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::ShardId;
+use crate::api::DecodeScratch;
+use crate::config::{Config, Tuning};
+use crate::metrics::labels::{UpstreamOutcome, error_index};
+use crate::metrics::{Registry, ShardMetrics};
+use crate::scoring::{Outcome, ScoreTable};
+use crate::shard::Signal;
+use crate::shard::bridge::Batcher;
+use crate::shard::rt::WatchList;
+use crate::upstream::EndpointPool;
+
+/// Everything a shard owns.
+pub struct ShardState {
+    /// This shard.
+    pub id: ShardId,
+    /// The gateway config (one snapshot; a reload swaps it whole).
+    pub config: Arc<Config>,
+    /// The tuning profile.
+    pub tuning: Arc<Tuning>,
+    /// This shard's metrics (written only here).
+    pub metrics: Arc<ShardMetrics>,
+    /// Every shard's metrics, for `/metrics`.
+    pub registry: Registry,
+    /// The latest score table from the scorer.
+    pub scores: RefCell<Arc<ScoreTable>>,
+    /// Outcomes batched to the scorer.
+    pub outcomes: Rc<Batcher<Outcome>>,
+    /// Upstream pools, by provider index (`None` for in-process providers).
+    pub pools: Vec<Option<Rc<EndpointPool>>>,
+    /// Reused decode buffers.
+    pub scratch: RefCell<DecodeScratch>,
+    /// Live downstream connections.
+    pub watches: WatchList,
+    /// Fired when the shard starts draining.
+    pub drain: Signal,
+    /// The `GET /v1/models` body.
+    pub models_body: Bytes,
+    /// Written to a client whose request head timed out.
+    pub head_timeout_response: &'static [u8],
+    seq: Cell<u64>,
+    boot: u32,
+}
+
+impl ShardState {
+    /// A shard's state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        tuning: Arc<Tuning>,
+        registry: Registry,
+        outcomes: Rc<Batcher<Outcome>>,
+        pools: Vec<Option<Rc<EndpointPool>>>,
+        boot: u32,
+    ) -> Rc<Self> {
+        let models_body = models_json(&config);
+        let head_timeout_response =
+            super::respond::head_timeout_bytes(config.server.header_timeout.as_millis() as u64);
+        Rc::new(Self {
+            id,
+            metrics: registry.shards[id.0 as usize].clone(),
+            registry,
+            config,
+            tuning,
+            scores: RefCell::new(Arc::new(ScoreTable::default())),
+            outcomes,
+            pools,
+            scratch: RefCell::new(DecodeScratch::default()),
+            watches: WatchList::default(),
+            drain: Signal::default(),
+            models_body,
+            head_timeout_response,
+            seq: Cell::new(0),
+            boot,
+        })
+    }
+
+    /// Whether the shard is draining (readiness fails).
+    pub fn draining(&self) -> bool {
+        self.drain.is_fired()
+    }
+
+    /// A new request id: boot nonce, shard, sequence (unique per process run).
+    pub fn next_request_id(&self) -> HeaderValue {
+        let n = self.seq.get() + 1;
+        self.seq.set(n);
+        let s = format!("{:08x}{:04x}{:012x}", self.boot, self.id.0, n);
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+    }
+
+    /// Record one upstream attempt: provider metrics, and an outcome for the scorer.
+    pub fn record_attempt(&self, provider: usize, outcome: Outcome, result: UpstreamOutcome) {
+        if let Some(m) = self.metrics.providers.get(provider) {
+            m.attempts[result as usize].inc();
+            m.duration.observe(outcome.latency);
+            if outcome.ok {
+                m.ttfb.observe(outcome.ttfb);
+            }
+            if let Some(u) = outcome.usage {
+                m.input_tokens.add(u.input_tokens);
+                m.output_tokens.add(u.output_tokens);
+            }
+        }
+        self.outcomes.push(outcome);
+    }
+
+    /// Count a gateway error.
+    pub fn count_error(&self, kind: crate::ErrorKind) {
+        self.metrics.errors[error_index(kind)].inc();
+    }
+
+    /// Now (one place, so tests and benches could inject a clock later).
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+fn models_json(config: &Config) -> Bytes {
+    let mut out = b"{\"object\":\"list\",\"data\":[".to_vec();
+    for (i, m) in config.models.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"id\":");
+        crate::api::json::write_string(&mut out, m.public.as_str());
+        out.extend_from_slice(b",\"object\":\"model\",\"created\":0,\"owned_by\":");
+        crate::api::json::write_string(&mut out, config.providers[m.provider].id.as_str());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}

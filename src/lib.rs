@@ -1,0 +1,105 @@
+//! # shardgate
+//!
+//! A thread-per-core LLM gateway. Each core runs a pinned glommio shard that owns its listener
+//! (`SO_REUSEPORT`), its upstream connection pools and its metrics. Cross-core state lives in
+//! ractor actors on a control-plane thread; shards and actors exchange batched messages.
+//!
+//! ## Request flow
+//!
+//! `http::server` accept → `http::routes` → `api` decode (simd-json, only routing fields) →
+//! model lookup → `providers` translate (pass-through for OpenAI-compatible upstreams, model
+//! name rewritten in place) → `upstream` pool send → stream back whole SSE events, teeing usage
+//! → `metrics` + `Outcome` batch to the scorer (`shard::bridge`) → `http::respond`.
+//! Every failure goes to `http::respond`, the one place errors are rendered.
+//!
+//! ## Module map
+//!
+//! - [`shard`]: the thread-per-core runtime, the only module naming glommio: executors,
+//!   hyper IO/executor/timer adapters, the shard ↔ control-plane bridge.
+//! - [`http`]: the downstream front: accept loop, routes, request context, error rendering.
+//! - [`upstream`]: per-shard connection pools to provider endpoints (h1/h2, TLS, timeouts).
+//! - [`providers`]: provider kinds and their request/response handling.
+//! - [`api`]: canonical request pieces: decoding, usage, SSE splitting.
+//! - [`scoring`]: pure scorer maths (EWMA, success windows, score blend).
+//! - [`actors`]: the control plane (tokio + ractor): `ScorerActor`.
+//! - [`metrics`]: per-shard counters and histograms, Prometheus rendering.
+//! - [`config`]: strict config and tuning parsing and validation.
+//! - [`mock`]: the deterministic mock provider, in-process and as an HTTP server.
+//! - [`runtime`]: wires the topology: control plane, shards, shutdown.
+//!
+//! ## Glossary
+//!
+//! - **Shard** ([`ShardId`]): one pinned executor thread and everything it owns.
+//! - **Upstream** is toward providers, **downstream** toward clients.
+//! - [`ProviderId`]: a configured provider; [`ModelId`]: a public model name;
+//!   [`DeploymentId`]: a provider + upstream model, the unit the scorer tracks.
+//! - `Outcome`: what happened on one upstream attempt (latency, status, tokens).
+//! - `ScoreTable`: the scorer's read-mostly snapshot, swapped into every shard whole.
+
+pub mod actors;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod mock;
+pub mod providers;
+pub mod runtime;
+pub mod scoring;
+pub mod shard;
+pub mod upstream;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use error::{ErrorKind, GatewayError};
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Arc<str>);
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl $name {
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A configured provider (the key under `[providers]`).
+    ProviderId
+);
+id_newtype!(
+    /// A public model name (the key under `[models]`).
+    ModelId
+);
+id_newtype!(
+    /// A deployment: `provider/upstream_model`.
+    DeploymentId
+);
+
+/// A shard's index, `0..shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

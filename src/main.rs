@@ -1,0 +1,145 @@
+//! The `shardgate` binary: `serve` (default) and `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use shardgate::config::{Config, Tuning};
+use shardgate::runtime::{self, ServeOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "\
+shardgate: a thread-per-core LLM gateway
+
+USAGE:
+    shardgate [serve] [--config FILE] [--tuning FILE] [--listen ADDR]
+    shardgate check-config FILE [--tuning FILE]
+
+With no --config, shardgate serves its embedded default: a built-in mock provider answering
+model `mock` on 127.0.0.1:8080 (no keys, no network).
+Logs go to stderr (RUST_LOG sets the level, default info).";
+
+struct Args {
+    command: String,
+    config: Option<PathBuf>,
+    tuning: Option<PathBuf>,
+    listen: Option<String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        command: "serve".into(),
+        config: None,
+        tuning: None,
+        listen: None,
+    };
+    let mut it = std::env::args().skip(1).peekable();
+    if let Some(first) = it.peek() {
+        if !first.starts_with('-') {
+            args.command = it.next().unwrap_or_default();
+        }
+    }
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--config" | "-c" => args.config = Some(value("--config")?.into()),
+            "--tuning" | "-t" => args.tuning = Some(value("--tuning")?.into()),
+            "--listen" | "-l" => args.listen = Some(value("--listen")?),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" | "-V" => {
+                println!("shardgate {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other
+                if args.command == "check-config"
+                    && args.config.is_none()
+                    && !other.starts_with('-') =>
+            {
+                args.config = Some(other.into());
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn load(args: &Args) -> anyhow::Result<(Config, Tuning)> {
+    let config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default()?,
+    };
+    let tuning = match &args.tuning {
+        Some(p) => Tuning::load(p)?,
+        None => Tuning::embedded_default()?,
+    };
+    Ok((config, tuning))
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    match args.command.as_str() {
+        "check-config" => {
+            if args.config.is_none() {
+                bail!("check-config needs a FILE\n\n{USAGE}");
+            }
+            let (config, tuning) = load(&args)?;
+            println!(
+                "ok: {} provider(s), {} model(s), {} shard(s)",
+                config.providers.len(),
+                config.models.len(),
+                tuning.shard_count()
+            );
+            Ok(())
+        }
+        "serve" => {
+            let (mut config, tuning) = load(&args)?;
+            if let Some(l) = &args.listen {
+                config.server.listen = l.clone();
+            }
+            let shards = tuning.shard_count();
+            let default = args.config.is_none();
+            let gw = runtime::start(
+                config,
+                tuning,
+                ServeOptions {
+                    handle_signals: true,
+                },
+            )?;
+            println!(
+                "shardgate listening on http://{} ({shards} shard(s){})",
+                gw.addr,
+                if default {
+                    ", embedded default config: model `mock`"
+                } else {
+                    ""
+                }
+            );
+            tracing::info!(addr = %gw.addr, shards, "Listening.");
+            gw.wait()?;
+            tracing::info!("Stopped.");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

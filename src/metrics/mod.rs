@@ -1,0 +1,228 @@
+//! Per-shard metrics and their Prometheus rendering.
+//!
+//! Owns: counters, gauges and histograms of each shard, and rendering all shards' figures as
+//! one aggregated Prometheus text page.
+//! Does not: aggregate by message. Each shard writes only its own [`ShardMetrics`]; any shard
+//! serving `/metrics` reads all of them directly.
+//! Key types: [`ShardMetrics`], [`Registry`], [`labels`].
+//!
+//! Why atomics here: a shard's block is written by that shard alone, with a plain relaxed
+//! load and store (no read-modify-write, no lock prefix, no contention), which costs what a
+//! `Cell` would. The atomics exist only so that another shard may *read* the block when it
+//! renders `/metrics`, with no message and no lock.
+
+pub mod labels;
+mod render;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+pub use render::render;
+
+use labels::{Route, StatusLabel, UpstreamOutcome};
+
+/// A counter written by one shard only.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n`. Only the owning shard calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Add one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge written by one shard only.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Add one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// Subtract one.
+    #[inline]
+    pub fn dec(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed) as i64
+    }
+}
+
+/// Histogram bucket upper bounds, seconds.
+pub const BUCKETS: [f64; 18] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// A latency histogram written by one shard only.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; BUCKETS.len()],
+    count: Counter,
+    sum_ns: Counter,
+}
+
+impl Histogram {
+    /// Record one duration.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_ns.add(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    /// (per-bucket counts, not cumulative; count; sum in seconds).
+    pub fn snapshot(&self) -> ([u64; BUCKETS.len()], u64, f64) {
+        let mut b = [0; BUCKETS.len()];
+        for (o, c) in b.iter_mut().zip(&self.buckets) {
+            *o = c.get();
+        }
+        (b, self.count.get(), self.sum_ns.get() as f64 / 1e9)
+    }
+}
+
+/// Per-provider figures.
+#[derive(Debug, Default)]
+pub struct ProviderMetrics {
+    /// Upstream attempts by outcome.
+    pub attempts: [Counter; UpstreamOutcome::ALL.len()],
+    /// Whole attempt duration.
+    pub duration: Histogram,
+    /// Time to the response head.
+    pub ttfb: Histogram,
+    /// Input tokens.
+    pub input_tokens: Counter,
+    /// Output tokens.
+    pub output_tokens: Counter,
+}
+
+/// Everything one shard counts.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    /// Requests by route and status.
+    pub requests: [[Counter; StatusLabel::ALL.len()]; Route::ALL.len()],
+    /// Request duration by route (downstream view).
+    pub duration: [Histogram; Route::ALL.len()],
+    /// Time spent in the gateway itself, excluding upstream.
+    pub overhead: Histogram,
+    /// Gateway errors by kind.
+    pub errors: [Counter; labels::ERROR_KINDS.len()],
+    /// Requests being handled now.
+    pub inflight: Gauge,
+    /// Open downstream connections.
+    pub connections: Gauge,
+    /// Downstream connections accepted.
+    pub connections_total: Counter,
+    /// Connections closed by the header or idle sweep.
+    pub timeouts: Counter,
+    /// Panics caught while handling a request.
+    pub panics: Counter,
+    /// Per provider, in config order.
+    pub providers: Vec<ProviderMetrics>,
+}
+
+impl ShardMetrics {
+    /// Zeroed metrics for `providers` providers.
+    pub fn new(providers: usize) -> Self {
+        Self {
+            requests: Default::default(),
+            duration: Default::default(),
+            overhead: Histogram::default(),
+            errors: Default::default(),
+            inflight: Gauge::default(),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            timeouts: Counter::default(),
+            panics: Counter::default(),
+            providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
+        }
+    }
+
+    /// Record a finished downstream request.
+    #[inline]
+    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+        self.requests[route as usize][StatusLabel::from_code(status) as usize].inc();
+        self.duration[route as usize].observe(elapsed);
+    }
+
+    /// Requests this shard has answered, all routes.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().flatten().map(Counter::get).sum()
+    }
+}
+
+/// All shards' metrics, shared read-only between shards (each writes only its own).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// One block per shard, by shard index.
+    pub shards: Arc<[Arc<ShardMetrics>]>,
+    /// Provider ids, in config order (label values).
+    pub providers: Arc<[Arc<str>]>,
+}
+
+impl Registry {
+    /// A registry for `shards` shards and these providers.
+    pub fn new(shards: usize, providers: Vec<Arc<str>>) -> Self {
+        let n = providers.len();
+        Self {
+            shards: (0..shards)
+                .map(|_| Arc::new(ShardMetrics::new(n)))
+                .collect(),
+            providers: providers.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_sum() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let (b, count, sum) = h.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(b[0], 1);
+        assert_eq!(b[5], 1);
+        assert_eq!(b.iter().sum::<u64>(), 2, "100 s only lands in +Inf");
+        assert!((sum - 100.00305).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gauges_go_both_ways() {
+        let g = Gauge::default();
+        g.inc();
+        g.inc();
+        g.dec();
+        assert_eq!(g.get(), 1);
+        g.dec();
+        g.dec();
+        assert_eq!(g.get(), -1);
+    }
+}

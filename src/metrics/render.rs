@@ -1,0 +1,264 @@
+//! Prometheus text exposition of all shards, aggregated, plus per-shard totals and scores.
+
+use std::fmt::Write;
+
+use super::labels::{ERROR_KINDS, Route, StatusLabel, UpstreamOutcome};
+use super::{BUCKETS, Histogram, Registry, ShardMetrics};
+use crate::scoring::ScoreTable;
+
+fn sum_hist<'a>(hs: impl Iterator<Item = &'a Histogram>) -> ([u64; BUCKETS.len()], u64, f64) {
+    let mut out = ([0u64; BUCKETS.len()], 0u64, 0f64);
+    for h in hs {
+        let (b, c, s) = h.snapshot();
+        for (o, v) in out.0.iter_mut().zip(b) {
+            *o += v;
+        }
+        out.1 += c;
+        out.2 += s;
+    }
+    out
+}
+
+fn write_hist(out: &mut String, name: &str, labels: &str, h: ([u64; BUCKETS.len()], u64, f64)) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cum = 0;
+    for (le, n) in BUCKETS.iter().zip(h.0) {
+        cum += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cum}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.1);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.2);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.1);
+}
+
+fn sum<'a>(shards: &'a [std::sync::Arc<ShardMetrics>], f: impl Fn(&'a ShardMetrics) -> u64) -> u64 {
+    shards.iter().map(|s| f(s)).sum()
+}
+
+/// Render every shard's metrics and the score table as Prometheus text.
+pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
+    let shards = &reg.shards[..];
+    let mut out = String::with_capacity(16 * 1024);
+
+    out.push_str("# HELP gateway_requests_total Downstream requests by route and status.\n# TYPE gateway_requests_total counter\n");
+    for route in Route::ALL {
+        for status in StatusLabel::ALL {
+            let n = sum(shards, |s| {
+                s.requests[route as usize][status as usize].get()
+            });
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "gateway_requests_total{{route=\"{}\",status=\"{}\"}} {n}",
+                    route.as_str(),
+                    status.as_str()
+                );
+            }
+        }
+    }
+    out.push_str("# HELP gateway_request_duration_seconds Downstream request duration by route.\n# TYPE gateway_request_duration_seconds histogram\n");
+    for route in [Route::ChatCompletions, Route::Models] {
+        let h = sum_hist(shards.iter().map(|s| &s.duration[route as usize]));
+        write_hist(
+            &mut out,
+            "gateway_request_duration_seconds",
+            &format!("route=\"{}\"", route.as_str()),
+            h,
+        );
+    }
+    out.push_str("# HELP gateway_overhead_seconds Time spent in the gateway per proxied request, excluding upstream.\n# TYPE gateway_overhead_seconds histogram\n");
+    write_hist(
+        &mut out,
+        "gateway_overhead_seconds",
+        "",
+        sum_hist(shards.iter().map(|s| &s.overhead)),
+    );
+
+    out.push_str("# HELP gateway_errors_total Gateway errors by kind.\n# TYPE gateway_errors_total counter\n");
+    for (i, kind) in ERROR_KINDS.iter().enumerate() {
+        let n = sum(shards, |s| s.errors[i].get());
+        if n > 0 {
+            let _ = writeln!(out, "gateway_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+    }
+
+    out.push_str("# HELP gateway_upstream_requests_total Upstream attempts by provider and outcome.\n# TYPE gateway_upstream_requests_total counter\n");
+    for (p, name) in reg.providers.iter().enumerate() {
+        for o in UpstreamOutcome::ALL {
+            let n = sum(shards, |s| {
+                s.providers
+                    .get(p)
+                    .map_or(0, |m| m.attempts[o as usize].get())
+            });
+            let _ = writeln!(
+                out,
+                "gateway_upstream_requests_total{{provider=\"{name}\",outcome=\"{}\"}} {n}",
+                o.as_str()
+            );
+        }
+    }
+    out.push_str("# HELP gateway_upstream_duration_seconds Upstream attempt duration by provider.\n# TYPE gateway_upstream_duration_seconds histogram\n");
+    for (p, name) in reg.providers.iter().enumerate() {
+        let h = sum_hist(
+            shards
+                .iter()
+                .filter_map(|s| s.providers.get(p).map(|m| &m.duration)),
+        );
+        write_hist(
+            &mut out,
+            "gateway_upstream_duration_seconds",
+            &format!("provider=\"{name}\""),
+            h,
+        );
+    }
+    out.push_str("# HELP gateway_upstream_ttfb_seconds Upstream time to response head by provider.\n# TYPE gateway_upstream_ttfb_seconds histogram\n");
+    for (p, name) in reg.providers.iter().enumerate() {
+        let h = sum_hist(
+            shards
+                .iter()
+                .filter_map(|s| s.providers.get(p).map(|m| &m.ttfb)),
+        );
+        write_hist(
+            &mut out,
+            "gateway_upstream_ttfb_seconds",
+            &format!("provider=\"{name}\""),
+            h,
+        );
+    }
+    out.push_str("# HELP gateway_tokens_total Tokens by provider and direction.\n# TYPE gateway_tokens_total counter\n");
+    for (p, name) in reg.providers.iter().enumerate() {
+        let i = sum(shards, |s| {
+            s.providers.get(p).map_or(0, |m| m.input_tokens.get())
+        });
+        let o = sum(shards, |s| {
+            s.providers.get(p).map_or(0, |m| m.output_tokens.get())
+        });
+        let _ = writeln!(
+            out,
+            "gateway_tokens_total{{provider=\"{name}\",direction=\"input\"}} {i}"
+        );
+        let _ = writeln!(
+            out,
+            "gateway_tokens_total{{provider=\"{name}\",direction=\"output\"}} {o}"
+        );
+    }
+
+    let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        &mut out,
+        "gateway_inflight_requests",
+        "Requests being handled.",
+        shards.iter().map(|s| s.inflight.get()).sum(),
+    );
+    gauge(
+        &mut out,
+        "gateway_open_connections",
+        "Open downstream connections.",
+        shards.iter().map(|s| s.connections.get()).sum(),
+    );
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        &mut out,
+        "gateway_connections_total",
+        "Downstream connections accepted.",
+        sum(shards, |s| s.connections_total.get()),
+    );
+    counter(
+        &mut out,
+        "gateway_connection_timeouts_total",
+        "Connections closed by the header or idle timeout.",
+        sum(shards, |s| s.timeouts.get()),
+    );
+    counter(
+        &mut out,
+        "gateway_panics_total",
+        "Panics caught while handling requests.",
+        sum(shards, |s| s.panics.get()),
+    );
+
+    out.push_str("# HELP gateway_shard_requests_total Requests answered per shard.\n# TYPE gateway_shard_requests_total counter\n");
+    for (i, s) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "gateway_shard_requests_total{{shard=\"{i}\"}} {}",
+            s.total_requests()
+        );
+    }
+    out.push_str("# HELP gateway_shard_open_connections Open downstream connections per shard.\n# TYPE gateway_shard_open_connections gauge\n");
+    for (i, s) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "gateway_shard_open_connections{{shard=\"{i}\"}} {}",
+            s.connections.get()
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP gateway_score_table_version Version of the score table this shard holds.\n# TYPE gateway_score_table_version gauge\ngateway_score_table_version {}",
+        scores.version
+    );
+    out.push_str("# HELP gateway_deployment_latency_ewma_seconds EWMA latency of successful attempts.\n# TYPE gateway_deployment_latency_ewma_seconds gauge\n");
+    for (d, s) in &scores.deployments {
+        if let Some(ms) = s.latency_ewma_ms {
+            let _ = writeln!(
+                out,
+                "gateway_deployment_latency_ewma_seconds{{deployment=\"{d}\"}} {}",
+                ms / 1e3
+            );
+        }
+    }
+    out.push_str("# HELP gateway_deployment_success_ratio Success ratio over the scorer window.\n# TYPE gateway_deployment_success_ratio gauge\n");
+    for (d, s) in &scores.deployments {
+        let _ = writeln!(
+            out,
+            "gateway_deployment_success_ratio{{deployment=\"{d}\"}} {}",
+            s.success_ratio
+        );
+    }
+    out.push_str("# HELP gateway_deployment_score Blended deployment score (0..1, higher is better).\n# TYPE gateway_deployment_score gauge\n");
+    for (d, s) in &scores.deployments {
+        let _ = writeln!(
+            out,
+            "gateway_deployment_score{{deployment=\"{d}\"}} {}",
+            s.score
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn aggregates_over_shards() {
+        let reg = Registry::new(2, vec!["p".into()]);
+        reg.shards[0].request(Route::ChatCompletions, 200, Duration::from_millis(1));
+        reg.shards[1].request(Route::ChatCompletions, 200, Duration::from_millis(2));
+        reg.shards[1].request(Route::ChatCompletions, 502, Duration::from_millis(2));
+        reg.shards[0].providers[0].input_tokens.add(5);
+        let text = render(&reg, &ScoreTable::default());
+        assert!(
+            text.contains("gateway_requests_total{route=\"chat_completions\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_requests_total{route=\"chat_completions\",status=\"502\"} 1\n")
+        );
+        assert!(text.contains("gateway_shard_requests_total{shard=\"0\"} 1\n"));
+        assert!(text.contains("gateway_shard_requests_total{shard=\"1\"} 2\n"));
+        assert!(text.contains("gateway_tokens_total{provider=\"p\",direction=\"input\"} 5\n"));
+        assert!(
+            text.contains("gateway_request_duration_seconds_count{route=\"chat_completions\"} 3\n")
+        );
+    }
+}

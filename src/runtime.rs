@@ -1,0 +1,326 @@
+//! Wires the topology: environment checks, listeners, control plane, shards, shutdown.
+//!
+//! Start: check io_uring and locked memory → resolve the listen address and every provider's
+//! host (here, never on a shard) → bind one `SO_REUSEPORT` listener per shard → start the
+//! control plane (actors) → start the shards, each building its own pools and state and
+//! serving its listener. Stop: on SIGTERM/SIGINT every shard drains; when all have returned,
+//! the actors stop last.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ShardId;
+use crate::actors::scorer::ScorerMsg;
+use crate::actors::{ControlPlane, ControlPlaneArgs, ShardCmd};
+use crate::config::{Config, Protocol, Scheme, Tuning};
+use crate::http::state::ShardState;
+use crate::metrics::Registry;
+use crate::shard::bridge::{Batcher, inbox};
+use crate::shard::net::{Listener, bind_reuseport};
+use crate::shard::{self, ShardSpec};
+use crate::upstream::{EndpointPool, PoolLimits, tls_client_config};
+
+/// Locked memory glommio needs per shard.
+pub const MEMLOCK_PER_SHARD: u64 = 512 * 1024;
+/// How often the scorer publishes a changed table.
+pub const SCORE_PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the gateway could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The environment cannot run io_uring shards; the message says what to change.
+    #[error("{0}")]
+    Environment(String),
+    /// An address could not be resolved or bound.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
+    /// A rustls config could not be built.
+    #[error("TLS client config: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+/// Check that this machine can run `shards` io_uring shards; raise the locked-memory soft
+/// limit when the hard limit allows. The error says in one sentence what to change.
+pub fn check_environment(shards: usize) -> Result<(), RuntimeError> {
+    let need = MEMLOCK_PER_SHARD * shards as u64 + 8 * 1024 * 1024;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && lim.rlim_cur < need
+    {
+        let raised = libc::rlimit {
+            rlim_cur: need.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        let ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0;
+        let have = if ok { raised.rlim_cur } else { lim.rlim_cur };
+        if have < MEMLOCK_PER_SHARD * shards as u64 {
+            return Err(RuntimeError::Environment(format!(
+                "The locked-memory limit is {} KiB but {shards} shard(s) need at least {} KiB: raise it (ulimit -l, or LimitMEMLOCK= in systemd, or --ulimit memlock in Docker).",
+                have / 1024,
+                MEMLOCK_PER_SHARD * shards as u64 / 1024
+            )));
+        }
+    }
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(1, params) writes at most 120 bytes of io_uring_params into the
+    // buffer; on success we close the returned descriptor at once.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(RuntimeError::Environment(format!(
+            "io_uring is not available ({e}): the kernel lacks it or a seccomp profile blocks it (Docker's default does: run with --security-opt seccomp=unconfined, or on the host)."
+        )));
+    }
+    // SAFETY: `fd` is a descriptor we own and close once.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Options for [`serve`] beyond config and tuning.
+pub struct ServeOptions {
+    /// Install SIGTERM/SIGINT handlers (the binary does; embedded uses may not).
+    pub handle_signals: bool,
+}
+
+/// A started gateway (for embedding: tests, benches).
+pub struct Gateway {
+    /// The address every shard listens on.
+    pub addr: SocketAddr,
+    control: ControlPlane,
+    shards: Vec<shard::ShardHandle>,
+}
+
+impl Gateway {
+    /// Start draining every shard (what SIGTERM does).
+    pub fn drain(&self) {
+        self.control.drain_all();
+    }
+
+    /// The scorer, for tests.
+    pub fn scorer(&self) -> &ractor::ActorRef<ScorerMsg> {
+        &self.control.scorer
+    }
+
+    /// Wait for every shard to finish, then stop the actors.
+    pub fn wait(self) -> Result<(), RuntimeError> {
+        let mut first_err = None;
+        for h in self.shards {
+            if let Err(e) = h.join() {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.control.stop();
+        match first_err {
+            Some(e) => Err(RuntimeError::Io {
+                what: "shard".into(),
+                source: e,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+struct PoolSpec {
+    provider: usize,
+    endpoint: crate::config::Endpoint,
+    protocol: Protocol,
+    addrs: Arc<[SocketAddr]>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn resolve(host: &str, port: u16) -> Result<Arc<[SocketAddr]>, RuntimeError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(io_err(format!("cannot resolve {host}:{port}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(RuntimeError::Io {
+            what: format!("cannot resolve {host}:{port}"),
+            source: std::io::Error::other("no addresses"),
+        });
+    }
+    Ok(addrs.into())
+}
+
+/// Start the gateway and return once every shard is listening.
+pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gateway, RuntimeError> {
+    let n = tuning.shard_count();
+    check_environment(n)?;
+    let listen = config.server.listen.clone();
+    let addr = listen
+        .to_socket_addrs()
+        .map_err(io_err(format!("cannot resolve listen address {listen}")))?
+        .next()
+        .ok_or_else(|| RuntimeError::Io {
+            what: format!("listen address {listen}"),
+            source: std::io::Error::other("no address"),
+        })?;
+    let listeners = bind_reuseport(addr, n).map_err(io_err(format!("cannot listen on {addr}")))?;
+    let addr = listeners
+        .first()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(io_err("local address"))?
+        .unwrap_or(addr);
+
+    let mut pools = Vec::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let Some(ep) = &p.endpoint else { continue };
+        let tls = match ep.scheme {
+            Scheme::Http => None,
+            Scheme::Https => Some(tls_client_config(match p.protocol {
+                Protocol::Auto => &[b"h2", b"http/1.1"],
+                Protocol::Http1 => &[b"http/1.1"],
+                Protocol::Http2 => &[b"h2"],
+            })?),
+        };
+        pools.push(PoolSpec {
+            provider: i,
+            endpoint: ep.clone(),
+            protocol: p.protocol,
+            addrs: resolve(&ep.host, ep.port)?,
+            tls,
+        });
+    }
+    let pools = Arc::new(pools);
+    let downstream_tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::http::tls::server_config)
+        .transpose()?;
+
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox::<ShardCmd>()).unzip();
+    let control = ControlPlane::start(ControlPlaneArgs {
+        shards: senders,
+        core: tuning.control_plane_core,
+        publish_every: SCORE_PUBLISH_EVERY,
+        handle_signals: opts.handle_signals,
+    })
+    .map_err(io_err("cannot start the control plane"))?;
+
+    let registry = Registry::new(n, config.providers.iter().map(|p| p.id.0.clone()).collect());
+    let config = Arc::new(config);
+    let tuning = Arc::new(tuning);
+    let boot = boot_nonce();
+    let mut shards = Vec::with_capacity(n);
+    let (up_tx, up_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let spec = ShardSpec {
+            id: ShardId(i as u16),
+            core: tuning.placement.cores[i],
+            ring_depth: tuning.ring_depth,
+            spin_before_park: tuning.spin_before_park,
+        };
+        let (config, tuning, registry, pools, tls) = (
+            config.clone(),
+            tuning.clone(),
+            registry.clone(),
+            pools.clone(),
+            downstream_tls.clone(),
+        );
+        let scorer = control.scorer.clone();
+        let up_tx = up_tx.clone();
+        let handle = shard::start(spec, move || async move {
+            let id = ShardId(i as u16);
+            let limits = PoolLimits {
+                max_idle: tuning.upstream_max_idle,
+                h2_connections: tuning.upstream_h2_connections,
+                h2_streams: 100,
+            };
+            let mut shard_pools = vec![None; config.providers.len()];
+            for p in pools.iter() {
+                shard_pools[p.provider] = Some(EndpointPool::new(
+                    p.endpoint.clone(),
+                    p.protocol,
+                    p.addrs.clone(),
+                    p.tls.clone(),
+                    limits,
+                ));
+            }
+            let outcomes = Batcher::new(tuning.batch_size, move |batch| {
+                let _ = scorer.cast(ScorerMsg::Outcomes(batch));
+            });
+            outcomes.flush_every(tuning.flush_interval);
+            let state = ShardState::new(id, config, tuning, registry, outcomes, shard_pools, boot);
+            let st = state.clone();
+            inbox.serve(move |cmd| apply(&st, cmd));
+            let listener = match Listener::adopt(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = up_tx.send(Err(format!("shard {i}: {e}")));
+                    return;
+                }
+            };
+            let _ = up_tx.send(Ok(()));
+            crate::http::server::run(state, listener, tls).await;
+        })
+        .map_err(io_err(format!("cannot start shard {i}")))?;
+        shards.push(handle);
+    }
+    drop(up_tx);
+    for _ in 0..n {
+        match up_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(RuntimeError::Io {
+                    what: e,
+                    source: std::io::Error::other("shard start-up failed"),
+                });
+            }
+            Err(_) => {
+                return Err(RuntimeError::Io {
+                    what: "shard start-up".into(),
+                    source: std::io::Error::other("a shard exited during start-up"),
+                });
+            }
+        }
+    }
+    Ok(Gateway {
+        addr,
+        control,
+        shards,
+    })
+}
+
+fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
+    match cmd {
+        ShardCmd::Scores(table) => *state.scores.borrow_mut() = table,
+        ShardCmd::Drain => {
+            if !state.draining() {
+                tracing::info!(shard = %state.id, "Draining.");
+                state.drain.fire();
+            }
+        }
+    }
+}
+
+fn boot_nonce() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (t as u32) ^ ((t >> 32) as u32) ^ std::process::id().rotate_left(16)
+}

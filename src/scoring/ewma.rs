@@ -1,0 +1,81 @@
+//! A time-decayed exponentially weighted moving average (time passed in, as linkerd does).
+
+use std::time::{Duration, Instant};
+
+/// EWMA whose weight decays with the time between samples: a sample `tau` after the last one
+/// keeps `1/e` of the old value. Irregular sample spacing is handled correctly.
+#[derive(Debug, Clone, Copy)]
+pub struct Ewma {
+    value: f64,
+    at: Option<Instant>,
+    tau: Duration,
+}
+
+impl Ewma {
+    /// An empty average with decay constant `tau`.
+    pub fn new(tau: Duration) -> Self {
+        Self {
+            value: 0.0,
+            at: None,
+            tau,
+        }
+    }
+
+    /// Add a sample taken at `now`.
+    pub fn observe(&mut self, sample: f64, now: Instant) {
+        match self.at {
+            None => self.value = sample,
+            Some(prev) => {
+                let dt = now.saturating_duration_since(prev).as_secs_f64();
+                let tau = self.tau.as_secs_f64().max(f64::MIN_POSITIVE);
+                // A floor keeps bursts of samples at one instant from being ignored entirely.
+                let w = (-dt / tau).exp().min(0.98);
+                self.value = w * self.value + (1.0 - w) * sample;
+            }
+        }
+        self.at = Some(now);
+    }
+
+    /// The current average, `None` before the first sample.
+    pub fn get(&self) -> Option<f64> {
+        self.at.map(|_| self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_sample_is_the_value() {
+        let t0 = Instant::now();
+        let mut e = Ewma::new(Duration::from_secs(10));
+        assert_eq!(e.get(), None);
+        e.observe(100.0, t0);
+        assert_eq!(e.get(), Some(100.0));
+    }
+
+    #[test]
+    fn decays_toward_new_samples_with_time() {
+        let t0 = Instant::now();
+        let mut slow = Ewma::new(Duration::from_secs(10));
+        slow.observe(100.0, t0);
+        slow.observe(0.0, t0 + Duration::from_secs(10));
+        let v = slow.get().unwrap();
+        assert!((v - 100.0 / std::f64::consts::E).abs() < 1e-9, "{v}");
+        // A long gap forgets the past almost entirely.
+        slow.observe(50.0, t0 + Duration::from_secs(1000));
+        assert!((slow.get().unwrap() - 50.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn same_instant_samples_still_move_it() {
+        let t0 = Instant::now();
+        let mut e = Ewma::new(Duration::from_secs(10));
+        e.observe(0.0, t0);
+        for _ in 0..200 {
+            e.observe(10.0, t0);
+        }
+        assert!(e.get().unwrap() > 9.0);
+    }
+}

@@ -1,0 +1,19 @@
+//! Pure scorer maths. No runtime, no clock: every function takes `now`.
+//!
+//! Owns: the per-deployment statistics (EWMA of latency and time to first byte, success
+//! ratio over a sliding window) and the [`ScoreTable`] snapshot shards read.
+//! Does not: receive messages or publish snapshots (that is `actors::scorer`).
+//! Key types: [`Ewma`], [`SuccessWindow`], [`DeploymentStats`], [`ScoreTable`].
+
+mod ewma;
+mod table;
+
+pub use ewma::Ewma;
+pub use table::{
+    DeploymentScore, DeploymentStats, Observation, Outcome, ScoreTable, SuccessWindow, Weights,
+};
+
+/// Samples needed before a score is trusted (the default).
+pub fn table_min_samples() -> u64 {
+    table::DEFAULT_MIN_SAMPLES
+}

@@ -1,0 +1,235 @@
+//! The thread-per-core runtime: the only module that names glommio.
+//!
+//! Owns: starting pinned shard executors, spawning tasks on the current shard (normal and
+//! low-priority), timers, TCP listeners and connects, and the hyper adapters in [`rt`].
+//! Does not: know about HTTP routes, providers or config (it imports none of them), so another
+//! io_uring runtime could replace glommio behind this seam.
+//! Key types: [`ShardSpec`], [`ShardHandle`], [`rt::Io`], [`bridge::Batcher`], [`bridge::Inbox`].
+
+pub mod bridge;
+pub mod net;
+pub mod rt;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+use crate::ShardId;
+
+/// How to start one shard.
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    /// Its index.
+    pub id: ShardId,
+    /// CPU to pin to, or `None`.
+    pub core: Option<usize>,
+    /// io_uring entries.
+    pub ring_depth: usize,
+    /// Busy-poll before parking.
+    pub spin_before_park: Duration,
+}
+
+/// A running shard thread.
+pub struct ShardHandle {
+    id: ShardId,
+    join: glommio::ExecutorJoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Wait for the shard's main future to end.
+    pub fn join(self) -> io::Result<()> {
+        self.join
+            .join()
+            .map_err(|e| io::Error::other(format!("shard {} failed: {e}", self.id)))
+    }
+}
+
+thread_local! {
+    static BACKGROUND: Cell<Option<TaskQueueHandle>> = const { Cell::new(None) };
+    static CURRENT: Cell<Option<ShardId>> = const { Cell::new(None) };
+}
+
+/// Start a shard thread running `main` (made on the new thread, so it may be `!Send`).
+pub fn start<F, Fut>(spec: ShardSpec, main: F) -> io::Result<ShardHandle>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let placement = match spec.core {
+        Some(core) => Placement::Fixed(core),
+        None => Placement::Unbound,
+    };
+    let id = spec.id;
+    let mut builder = LocalExecutorBuilder::new(placement)
+        .name(&format!("shard-{}", id.0))
+        .ring_depth(spec.ring_depth);
+    if !spec.spin_before_park.is_zero() {
+        builder = builder.spin_before_park(spec.spin_before_park);
+    }
+    let join = builder
+        .spawn(move || async move {
+            CURRENT.with(|c| c.set(Some(id)));
+            let tq = glommio::executor().create_task_queue(
+                Shares::Static(10),
+                Latency::NotImportant,
+                "background",
+            );
+            BACKGROUND.with(|b| b.set(Some(tq)));
+            guarded("shard main", main()).await;
+        })
+        .map_err(|e| io::Error::other(format!("cannot start shard {}: {e}", id.0)))?;
+    Ok(ShardHandle { id, join })
+}
+
+/// The shard this thread runs, if any.
+pub fn current() -> Option<ShardId> {
+    CURRENT.with(|c| c.get())
+}
+
+/// Run a future, turning a panic inside it into a logged error. Used for every task a shard
+/// spawns, so one panicking request never takes the shard (or the process) down.
+pub async fn guarded<T>(what: &'static str, fut: impl Future<Output = T>) -> Option<T> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(v) => Some(v),
+        Err(payload) => {
+            tracing::error!(task = what, panic = %panic_message(&*payload), "Task panicked; shard continues.");
+            None
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Spawn a task on the current shard (panics inside are caught and logged).
+pub fn spawn(what: &'static str, fut: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(guarded(what, fut)).detach();
+}
+
+/// Spawn a task on the current shard and get its result (`None` if it panicked).
+pub fn spawn_with<T: 'static>(
+    what: &'static str,
+    fut: impl Future<Output = T> + 'static,
+) -> impl Future<Output = Option<T>> {
+    let task = glommio::spawn_local(guarded(what, fut));
+    async move { task.await }
+}
+
+/// Spawn low-priority background work (flushes, sweeps) on the current shard.
+pub fn spawn_background(what: &'static str, fut: impl Future<Output = ()> + 'static) {
+    let tq = BACKGROUND.with(|b| b.get());
+    let task = match tq {
+        Some(tq) => glommio::spawn_local_into(guarded(what, fut), tq),
+        None => Ok(glommio::spawn_local(guarded(what, fut))),
+    };
+    match task {
+        Ok(t) => {
+            t.detach();
+        }
+        Err(e) => tracing::error!(task = what, error = %e, "Cannot spawn background task."),
+    }
+}
+
+/// Sleep on the shard's timer.
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// A resettable timer future on the current shard.
+pub struct Timer(glommio::timer::Timer);
+
+impl Timer {
+    /// A timer firing after `d`.
+    pub fn new(d: Duration) -> Self {
+        Self(glommio::timer::Timer::new(d))
+    }
+
+    /// Re-arm to fire `d` from now.
+    pub fn reset(&mut self, d: Duration) {
+        self.0.reset(d);
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// Error of [`timeout`]: the future did not finish in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timed out")]
+pub struct Elapsed;
+
+/// Race `fut` against a timer.
+pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Result<T, Elapsed> {
+    let timer = async {
+        glommio::timer::sleep(d).await;
+        Err(Elapsed)
+    };
+    async { Ok(fut.await) }.or(timer).await
+}
+
+/// Yield to other tasks on this shard.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+/// A counting semaphore local to one shard.
+pub type Semaphore = glommio::sync::Semaphore;
+
+/// A permit of [`Semaphore`] that releases on drop.
+pub type Permit = glommio::sync::StaticPermit;
+
+/// A one-shot signal on one shard: fire once, every waiter wakes.
+#[derive(Debug, Default)]
+pub struct Signal {
+    fired: Cell<bool>,
+    waiters: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl Signal {
+    /// Fire; later waits return at once.
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Whether it has fired.
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    /// Wait until it fires.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.fired.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut w = self.waiters.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+    }
+}

@@ -1,0 +1,89 @@
+//! TCP for shards: listeners built with socket2 (so the port and `SO_REUSEPORT` are ours to
+//! control) and handed to each shard, and connects that never resolve DNS on a shard.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// A downstream TCP stream on a shard.
+pub type TcpStream = glommio::net::TcpStream;
+
+/// Backlog of each listener.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Bind `count` listening sockets on `addr` with `SO_REUSEPORT`, one per shard.
+///
+/// First checks that no other socket holds the port: glommio (and any process using
+/// `SO_REUSEPORT`) could otherwise silently share it and take part of the traffic. Port 0
+/// resolves to one OS-chosen port that every shard then shares.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListener>> {
+    let domain = Domain::for_address(addr);
+    // The probe binds without SO_REUSEPORT: it fails if anyone holds the port at all.
+    let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&SockAddr::from(addr)).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already in use by another socket (another shardgate or a server with SO_REUSEPORT?)"),
+            )
+        } else {
+            e
+        }
+    })?;
+    let bound = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP socket"))?;
+    drop(probe);
+    (0..count)
+        .map(|_| {
+            let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_nodelay(true)?;
+            s.bind(&SockAddr::from(bound))?;
+            s.listen(LISTEN_BACKLOG)?;
+            Ok(s.into())
+        })
+        .collect()
+}
+
+/// A shard's listener.
+pub struct Listener(glommio::net::TcpListener);
+
+impl Listener {
+    /// Adopt a listening socket on the current shard.
+    pub fn adopt(std: StdListener) -> io::Result<Self> {
+        std.set_nonblocking(true)?;
+        // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket, which the
+        // glommio listener now owns alone and closes on drop.
+        Ok(Self(unsafe {
+            glommio::net::TcpListener::from_raw_fd(std.into_raw_fd())
+        }))
+    }
+
+    /// Accept one connection, with `TCP_NODELAY` set.
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        let s = self.0.accept().await.map_err(io::Error::from)?;
+        s.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(s)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr().map_err(io::Error::from)
+    }
+}
+
+/// Connect to an already resolved address with a timeout; `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let s = glommio::net::TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(io::Error::from)?;
+    s.set_nodelay(true).map_err(io::Error::from)?;
+    Ok(s)
+}

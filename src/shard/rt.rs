@@ -1,0 +1,415 @@
+//! hyper on glommio: an executor, and an IO adapter from futures-io streams to hyper's
+//! `rt::Read`/`rt::Write`. No hyper timer: header and idle timeouts are enforced by a coarse
+//! per-shard sweep over [`ConnWatch`]es instead of a timer per request.
+//!
+//! The adapter reads straight into hyper's uninitialised buffer (no zero-fill per read) for
+//! plain TCP, and turns read errors into errors (never into EOF).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+
+/// hyper executor that spawns onto the current shard.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardExec;
+
+impl<F> hyper::rt::Executor<F> for ShardExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        super::spawn("hyper task", async move {
+            fut.await;
+        });
+    }
+}
+
+/// A stream hyper can read into uninitialised memory.
+pub trait ReadUninit {
+    /// Read into `buf`, returning how many leading bytes are now initialised and filled.
+    fn poll_read_uninit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>>;
+}
+
+impl ReadUninit for glommio::net::TcpStream {
+    fn poll_read_uninit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        // SAFETY: a non-buffered glommio TcpStream reads with recv(2) (directly or after a
+        // readiness poll), which only writes into the buffer and never reads it, and reports
+        // how many bytes it wrote. No `&u8` into the uninitialised part is ever created by the
+        // callee, and we only treat the first `n` bytes it reports as initialised.
+        let bytes = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        AsyncRead::poll_read(self, cx, bytes)
+    }
+}
+
+/// Most bytes zeroed per read for streams that might read their buffer (TLS): one record.
+const ZEROED_READ_CAP: usize = 16 * 1024 + 256;
+
+/// Safe fallback for any futures-io reader: initialise (at most one TLS record of) the buffer.
+pub fn poll_read_zeroed<R: AsyncRead + ?Sized>(
+    reader: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut [MaybeUninit<u8>],
+) -> Poll<io::Result<usize>> {
+    let len = buf.len().min(ZEROED_READ_CAP);
+    let init: &mut [u8] = initialise(&mut buf[..len]);
+    reader.poll_read(cx, init)
+}
+
+fn initialise(buf: &mut [MaybeUninit<u8>]) -> &mut [u8] {
+    for b in buf.iter_mut() {
+        b.write(0);
+    }
+    // SAFETY: every element was just written, so the slice is fully initialised.
+    unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) }
+}
+
+impl<S> ReadUninit for futures_rustls::server::TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read_uninit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        poll_read_zeroed(self, cx, buf)
+    }
+}
+
+impl<S> ReadUninit for futures_rustls::client::TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read_uninit(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        poll_read_zeroed(self, cx, buf)
+    }
+}
+
+/// Why the sweep ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Keep-alive idle too long: close quietly.
+    Idle,
+    /// A request head took too long: answer 408, then close.
+    Head,
+    /// Shutdown grace is over.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in progress since this instant.
+    Idle(Instant),
+    /// Request bytes arrived at this instant; the handler has not started yet.
+    Head(Instant),
+    /// This many requests are being handled.
+    Busy(u32),
+}
+
+/// Activity of one downstream connection, watched by the shard's coarse sweep.
+#[derive(Debug)]
+pub struct ConnWatch {
+    phase: Cell<Phase>,
+    expired: Cell<Option<Expired>>,
+    draining: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+    on_head_timeout: &'static [u8],
+}
+
+impl ConnWatch {
+    /// A watch for a connection accepted now; `on_head_timeout` is written to the client
+    /// (best effort) when its request head times out.
+    pub fn new(on_head_timeout: &'static [u8]) -> Rc<Self> {
+        Rc::new(Self {
+            phase: Cell::new(Phase::Idle(Instant::now())),
+            expired: Cell::new(None),
+            draining: Cell::new(false),
+            waker: RefCell::new(None),
+            on_head_timeout,
+        })
+    }
+
+    /// A request's handler starts.
+    pub fn request_started(&self) {
+        let n = match self.phase.get() {
+            Phase::Busy(n) => n + 1,
+            _ => 1,
+        };
+        self.phase.set(Phase::Busy(n));
+    }
+
+    /// A request's response is complete (or was dropped).
+    pub fn request_finished(&self) {
+        self.phase.set(match self.phase.get() {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
+        });
+    }
+
+    fn on_bytes_read(&self) {
+        if let Phase::Idle(_) = self.phase.get() {
+            self.phase.set(Phase::Head(Instant::now()));
+        }
+    }
+
+    /// Whether no request is in progress.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase.get(), Phase::Idle(_))
+    }
+
+    /// Ask the connection to finish its current requests and close (graceful shutdown).
+    pub fn start_drain(&self) {
+        self.draining.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Remember the connection task's waker (cheap when unchanged).
+    pub fn register(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|s| s.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// End the connection for `why` and wake its task.
+    pub fn expire(&self, why: Expired) {
+        self.expired.set(Some(why));
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// The sweep's check: what, if anything, has timed out at `now`.
+    pub fn check(
+        &self,
+        now: Instant,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Option<Expired> {
+        match self.phase.get() {
+            Phase::Idle(since) if now.saturating_duration_since(since) >= idle_timeout => {
+                Some(Expired::Idle)
+            }
+            Phase::Head(since) if now.saturating_duration_since(since) >= header_timeout => {
+                Some(Expired::Head)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The shard's list of live connection watches.
+#[derive(Debug, Default)]
+pub struct WatchList {
+    list: RefCell<Vec<Weak<ConnWatch>>>,
+}
+
+impl WatchList {
+    /// Track a connection.
+    pub fn add(&self, w: &Rc<ConnWatch>) {
+        self.list.borrow_mut().push(Rc::downgrade(w));
+    }
+
+    /// Expire what timed out; drop closed connections from the list.
+    pub fn sweep(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> usize {
+        let mut expired = 0;
+        self.list.borrow_mut().retain(|w| match w.upgrade() {
+            None => false,
+            Some(w) => {
+                if let Some(why) = w.check(now, header_timeout, idle_timeout) {
+                    w.expire(why);
+                    expired += 1;
+                }
+                true
+            }
+        });
+        expired
+    }
+
+    /// Expire every connection with `why` (used at the end of the shutdown grace, and with
+    /// `Idle` at the start of a drain for connections between requests).
+    pub fn expire_all(&self, why: Expired, only_idle: bool) {
+        for w in self.list.borrow().iter().filter_map(Weak::upgrade) {
+            if !only_idle || w.is_idle() {
+                w.expire(why);
+            }
+        }
+    }
+
+    /// Ask every connection to shut down gracefully.
+    pub fn drain_all(&self) {
+        for w in self.list.borrow().iter().filter_map(Weak::upgrade) {
+            w.start_drain();
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.list
+            .borrow()
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Whether no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// hyper IO over a futures-io stream, optionally watched for timeouts.
+pub struct Io<S> {
+    inner: S,
+    watch: Option<Rc<ConnWatch>>,
+}
+
+impl<S> Io<S> {
+    /// Wrap a stream.
+    pub fn new(inner: S, watch: Option<Rc<ConnWatch>>) -> Self {
+        Self { inner, watch }
+    }
+}
+
+impl<S> hyper::rt::Read for Io<S>
+where
+    S: ReadUninit + AsyncWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(w) = &this.watch {
+            match w.expired.get() {
+                None => {}
+                Some(Expired::Idle) | Some(Expired::Shutdown) => return Poll::Ready(Ok(())),
+                Some(Expired::Head) => {
+                    // Best effort: the socket buffer takes a small response at once.
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, w.on_head_timeout);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head timeout",
+                    )));
+                }
+            }
+        }
+        // SAFETY: `as_mut` hands out the unfilled part of hyper's buffer; `poll_read_uninit`
+        // writes `n` bytes into its front and we advance by exactly that `n`.
+        let n = unsafe {
+            let slice = buf.as_mut();
+            match Pin::new(&mut this.inner).poll_read_uninit(cx, slice) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        };
+        // SAFETY: the reader initialised the first `n` bytes of the cursor.
+        unsafe { buf.advance(n) };
+        if n > 0 {
+            if let Some(w) = &this.watch {
+                w.on_bytes_read();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S> hyper::rt::Write for Io<S>
+where
+    S: AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let inner = &mut self.get_mut().inner;
+        ready!(Pin::new(&mut *inner).poll_flush(cx))?;
+        Pin::new(inner).poll_close(cx)
+    }
+}
+
+/// A hyper server connection that can be shut down gracefully.
+pub trait GracefulConnection: Future {
+    /// Finish in-flight requests, then close (h1: no keep-alive; h2: GOAWAY).
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConnection for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Drives a server connection, registering its task with the [`ConnWatch`] so that the sweep
+/// and the drain can wake it, and starting a graceful shutdown once a drain begins.
+pub struct Watched<C> {
+    conn: Pin<Box<C>>,
+    watch: Rc<ConnWatch>,
+    shutting_down: bool,
+}
+
+impl<C: GracefulConnection> Watched<C> {
+    /// Watch `conn`.
+    pub fn new(conn: C, watch: Rc<ConnWatch>) -> Self {
+        Self {
+            conn: Box::pin(conn),
+            watch,
+            shutting_down: false,
+        }
+    }
+}
+
+impl<C: GracefulConnection> Future for Watched<C> {
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = &mut *self;
+        this.watch.register(cx.waker());
+        if this.watch.draining.get() && !this.shutting_down {
+            this.shutting_down = true;
+            this.conn.as_mut().graceful_shutdown();
+        }
+        this.conn.as_mut().poll(cx)
+    }
+}

@@ -1,0 +1,296 @@
+//! One endpoint's connections on one shard: an HTTP/1.1 idle list and HTTP/2 connections.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use rustls::ClientConfig;
+
+use super::UpstreamError;
+use super::connect::{UpStream, open};
+use crate::config::{Endpoint, Protocol, Scheme, Timeouts};
+use crate::shard::rt::{Io, ShardExec};
+use crate::shard::{self};
+
+/// Upstream request body: the whole (possibly rewritten) client body.
+pub type ReqBody = http_body_util::Full<Bytes>;
+
+/// Pool sizes from the tuning profile.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Idle HTTP/1 connections kept.
+    pub max_idle: usize,
+    /// HTTP/2 connections opened at most.
+    pub h2_connections: usize,
+    /// Streams per HTTP/2 connection before another connection is opened.
+    pub h2_streams: u32,
+}
+
+struct H2Conn {
+    tx: http2::SendRequest<ReqBody>,
+    inflight: Rc<Cell<u32>>,
+}
+
+/// The connections of one endpoint on one shard.
+pub struct EndpointPool {
+    endpoint: Endpoint,
+    protocol: Protocol,
+    addrs: Arc<[SocketAddr]>,
+    tls: Option<Arc<ClientConfig>>,
+    limits: PoolLimits,
+    idle: RefCell<Vec<http1::SendRequest<ReqBody>>>,
+    h2: RefCell<Vec<H2Conn>>,
+    /// For `auto` over TLS: what ALPN chose last time.
+    alpn_h2: Cell<Option<bool>>,
+    opened: Cell<u64>,
+}
+
+/// A connection in use by one request. Dropping it closes an HTTP/1 connection; only
+/// [`Lease::release`] after a complete response puts it back.
+pub enum Lease {
+    /// HTTP/1.1: the connection is ours alone until released.
+    H1 {
+        /// The sender.
+        tx: http1::SendRequest<ReqBody>,
+        /// Where to put it back.
+        pool: Weak<EndpointPool>,
+    },
+    /// HTTP/2: one stream of a shared connection.
+    H2(StreamSlot),
+}
+
+/// One stream counted against an HTTP/2 connection; uncounted on drop.
+pub struct StreamSlot(Rc<Cell<u32>>);
+
+impl StreamSlot {
+    fn take(n: Rc<Cell<u32>>) -> Self {
+        n.set(n.get() + 1);
+        Self(n)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl Lease {
+    /// The response was read completely: the connection may serve another request.
+    pub fn release(self) {
+        if let Lease::H1 { tx, pool } = self {
+            if let Some(pool) = pool.upgrade() {
+                let mut idle = pool.idle.borrow_mut();
+                if idle.len() < pool.limits.max_idle && !tx.is_closed() {
+                    idle.push(tx);
+                }
+            }
+        }
+    }
+}
+
+/// A response head and the lease that must outlive its body.
+pub struct Sent {
+    /// The response (body not yet read).
+    pub response: Response<Incoming>,
+    /// The connection lease.
+    pub lease: Lease,
+    /// Time to the response head.
+    pub ttfb: Duration,
+}
+
+enum Conn {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>, Rc<Cell<u32>>),
+}
+
+impl EndpointPool {
+    /// A pool for `endpoint` with resolved `addrs`. `tls` is required for https endpoints.
+    pub fn new(
+        endpoint: Endpoint,
+        protocol: Protocol,
+        addrs: Arc<[SocketAddr]>,
+        tls: Option<Arc<ClientConfig>>,
+        limits: PoolLimits,
+    ) -> Rc<Self> {
+        Rc::new(Self {
+            endpoint,
+            protocol,
+            addrs,
+            tls,
+            limits,
+            idle: RefCell::new(Vec::new()),
+            h2: RefCell::new(Vec::new()),
+            alpn_h2: Cell::new(None),
+            opened: Cell::new(0),
+        })
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Connections opened so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.get()
+    }
+
+    /// Idle HTTP/1 connections now.
+    pub fn idle_len(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    fn wants_h2(&self) -> bool {
+        match self.protocol {
+            Protocol::Http1 => false,
+            Protocol::Http2 => true,
+            Protocol::Auto => {
+                self.endpoint.scheme == Scheme::Https && self.alpn_h2.get() == Some(true)
+            }
+        }
+    }
+
+    /// Send a request built by `build(h2)` (h2 needs an absolute URI), with the connect and
+    /// first-byte timeouts. A request that never left on a reused connection that turned
+    /// out to be closed is sent once more on a fresh one.
+    pub async fn send(
+        self: &Rc<Self>,
+        build: impl Fn(bool) -> Request<ReqBody>,
+        timeouts: &Timeouts,
+    ) -> Result<Sent, UpstreamError> {
+        let mut retried = false;
+        loop {
+            let started = Instant::now();
+            let (conn, reused) = self.checkout(timeouts.connect).await?;
+            let first_byte = timeouts.first_byte;
+            let result = match conn {
+                Conn::H1(mut tx) => {
+                    let sent = shard::timeout(first_byte, tx.try_send_request(build(false))).await;
+                    sent.map(|r| {
+                        r.map(|response| Sent {
+                            response,
+                            lease: Lease::H1 {
+                                tx,
+                                pool: Rc::downgrade(self),
+                            },
+                            ttfb: started.elapsed(),
+                        })
+                    })
+                }
+                Conn::H2(mut tx, inflight) => {
+                    let lease = Lease::H2(StreamSlot::take(inflight));
+                    let sent = shard::timeout(first_byte, tx.try_send_request(build(true))).await;
+                    sent.map(|r| {
+                        r.map(|response| Sent {
+                            response,
+                            lease,
+                            ttfb: started.elapsed(),
+                        })
+                    })
+                }
+            };
+            match result {
+                Err(_) => return Err(UpstreamError::Timeout("first byte", first_byte)),
+                Ok(Ok(sent)) => return Ok(sent),
+                Ok(Err(mut e)) => {
+                    let unsent = e.take_message().is_some();
+                    let stale = reused && (unsent || e.error().is_incomplete_message());
+                    if stale && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(UpstreamError::Http(e.into_error()));
+                }
+            }
+        }
+    }
+
+    async fn checkout(
+        self: &Rc<Self>,
+        connect_timeout: Duration,
+    ) -> Result<(Conn, bool), UpstreamError> {
+        if self.wants_h2() {
+            if let Some(c) = self.pick_h2() {
+                return Ok((c, true));
+            }
+        } else {
+            let mut idle = self.idle.borrow_mut();
+            while let Some(tx) = idle.pop() {
+                if tx.is_ready() {
+                    return Ok((Conn::H1(tx), true));
+                }
+            }
+        }
+        let conn = self.connect(connect_timeout).await?;
+        Ok((conn, false))
+    }
+
+    /// The least busy HTTP/2 connection, unless all are full and another may be opened.
+    fn pick_h2(&self) -> Option<Conn> {
+        let mut conns = self.h2.borrow_mut();
+        conns.retain(|c| !c.tx.is_closed());
+        let best = conns.iter().min_by_key(|c| c.inflight.get())?;
+        let full = best.inflight.get() >= self.limits.h2_streams;
+        if full && conns.len() < self.limits.h2_connections {
+            return None;
+        }
+        Some(Conn::H2(best.tx.clone(), best.inflight.clone()))
+    }
+
+    async fn connect(self: &Rc<Self>, timeout: Duration) -> Result<Conn, UpstreamError> {
+        let host = &*self.endpoint.host;
+        let tls = match self.endpoint.scheme {
+            Scheme::Http => None,
+            Scheme::Https => self.tls.as_ref().map(|c| (c, host)),
+        };
+        let stream = open(&self.addrs, tls, timeout).await?;
+        self.opened.set(self.opened.get() + 1);
+        let h2 = match (self.protocol, &stream) {
+            (Protocol::Http1, _) => false,
+            (Protocol::Http2, _) => true,
+            (Protocol::Auto, UpStream::Plain(_)) => false,
+            (Protocol::Auto, s) => {
+                let h2 = s.alpn_h2();
+                self.alpn_h2.set(Some(h2));
+                h2
+            }
+        };
+        let io = Io::new(stream, None);
+        if h2 {
+            let (tx, conn) = http2::Builder::new(ShardExec)
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(UpstreamError::Http)?;
+            shard::spawn("upstream h2 connection", async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "Upstream HTTP/2 connection ended.");
+                }
+            });
+            let inflight = Rc::new(Cell::new(0));
+            self.h2.borrow_mut().push(H2Conn {
+                tx: tx.clone(),
+                inflight: inflight.clone(),
+            });
+            Ok(Conn::H2(tx, inflight))
+        } else {
+            let (tx, conn) = http1::Builder::new()
+                .max_buf_size(1024 * 1024)
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(UpstreamError::Http)?;
+            shard::spawn("upstream h1 connection", async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "Upstream HTTP/1 connection ended.");
+                }
+            });
+            Ok(Conn::H1(tx))
+        }
+    }
+}
