@@ -251,13 +251,21 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 h2_streams: 100,
             };
             let mut shard_pools = vec![None; config.providers.len()];
+            let metrics = registry.shards[i].clone();
             for p in pools.iter() {
+                let (m, idx) = (metrics.clone(), p.provider);
+                let on_connect = move || {
+                    if let Some(pm) = m.providers.get(idx) {
+                        pm.connects.inc();
+                    }
+                };
                 shard_pools[p.provider] = Some(EndpointPool::new(
                     p.endpoint.clone(),
                     p.protocol,
                     p.addrs.clone(),
                     p.tls.clone(),
                     limits,
+                    on_connect,
                 ));
             }
             let outcomes = Batcher::new(tuning.batch_size, move |batch| {

@@ -139,7 +139,10 @@ mod tests {
         let body = r#"{"messages":[{"model":"inner","content":"a \"model\": x"}], "model" : "gpt-4o", "n":2}"#;
         assert_eq!(value(body, "model"), Some("\"gpt-4o\""));
         assert_eq!(value(body, "n"), Some("2"));
-        assert_eq!(value(body, "messages").map(|v| v.len()), Some(51));
+        assert_eq!(
+            value(body, "messages"),
+            Some(r#"[{"model":"inner","content":"a \"model\": x"}]"#)
+        );
         assert_eq!(value(body, "stream"), None);
     }
 

@@ -116,7 +116,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const STREAM: &str = "data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\n data: 2}\r\n\r\nevent: x\ndata: [DONE]\n\n";
+    const STREAM: &str =
+        "data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\ndata: 2}\r\n\r\nevent: x\ndata: [DONE]\n\n";
 
     #[test]
     fn payloads_in_order() {

@@ -33,6 +33,10 @@ pub async fn completions(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > server.max_body_bytes as u64 {
+            if len <= (server.max_body_bytes + LINGER_BYTES) as u64 {
+                // Read (and drop) the rest so the client sees the 413 instead of a reset.
+                let _ = shard::timeout(server.header_timeout, discard(body, LINGER_BYTES)).await;
+            }
             return Err(too_large(len, server.max_body_bytes));
         }
     }
@@ -65,6 +69,21 @@ fn too_large(len: u64, limit: usize) -> GatewayError {
     )
 }
 
+/// Bytes past the body limit the gateway reads and drops before answering 413, so that the
+/// client reads the answer rather than a connection reset (a bounded lingering close).
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Read and drop up to `max` bytes of a body.
+async fn discard(mut body: Incoming, max: usize) {
+    let mut seen = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, Bytes::len);
+        if seen > max {
+            return;
+        }
+    }
+}
+
 /// Read a whole request body, bounded in bytes and time. Zero-copy when it came in one frame.
 async fn read_body(
     mut body: Incoming,
@@ -85,6 +104,7 @@ async fn read_body(
             };
             total += data.len();
             if total > limit {
+                let _ = discard(body, LINGER_BYTES).await;
                 return Err(too_large(total as u64, limit));
             }
             match first.take() {

@@ -117,6 +117,8 @@ pub struct ProviderMetrics {
     pub input_tokens: Counter,
     /// Output tokens.
     pub output_tokens: Counter,
+    /// Upstream connections opened.
+    pub connects: Counter,
 }
 
 /// Everything one shard counts.

@@ -97,6 +97,16 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             );
         }
     }
+    out.push_str("# HELP gateway_upstream_connections_total Upstream connections opened by provider.\n# TYPE gateway_upstream_connections_total counter\n");
+    for (p, name) in reg.providers.iter().enumerate() {
+        let n = sum(shards, |s| {
+            s.providers.get(p).map_or(0, |m| m.connects.get())
+        });
+        let _ = writeln!(
+            out,
+            "gateway_upstream_connections_total{{provider=\"{name}\"}} {n}"
+        );
+    }
     out.push_str("# HELP gateway_upstream_duration_seconds Upstream attempt duration by provider.\n# TYPE gateway_upstream_duration_seconds histogram\n");
     for (p, name) in reg.providers.iter().enumerate() {
         let h = sum_hist(

@@ -312,11 +312,11 @@ mod tests {
         );
         assert_eq!(r.model, "mock");
         assert_eq!(r.content, "This is a mock reply to: hi there");
-        assert_eq!(r.completion_tokens(), 7);
+        assert_eq!(r.completion_tokens(), 8);
         let v: serde_json::Value = serde_json::from_slice(&r.completion()).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], r.content);
-        assert_eq!(v["usage"]["completion_tokens"], 7);
-        assert_eq!(v["usage"]["total_tokens"], r.prompt_tokens + 7);
+        assert_eq!(v["usage"]["completion_tokens"], 8);
+        assert_eq!(v["usage"]["total_tokens"], r.prompt_tokens + 8);
     }
 
     #[test]

@@ -283,12 +283,23 @@ impl WatchList {
 pub struct Io<S> {
     inner: S,
     watch: Option<Rc<ConnWatch>>,
+    write_closed: bool,
+    lingered: usize,
 }
 
+/// Most bytes a closing downstream connection reads and drops while waiting for the
+/// client's FIN (so that unread request bytes do not turn our answer into a reset).
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
 impl<S> Io<S> {
-    /// Wrap a stream.
+    /// Wrap a stream. Downstream connections pass their watch: they linger on close.
     pub fn new(inner: S, watch: Option<Rc<ConnWatch>>) -> Self {
-        Self { inner, watch }
+        Self {
+            inner,
+            watch,
+            write_closed: false,
+            lingered: 0,
+        }
     }
 }
 
@@ -339,7 +350,7 @@ where
 
 impl<S> hyper::rt::Write for Io<S>
 where
-    S: AsyncWrite + Unpin,
+    S: ReadUninit + AsyncWrite + Unpin,
 {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -353,10 +364,31 @@ where
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
+    /// Half-close (FIN after the answer); a downstream connection then reads and drops what
+    /// the client still sends until its FIN, bounded in bytes and by the idle sweep: a
+    /// lingering close, so a client whose request was refused unread (413, 431) still gets
+    /// the answer instead of a reset.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let inner = &mut self.get_mut().inner;
-        ready!(Pin::new(&mut *inner).poll_flush(cx))?;
-        Pin::new(inner).poll_close(cx)
+        let this = self.get_mut();
+        if !this.write_closed {
+            ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+            ready!(Pin::new(&mut this.inner).poll_close(cx))?;
+            this.write_closed = true;
+        }
+        let Some(watch) = &this.watch else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            if watch.expired.get().is_some() || this.lingered > LINGER_MAX_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut this.inner).poll_read_uninit(cx, &mut scratch) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(n)) => this.lingered += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub struct EndpointPool {
     /// For `auto` over TLS: what ALPN chose last time.
     alpn_h2: Cell<Option<bool>>,
     opened: Cell<u64>,
+    on_connect: Box<dyn Fn()>,
 }
 
 /// A connection in use by one request. Dropping it closes an HTTP/1 connection; only
@@ -111,13 +112,15 @@ enum Conn {
 }
 
 impl EndpointPool {
-    /// A pool for `endpoint` with resolved `addrs`. `tls` is required for https endpoints.
+    /// A pool for `endpoint` with resolved `addrs`. `tls` is required for https endpoints;
+    /// `on_connect` runs for every connection opened (metrics).
     pub fn new(
         endpoint: Endpoint,
         protocol: Protocol,
         addrs: Arc<[SocketAddr]>,
         tls: Option<Arc<ClientConfig>>,
         limits: PoolLimits,
+        on_connect: impl Fn() + 'static,
     ) -> Rc<Self> {
         Rc::new(Self {
             endpoint,
@@ -129,6 +132,7 @@ impl EndpointPool {
             h2: RefCell::new(Vec::new()),
             alpn_h2: Cell::new(None),
             opened: Cell::new(0),
+            on_connect: Box::new(on_connect),
         })
     }
 
@@ -252,6 +256,7 @@ impl EndpointPool {
         };
         let stream = open(&self.addrs, tls, timeout).await?;
         self.opened.set(self.opened.get() + 1);
+        (self.on_connect)();
         let h2 = match (self.protocol, &stream) {
             (Protocol::Http1, _) => false,
             (Protocol::Http2, _) => true,

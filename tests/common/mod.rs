@@ -1,0 +1,340 @@
+//! Test harness: the gateway as a real process (port 0), `shardgate-mock` in-process (port 0),
+//! and a small blocking HTTP/1.1 client over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shardgate::mock::Knobs;
+use shardgate::mock::server::{MockConfig, MockServer};
+
+/// Start `shardgate-mock` in this process on an OS-chosen loopback port.
+pub fn mock() -> MockServer {
+    MockServer::start(MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: vec![None],
+        defaults: Knobs::default(),
+    })
+    .unwrap()
+}
+
+/// A config with one OpenAI-kind provider `up` pointing at `mock`, plus `extra` appended.
+pub fn upstream_config(mock: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+header_timeout_ms = 2000
+shutdown_grace_ms = 10000
+
+[providers.up]
+kind = "openai"
+base_url = "http://{mock}/v1"
+protocol = "http1"
+connect_timeout_ms = 1000
+first_byte_timeout_ms = 5000
+idle_timeout_ms = 5000
+
+[models.gpt-mock]
+provider = "up"
+model = "mock"
+{extra}
+"#
+    )
+}
+
+/// One shard, unpinned (tests run many gateways at once).
+pub const ONE_SHARD: &str = "[shards]\ncount = 1\npin = false\n";
+/// Two shards, unpinned.
+pub const TWO_SHARDS: &str = "[shards]\ncount = 2\npin = false\n";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "shardgate-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The gateway binary running as a child process.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr_path: PathBuf,
+}
+
+impl Gateway {
+    /// Start with this config and tuning text; returns once it listens.
+    pub fn start(config: &str, tuning: &str) -> Self {
+        let dir = temp_dir();
+        let (c, t) = (dir.join("gateway.toml"), dir.join("tuning.toml"));
+        std::fs::write(&c, config).unwrap();
+        std::fs::write(&t, tuning).unwrap();
+        let stderr_path = dir.join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args([
+                "serve",
+                "--config",
+                c.to_str().unwrap(),
+                "--tuning",
+                t.to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let Some(addr) = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        else {
+            let _ = child.kill();
+            panic!(
+                "gateway did not start: {line:?}\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        };
+        Self {
+            child,
+            addr,
+            stderr_path,
+        }
+    }
+
+    /// Send SIGTERM.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Wait for exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Its log so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    /// POST JSON to a path.
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// One metric's value (sum over matching lines).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        self.get("/metrics")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with(line_prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `data:` payloads of an SSE body.
+    pub fn events(&self) -> Vec<String> {
+        self.text()
+            .split("\n\n")
+            .filter_map(|ev| {
+                let data: Vec<&str> = ev
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                (!data.is_empty()).then(|| data.join("\n"))
+            })
+            .collect()
+    }
+
+    /// Assert an OpenAI-shaped gateway error of this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text());
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        assert!(v["error"]["type"].is_string(), "{v}");
+        assert_eq!(self.header("x-shardgate-error"), Some(code));
+        assert!(self.header("x-request-id").is_some());
+    }
+}
+
+/// One request on a new connection (`Connection: close`), read to EOF.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+/// Parse a raw HTTP/1.1 response (content-length, chunked, or to EOF).
+pub fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap_or(0);
+        b = &b[nl + 2..];
+        if size == 0 || b.len() < size {
+            out.extend_from_slice(&b[..size.min(b.len())]);
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+    out
+}
+
+/// A chat request body.
+pub fn chat_body(model: &str, text: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "stream_options": if stream { serde_json::json!({"include_usage": true}) } else { serde_json::Value::Null },
+        "messages": [{"role": "user", "content": text}],
+    })
+    .to_string()
+}
+
+/// Concatenated `delta.content` of a streamed answer's events.
+pub fn stream_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"]
+                .get(0)
+                .and_then(|c| c["delta"]["content"].as_str().map(str::to_owned))
+        })
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! Shards: both serve; a panic in one request harms nothing else; timeouts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn two_shards_both_serve() {
+    let mock = mock();
+    let gw = Gateway::start(&upstream_config(mock.addr, ""), TWO_SHARDS);
+    // Each request on a new connection: the kernel spreads connections over the shards.
+    for i in 0..200 {
+        let res = gw.post(
+            "/v1/chat/completions",
+            &chat_body("gpt-mock", &format!("n{i}"), false),
+        );
+        assert_eq!(res.status, 200);
+    }
+    let metrics = gw.get("/metrics").text();
+    let per_shard: Vec<f64> = (0..2)
+        .map(|s| {
+            gw_metric_line(
+                &metrics,
+                &format!("gateway_shard_requests_total{{shard=\"{s}\"}}"),
+            )
+        })
+        .collect();
+    assert!(
+        per_shard.iter().all(|&n| n > 0.0),
+        "both shards served: {per_shard:?}"
+    );
+    assert!(per_shard.iter().sum::<f64>() >= 200.0);
+}
+
+fn gw_metric_line(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const PANIC_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+header_timeout_ms = 300
+idle_timeout_ms = 400
+
+[providers.mock]
+kind = "mock"
+allow_fault_injection = true
+
+[models.mock]
+provider = "mock"
+"#;
+
+#[test]
+fn a_panicking_request_harms_nothing_else() {
+    let gw = Gateway::start(PANIC_CONFIG, ONE_SHARD);
+    // A slow stream in flight on the same shard while another request panics.
+    let body = chat_body("mock", "before", false);
+    let res = request(
+        gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-mock-panic", "1")],
+        body.as_bytes(),
+    );
+    res.assert_error(500, "internal");
+    assert!(
+        !res.text().contains("x-mock-panic"),
+        "panic text stays in the log"
+    );
+    for _ in 0..5 {
+        assert_eq!(gw.post("/v1/chat/completions", &body).status, 200);
+    }
+    assert_eq!(gw.metric("gateway_panics_total"), 1.0);
+    assert!(gw.stderr().contains("panicked"));
+}
+
+#[test]
+fn slow_request_head_gets_408() {
+    let gw = Gateway::start(PANIC_CONFIG, ONE_SHARD);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw).assert_error_no_id(408, "request_timeout");
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let gw = Gateway::start(PANIC_CONFIG, ONE_SHARD);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed without a byte");
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    assert!(gw.metric("gateway_connection_timeouts_total") >= 1.0);
+}
+
+#[test]
+fn oversized_headers_are_rejected() {
+    let gw = Gateway::start(PANIC_CONFIG, ONE_SHARD);
+    let huge = "a".repeat(40_000);
+    let res = request(gw.addr, "GET", "/health", &[("x-big", &huge)], b"");
+    assert_eq!(res.status, 431);
+}
+
+trait AssertNoId {
+    fn assert_error_no_id(&self, status: u16, code: &str);
+}
+
+impl AssertNoId for Resp {
+    fn assert_error_no_id(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert_eq!(self.json()["error"]["code"], code);
+        assert_eq!(self.header("x-shardgate-error"), Some(code));
+    }
+}
