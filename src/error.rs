@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The client took too long to send its request head (408).
     RequestTimeout,
+    /// The request head is over the limit (431).
+    HeadersTooLarge,
     /// Missing or wrong credentials (401).
     Unauthorized,
     /// A rate limit was hit, here or upstream (429).
@@ -55,6 +57,7 @@ impl ErrorKind {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::Unauthorized => "unauthorized",
             Self::RateLimited => "rate_limited",
             Self::BudgetExceeded => "budget_exceeded",
@@ -78,6 +81,7 @@ impl ErrorKind {
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
+            Self::HeadersTooLarge => 431,
             Self::RateLimited | Self::BudgetExceeded => 429,
             Self::UpstreamStatus(429) => 429,
             Self::UpstreamConnect | Self::UpstreamProtocol | Self::UpstreamStatus(_) => 502,
@@ -95,6 +99,7 @@ impl ErrorKind {
             | Self::NotFound
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
+            | Self::HeadersTooLarge
             | Self::RequestTimeout => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::RateLimited | Self::UpstreamStatus(429) => "rate_limit_error",

@@ -9,6 +9,7 @@ use super::body::ResBody;
 use super::context::RequestCtx;
 use crate::api::json::write_string;
 use crate::error::{ErrorKind, GatewayError, UserFacing};
+use crate::shard::rt::HeadAnswers;
 
 /// `x-shardgate-error`: present on every error the gateway made (absent on relayed ones).
 pub static X_ERROR: HeaderName = HeaderName::from_static("x-shardgate-error");
@@ -82,20 +83,40 @@ pub fn stamp(res: &mut Response<ResBody>, ctx: &RequestCtx) {
     );
 }
 
-/// The static response written on a request-head timeout (no request to stamp yet).
-pub fn head_timeout_bytes(timeout_ms: u64) -> &'static [u8] {
-    let body = error_json(
-        ErrorKind::RequestTimeout,
-        &format!("The request head was not received within {timeout_ms} ms."),
-    );
+/// A whole static HTTP/1.1 error response (written by the IO layer, no request to stamp).
+fn static_response(status: &str, kind: ErrorKind, message: &str) -> Vec<u8> {
+    let body = error_json(kind, message);
     let mut out = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-shardgate-error: request_timeout\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-shardgate-error: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        kind.as_str(),
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(&body);
-    // Made once per shard at start-up; leaking it gives the IO adapter a `'static` slice.
-    Box::leak(out.into_boxed_slice())
+    out
+}
+
+/// The answers the IO layer writes itself: head timeout (408), head too large (431),
+/// malformed head (400). Made once per shard at start-up and kept for the process lifetime.
+pub fn head_answers(timeout_ms: u64, max_header_bytes: usize) -> &'static HeadAnswers {
+    Box::leak(Box::new(HeadAnswers {
+        timeout: static_response(
+            "408 Request Timeout",
+            ErrorKind::RequestTimeout,
+            &format!("The request head was not received within {timeout_ms} ms."),
+        ),
+        too_large: static_response(
+            "431 Request Header Fields Too Large",
+            ErrorKind::HeadersTooLarge,
+            &format!("The request head is over the limit of {max_header_bytes} bytes."),
+        ),
+        malformed: static_response(
+            "400 Bad Request",
+            ErrorKind::BadRequest,
+            "The request head is not valid HTTP/1.1.",
+        ),
+        limit: max_header_bytes,
+    }))
 }
 
 #[cfg(test)]

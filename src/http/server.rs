@@ -115,7 +115,7 @@ async fn serve_io<S>(state: &Rc<ShardState>, builder: &auto::Builder<ShardExec>,
 where
     S: ReadUninit + futures_lite::AsyncWrite + Unpin + 'static,
 {
-    let watch = ConnWatch::new(state.head_timeout_response);
+    let watch = ConnWatch::new(state.head_answers);
     state.watches.add(&watch);
     let svc_state = state.clone();
     let svc_watch = watch.clone();

@@ -16,7 +16,7 @@ use crate::metrics::{Registry, ShardMetrics};
 use crate::scoring::{Outcome, ScoreTable};
 use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
-use crate::shard::rt::WatchList;
+use crate::shard::rt::{HeadAnswers, WatchList};
 use crate::upstream::EndpointPool;
 
 /// Everything a shard owns.
@@ -45,8 +45,8 @@ pub struct ShardState {
     pub drain: Signal,
     /// The `GET /v1/models` body.
     pub models_body: Bytes,
-    /// Written to a client whose request head timed out.
-    pub head_timeout_response: &'static [u8],
+    /// Answers the IO layer writes itself (head timeout, head too large, bad head).
+    pub head_answers: &'static HeadAnswers,
     seq: Cell<u64>,
     boot: u32,
 }
@@ -64,8 +64,10 @@ impl ShardState {
         boot: u32,
     ) -> Rc<Self> {
         let models_body = models_json(&config);
-        let head_timeout_response =
-            super::respond::head_timeout_bytes(config.server.header_timeout.as_millis() as u64);
+        let head_answers = super::respond::head_answers(
+            config.server.header_timeout.as_millis() as u64,
+            config.server.max_header_bytes.max(8192),
+        );
         Rc::new(Self {
             id,
             metrics: registry.shards[id.0 as usize].clone(),
@@ -79,7 +81,7 @@ impl ShardState {
             watches: WatchList::default(),
             drain: Signal::default(),
             models_body,
-            head_timeout_response,
+            head_answers,
             seq: Cell::new(0),
             boot,
         })

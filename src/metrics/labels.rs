@@ -211,7 +211,8 @@ impl UpstreamOutcome {
 }
 
 /// Error kinds as label values, in index order (for `gateway_errors_total`).
-pub const ERROR_KINDS: [&str; 16] = [
+pub const ERROR_KINDS: [&str; 17] = [
+    "headers_too_large",
     "bad_request",
     "not_found",
     "method_not_allowed",

@@ -260,6 +260,7 @@ pub struct MockBody {
     sent: usize,
     timer: Option<Timer>,
     streaming: bool,
+    reset_armed: bool,
 }
 
 impl MockBody {
@@ -271,6 +272,7 @@ impl MockBody {
             sent: 0,
             timer: None,
             streaming: false,
+            reset_armed: false,
         }
     }
 
@@ -283,6 +285,7 @@ impl MockBody {
             knobs,
             sent: 0,
             streaming: true,
+            reset_armed: false,
         }
     }
 }
@@ -309,6 +312,15 @@ impl Body for MockBody {
             }
         }
         if this.knobs.reset_after == Some(this.sent) {
+            if !this.reset_armed {
+                // Pause first so hyper flushes the events already sent: the client really
+                // receives `reset_after` events before the connection breaks.
+                this.reset_armed = true;
+                let mut t = Timer::new(Duration::from_millis(5));
+                let _ = Pin::new(&mut t).poll(cx);
+                this.timer = Some(t);
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "mock reset",

@@ -132,19 +132,49 @@ pub struct ConnWatch {
     expired: Cell<Option<Expired>>,
     draining: Cell<bool>,
     waker: RefCell<Option<Waker>>,
-    on_head_timeout: &'static [u8],
+    answers: &'static HeadAnswers,
+    head_bytes: Cell<usize>,
+    wrote_in_head: Cell<bool>,
+}
+
+/// Static answers the IO layer writes itself, when hyper has no request to answer.
+#[derive(Debug)]
+pub struct HeadAnswers {
+    /// The request head took too long (408).
+    pub timeout: Vec<u8>,
+    /// The request head is over the limit (431).
+    pub too_large: Vec<u8>,
+    /// The request head could not be parsed (400).
+    pub malformed: Vec<u8>,
+    /// Head bytes at or over which a refused head counts as too large.
+    pub limit: usize,
 }
 
 impl ConnWatch {
-    /// A watch for a connection accepted now; `on_head_timeout` is written to the client
-    /// (best effort) when its request head times out.
-    pub fn new(on_head_timeout: &'static [u8]) -> Rc<Self> {
+    /// A watch for a connection accepted now; `answers` are written to the client (best
+    /// effort) when its request head times out or is refused unanswered.
+    pub fn new(answers: &'static HeadAnswers) -> Rc<Self> {
         Rc::new(Self {
             phase: Cell::new(Phase::Idle(Instant::now())),
             expired: Cell::new(None),
             draining: Cell::new(false),
             waker: RefCell::new(None),
-            on_head_timeout,
+            answers,
+            head_bytes: Cell::new(0),
+            wrote_in_head: Cell::new(false),
+        })
+    }
+
+    /// What to write when hyper closes the connection during a request head without
+    /// answering it (hyper drops its own 431 on an over-long head).
+    fn unanswered_head(&self) -> Option<&'static [u8]> {
+        if !matches!(self.phase.get(), Phase::Head(_)) || self.wrote_in_head.get() {
+            return None;
+        }
+        Some(if self.head_bytes.get() >= self.answers.limit {
+            &self.answers.too_large
+        } else {
+            &self.answers.malformed
         })
     }
 
@@ -165,9 +195,15 @@ impl ConnWatch {
         });
     }
 
-    fn on_bytes_read(&self) {
-        if let Phase::Idle(_) = self.phase.get() {
-            self.phase.set(Phase::Head(Instant::now()));
+    fn on_bytes_read(&self, n: usize) {
+        match self.phase.get() {
+            Phase::Idle(_) => {
+                self.phase.set(Phase::Head(Instant::now()));
+                self.head_bytes.set(n);
+                self.wrote_in_head.set(false);
+            }
+            Phase::Head(_) => self.head_bytes.set(self.head_bytes.get() + n),
+            Phase::Busy(_) => {}
         }
     }
 
@@ -319,7 +355,7 @@ where
                 Some(Expired::Idle) | Some(Expired::Shutdown) => return Poll::Ready(Ok(())),
                 Some(Expired::Head) => {
                     // Best effort: the socket buffer takes a small response at once.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, w.on_head_timeout);
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, &w.answers.timeout);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request head timeout",
@@ -341,7 +377,7 @@ where
         unsafe { buf.advance(n) };
         if n > 0 {
             if let Some(w) = &this.watch {
-                w.on_bytes_read();
+                w.on_bytes_read(n);
             }
         }
         Poll::Ready(Ok(()))
@@ -357,7 +393,11 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(w) = &this.watch {
+            w.wrote_in_head.set(true);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -371,6 +411,13 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.write_closed {
+            if let Some(answer) = this.watch.as_ref().and_then(|w| w.unanswered_head()) {
+                // Best effort, once: a small answer fits the socket buffer.
+                if let Some(w) = &this.watch {
+                    w.wrote_in_head.set(true);
+                }
+                let _ = Pin::new(&mut this.inner).poll_write(cx, answer);
+            }
             ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
             ready!(Pin::new(&mut this.inner).poll_close(cx))?;
             this.write_closed = true;
