@@ -36,10 +36,10 @@ fn parse_args() -> anyhow::Result<Args> {
         listen: None,
     };
     let mut it = std::env::args().skip(1).peekable();
-    if let Some(first) = it.peek() {
-        if !first.starts_with('-') {
-            args.command = it.next().unwrap_or_default();
-        }
+    if let Some(first) = it.peek()
+        && !first.starts_with('-')
+    {
+        args.command = it.next().unwrap_or_default();
     }
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));

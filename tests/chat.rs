@@ -1,3 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test clients run on plain threads, not shards"
+)]
 //! Chat completions through a real upstream (`shardgate-mock`), over real sockets.
 
 mod common;

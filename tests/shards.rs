@@ -1,3 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test clients run on plain threads, not shards"
+)]
 //! Shards: both serve; a panic in one request harms nothing else; timeouts.
 
 mod common;

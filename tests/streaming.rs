@@ -1,3 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test clients run on plain threads, not shards"
+)]
 //! Streaming (SSE) through an upstream, and failures after the first byte.
 
 mod common;

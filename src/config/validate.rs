@@ -87,7 +87,7 @@ pub fn validate(
         if name.is_empty() {
             return Err(invalid(path, "model names must not be empty".into()));
         }
-        let Some(index) = providers.iter().position(|p| &*p.id.0 == m.provider) else {
+        let Some(index) = providers.iter().position(|p| *p.id.0 == m.provider) else {
             return Err(invalid(
                 format!("{path}.provider"),
                 format!(

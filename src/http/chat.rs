@@ -31,14 +31,14 @@ pub async fn completions(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > server.max_body_bytes as u64 {
-            if len <= (server.max_body_bytes + LINGER_BYTES) as u64 {
-                // Read (and drop) the rest so the client sees the 413 instead of a reset.
-                let _ = shard::timeout(server.header_timeout, discard(body, LINGER_BYTES)).await;
-            }
-            return Err(too_large(len, server.max_body_bytes));
+    if let Some(len) = declared
+        && len > server.max_body_bytes as u64
+    {
+        if len <= (server.max_body_bytes + LINGER_BYTES) as u64 {
+            // Read (and drop) the rest so the client sees the 413 instead of a reset.
+            let _ = shard::timeout(server.header_timeout, discard(body, LINGER_BYTES)).await;
         }
+        return Err(too_large(len, server.max_body_bytes));
     }
     let body = read_body(body, server.max_body_bytes, server.header_timeout).await?;
     let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;

@@ -227,17 +227,17 @@ fn upstream_error(
     body: Option<Bytes>,
 ) -> Result<Response<ResBody>, GatewayError> {
     let code = status.as_u16();
-    if RELAYED.contains(&code) {
-        if let Some(body) = body.filter(|b| json::top_level_value(b, b"error").is_some()) {
-            // The provider's verdict on the client's request: relayed as it is (no
-            // x-shardgate-error), and no mark against the deployment.
-            attempt.record(code, None, UpstreamOutcome::Ok);
-            let mut res = Response::new(ResBody::full(body));
-            *res.status_mut() = status;
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return Ok(res);
-        }
+    if RELAYED.contains(&code)
+        && let Some(body) = body.filter(|b| json::top_level_value(b, b"error").is_some())
+    {
+        // The provider's verdict on the client's request: relayed as it is (no
+        // x-shardgate-error), and no mark against the deployment.
+        attempt.record(code, None, UpstreamOutcome::Ok);
+        let mut res = Response::new(ResBody::full(body));
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(res);
     }
     attempt.record(code, None, UpstreamOutcome::Status);
     let kind = ErrorKind::UpstreamStatus(code);
@@ -354,10 +354,10 @@ impl Relay {
     fn end(&mut self, result: UpstreamOutcome) {
         self.finished = true;
         self.upstream = None;
-        if let Some(lease) = self.lease.take() {
-            if result == UpstreamOutcome::Ok {
-                lease.release();
-            }
+        if let Some(lease) = self.lease.take()
+            && result == UpstreamOutcome::Ok
+        {
+            lease.release();
         }
         self.attempt.record(200, self.usage, result);
     }

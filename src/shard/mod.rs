@@ -124,8 +124,7 @@ pub fn spawn_with<T: 'static>(
     what: &'static str,
     fut: impl Future<Output = T> + 'static,
 ) -> impl Future<Output = Option<T>> {
-    let task = glommio::spawn_local(guarded(what, fut));
-    async move { task.await }
+    glommio::spawn_local(guarded(what, fut))
 }
 
 /// Spawn low-priority background work (flushes, sweeps) on the current shard.

@@ -375,10 +375,10 @@ where
         };
         // SAFETY: the reader initialised the first `n` bytes of the cursor.
         unsafe { buf.advance(n) };
-        if n > 0 {
-            if let Some(w) = &this.watch {
-                w.on_bytes_read(n);
-            }
+        if n > 0
+            && let Some(w) = &this.watch
+        {
+            w.on_bytes_read(n);
         }
         Poll::Ready(Ok(()))
     }

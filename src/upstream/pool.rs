@@ -85,12 +85,12 @@ impl Drop for StreamSlot {
 impl Lease {
     /// The response was read completely: the connection may serve another request.
     pub fn release(self) {
-        if let Lease::H1 { tx, pool } = self {
-            if let Some(pool) = pool.upgrade() {
-                let mut idle = pool.idle.borrow_mut();
-                if idle.len() < pool.limits.max_idle && !tx.is_closed() {
-                    idle.push(tx);
-                }
+        if let Lease::H1 { tx, pool } = self
+            && let Some(pool) = pool.upgrade()
+        {
+            let mut idle = pool.idle.borrow_mut();
+            if idle.len() < pool.limits.max_idle && !tx.is_closed() {
+                idle.push(tx);
             }
         }
     }
@@ -174,35 +174,32 @@ impl EndpointPool {
             let started = Instant::now();
             let (conn, reused) = self.checkout(timeouts.connect).await?;
             let first_byte = timeouts.first_byte;
-            let result = match conn {
+            let (sent, lease) = match conn {
                 Conn::H1(mut tx) => {
                     let sent = shard::timeout(first_byte, tx.try_send_request(build(false))).await;
-                    sent.map(|r| {
-                        r.map(|response| Sent {
-                            response,
-                            lease: Lease::H1 {
-                                tx,
-                                pool: Rc::downgrade(self),
-                            },
-                            ttfb: started.elapsed(),
-                        })
-                    })
+                    (
+                        sent,
+                        Lease::H1 {
+                            tx,
+                            pool: Rc::downgrade(self),
+                        },
+                    )
                 }
                 Conn::H2(mut tx, inflight) => {
                     let lease = Lease::H2(StreamSlot::take(inflight));
                     let sent = shard::timeout(first_byte, tx.try_send_request(build(true))).await;
-                    sent.map(|r| {
-                        r.map(|response| Sent {
-                            response,
-                            lease,
-                            ttfb: started.elapsed(),
-                        })
-                    })
+                    (sent, lease)
                 }
             };
-            match result {
+            match sent {
                 Err(_) => return Err(UpstreamError::Timeout("first byte", first_byte)),
-                Ok(Ok(sent)) => return Ok(sent),
+                Ok(Ok(response)) => {
+                    return Ok(Sent {
+                        response,
+                        lease,
+                        ttfb: started.elapsed(),
+                    });
+                }
                 Ok(Err(mut e)) => {
                     let unsent = e.take_message().is_some();
                     let stale = reused && (unsent || e.error().is_incomplete_message());

@@ -1,0 +1,125 @@
+#![allow(missing_docs)]
+//! Hot pure functions of the request path.
+//!
+//! Machine: 2-core shared VM (the CI kind), rustc 1.95, `cargo bench --bench hot_paths`.
+//! Numbers are recorded in the README's Benchmarks section with the date and commit.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use shardgate::api::chat::rewrite_model;
+use shardgate::api::sse::{EventSplitter, data_payloads};
+use shardgate::api::{DecodeScratch, Usage, decode_chat};
+use shardgate::metrics::Histogram;
+use shardgate::mock::Reply;
+use shardgate::scoring::{DeploymentStats, Observation};
+
+fn chat_body(content_bytes: usize) -> Bytes {
+    let text = "lorem ipsum dolor sit amet ".repeat(content_bytes / 27 + 1);
+    Bytes::from(
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are helpful."},
+                {"role": "user", "content": &text[..content_bytes]},
+            ],
+            "temperature": 0.2,
+            "max_tokens": 256,
+        })
+        .to_string(),
+    )
+}
+
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_chat");
+    for (name, size) in [("1KB", 1_000), ("50KB", 50_000)] {
+        let body = chat_body(size);
+        let mut scratch = DecodeScratch::default();
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| decode_chat(black_box(&body), &mut scratch).ok())
+        });
+    }
+    g.finish();
+}
+
+fn rewrite(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rewrite_model");
+    for (name, size) in [("1KB", 1_000), ("50KB", 50_000)] {
+        let body = chat_body(size);
+        g.bench_function(format!("{name}/same"), |b| {
+            b.iter(|| rewrite_model(black_box(&body), "gpt-4o-mini", "gpt-4o-mini").ok())
+        });
+        g.bench_function(format!("{name}/rename"), |b| {
+            b.iter(|| rewrite_model(black_box(&body), "gpt-4o-mini", "gpt-4o-mini-2024-07-18").ok())
+        });
+    }
+    g.finish();
+}
+
+fn sse(c: &mut Criterion) {
+    let mut reply =
+        Reply::from_request(&mut chat_body(1_000).to_vec()).unwrap_or_else(|_| unreachable!());
+    reply.include_usage = true;
+    let events = reply.events(20);
+    let joined: Vec<u8> = events.iter().flat_map(|e| e.iter().copied()).collect();
+    let joined = Bytes::from(joined);
+    let mut g = c.benchmark_group("sse");
+    g.throughput(Throughput::Bytes(joined.len() as u64));
+    g.bench_function("split_20_event_stream_whole_events", |b| {
+        b.iter(|| {
+            let mut s = EventSplitter::default();
+            for e in &events {
+                black_box(s.push(e.clone()));
+            }
+        })
+    });
+    g.bench_function("split_20_event_stream_64B_reads", |b| {
+        b.iter(|| {
+            let mut s = EventSplitter::default();
+            for i in (0..joined.len()).step_by(64) {
+                black_box(s.push(joined.slice(i..(i + 64).min(joined.len()))));
+            }
+        })
+    });
+    g.bench_function("payloads_and_usage_20_events", |b| {
+        b.iter(|| {
+            let mut usage = None;
+            for d in data_payloads(black_box(&joined)) {
+                if let Some(u) = Usage::from_openai_json(&d) {
+                    usage = Some(u);
+                }
+            }
+            usage
+        })
+    });
+    g.finish();
+}
+
+fn scoring_and_metrics(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let mut stats = DeploymentStats::default();
+    let mut i = 0u64;
+    c.bench_function("score_update", |b| {
+        b.iter(|| {
+            i += 1;
+            stats.observe(
+                Observation {
+                    ok: !i.is_multiple_of(10),
+                    latency: Duration::from_micros(i % 5000),
+                    ttfb: Duration::from_micros(i % 700),
+                },
+                t0 + Duration::from_micros(i),
+            );
+        })
+    });
+    let h = Histogram::default();
+    c.bench_function("metrics_histogram_observe", |b| {
+        b.iter(|| h.observe(black_box(Duration::from_micros(1234))))
+    });
+}
+
+criterion_group!(benches, decode, rewrite, sse, scoring_and_metrics);
+criterion_main!(benches);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs every test.
+#   scripts/test.sh            (the README's test command; CI runs it too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]} (Debian packages)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${need_apt[@]}"; fi
+fi
+if ! python3 -c 'import openai' >/dev/null 2>&1; then
+  echo "test.sh: installing the official openai Python SDK (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check openai
+fi
+scripts/check-env.sh
+cargo test --workspace --locked "$@"

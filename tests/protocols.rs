@@ -1,0 +1,128 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test clients run on plain threads, not shards"
+)]
+//! Downstream HTTP/2 (prior knowledge), TLS with ALPN, and HTTP/1.1 pipelining.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use common::*;
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), version.to_owned())
+}
+
+#[test]
+fn h2_prior_knowledge_on_plain_tcp() {
+    let mock = mock();
+    let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
+    let url = format!("http://{}/v1/chat/completions", gw.addr);
+    let body = chat_body("gpt-mock", "over h2", true);
+    let (out, version) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "\n%{http_version}",
+        "-d",
+        &body,
+        &url,
+    ]);
+    assert_eq!(version, "2");
+    let events: Vec<String> = out
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
+        .collect();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{out}");
+    assert_eq!(stream_text(&events), "This is a mock reply to: over h2");
+}
+
+#[test]
+fn tls_with_alpn_h2_and_http1() {
+    let mock = mock();
+    let dir = std::env::temp_dir().join(format!("shardgate-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let config = upstream_config(mock.addr, "").replace(
+        "[providers.up]",
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n[providers.up]",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    let gw = Gateway::start(&config, ONE_SHARD);
+    let url = format!("https://localhost:{}/v1/chat/completions", gw.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
+    let ca = cert_path.to_str().unwrap();
+    let body = chat_body("gpt-mock", "over tls", false);
+    let (out, version) = curl(&[
+        "--cacert",
+        ca,
+        "--resolve",
+        &resolve,
+        "-w",
+        "\n%{http_version}",
+        "-d",
+        &body,
+        &url,
+    ]);
+    assert_eq!(version, "2", "ALPN chose h2");
+    assert!(out.contains("over tls"), "{out}");
+    let (out, version) = curl(&[
+        "--http1.1",
+        "--cacert",
+        ca,
+        "--resolve",
+        &resolve,
+        "-w",
+        "\n%{http_version}",
+        "-d",
+        &body,
+        &url,
+    ]);
+    assert_eq!(version, "1.1");
+    assert!(out.contains("over tls"), "{out}");
+}
+
+#[test]
+fn pipelined_http1_requests_are_answered_in_order() {
+    let mock = mock();
+    let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let body = chat_body("gpt-mock", &format!("pipe{i}"), false);
+        let close = if i == 2 { "connection: close\r\n" } else { "" };
+        all.extend_from_slice(format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{close}content-length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    }
+    s.write_all(&all).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (a, b, c) = (
+        raw.find("pipe0").unwrap(),
+        raw.find("pipe1").unwrap(),
+        raw.find("pipe2").unwrap(),
+    );
+    assert!(a < b && b < c, "in order");
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3);
+}
