@@ -8,3 +8,4 @@ echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D wa
 echo "== tests"; scripts/test.sh
 echo "== cargo bench --no-run"; cargo bench --workspace --locked --no-run
 echo "ci: ok"
+cat target/test-summary.txt

@@ -15,4 +15,14 @@ if ! python3 -c 'import openai' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check openai
 fi
 scripts/check-env.sh
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One plain closing line with the totals over every test binary.
+summary=$(awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$log")
+rm -f "$log"
+mkdir -p target && echo "$summary" > target/test-summary.txt
+echo "$summary"
+exit "$status"
