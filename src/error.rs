@@ -200,12 +200,6 @@ impl GatewayError {
         self
     }
 
-    /// Override the retry decision.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.0.retry = retry;
-        self
-    }
-
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind

@@ -113,16 +113,6 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Start draining every shard (what SIGTERM does).
-    pub fn drain(&self) {
-        self.control.drain_all();
-    }
-
-    /// The scorer, for tests.
-    pub fn scorer(&self) -> &ractor::ActorRef<ScorerMsg> {
-        &self.control.scorer
-    }
-
     /// Wait for every shard to finish, then stop the actors.
     pub fn wait(self) -> Result<(), RuntimeError> {
         let mut first_err = None;

@@ -127,7 +127,7 @@ fn raw_exchange(addr: std::net::SocketAddr, head: &[u8], body: &[u8]) -> Vec<u8>
 #[test]
 fn upstream_500_is_a_shaped_502() {
     let mock = mock();
-    let extra = "[models.broken]\nprovider = \"up\"\nmodel = \"mock;status=500\"\n";
+    let extra = &model("broken", "mock;status=500");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let res = gw.post("/v1/chat/completions", &chat_body("broken", "x", false));
     res.assert_error(502, "upstream_status");
@@ -145,7 +145,7 @@ fn upstream_500_is_a_shaped_502() {
 #[test]
 fn upstream_4xx_about_the_request_is_relayed_as_is() {
     let mock = mock();
-    let extra = "[models.picky]\nprovider = \"up\"\nmodel = \"mock;status=422\"\n";
+    let extra = &model("picky", "mock;status=422");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let res = gw.post("/v1/chat/completions", &chat_body("picky", "x", false));
     assert_eq!(res.status, 422);
@@ -156,7 +156,7 @@ fn upstream_4xx_about_the_request_is_relayed_as_is() {
 #[test]
 fn upstream_429_keeps_retry_after() {
     let mock = mock();
-    let extra = "[models.busy]\nprovider = \"up\"\nmodel = \"mock;status=429;retry_after=7\"\n";
+    let extra = &model("busy", "mock;status=429;retry_after=7");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let res = gw.post("/v1/chat/completions", &chat_body("busy", "x", false));
     res.assert_error(429, "upstream_status");
@@ -166,11 +166,7 @@ fn upstream_429_keeps_retry_after() {
 #[test]
 fn upstream_timeout_is_504() {
     let mock = mock();
-    let config = upstream_config(
-        mock.addr,
-        "[models.slow]\nprovider = \"up\"\nmodel = \"mock;latency_ms=3000\"\n",
-    )
-    .replace(
+    let config = upstream_config(mock.addr, &model("slow", "mock;latency_ms=3000")).replace(
         "first_byte_timeout_ms = 5000",
         "first_byte_timeout_ms = 300",
     );

@@ -73,33 +73,23 @@ fn tls_with_alpn_h2_and_http1() {
     let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
     let ca = cert_path.to_str().unwrap();
     let body = chat_body("gpt-mock", "over tls", false);
-    let (out, version) = curl(&[
-        "--cacert",
-        ca,
-        "--resolve",
-        &resolve,
-        "-w",
-        "\n%{http_version}",
-        "-d",
-        &body,
-        &url,
-    ]);
-    assert_eq!(version, "2", "ALPN chose h2");
-    assert!(out.contains("over tls"), "{out}");
-    let (out, version) = curl(&[
-        "--http1.1",
-        "--cacert",
-        ca,
-        "--resolve",
-        &resolve,
-        "-w",
-        "\n%{http_version}",
-        "-d",
-        &body,
-        &url,
-    ]);
-    assert_eq!(version, "1.1");
-    assert!(out.contains("over tls"), "{out}");
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let args = [
+            flag,
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version}",
+            "-d",
+            &body,
+            &url,
+        ];
+        let (out, version) = curl(&args);
+        assert_eq!(version, want, "ALPN with {flag}");
+        assert!(out.contains("over tls"), "{out}");
+    }
 }
 
 #[test]

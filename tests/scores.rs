@@ -15,7 +15,7 @@ use common::*;
 #[test]
 fn score_table_reflects_a_slow_and_a_fast_upstream() {
     let mock = mock();
-    let extra = "[models.slow]\nprovider = \"up\"\nmodel = \"mock;latency_ms=120\"\n";
+    let extra = &model("slow", "mock;latency_ms=120");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), TWO_SHARDS);
     for i in 0..12 {
         assert_eq!(
@@ -73,7 +73,7 @@ fn score_table_reflects_a_slow_and_a_fast_upstream() {
 #[test]
 fn failures_lower_the_success_ratio() {
     let mock = mock();
-    let extra = "[models.bad]\nprovider = \"up\"\nmodel = \"mock;status=503\"\n";
+    let extra = &model("bad", "mock;status=503");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     for _ in 0..4 {
         gw.post("/v1/chat/completions", &chat_body("bad", "x", false))

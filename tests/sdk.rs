@@ -14,9 +14,8 @@ use common::*;
 #[test]
 fn openai_python_sdk_round_trips() {
     let mock = mock();
-    let extra = "[models.broken]\nprovider = \"up\"\nmodel = \"mock;status=500\"\n\n\
-                 [models.flaky]\nprovider = \"up\"\nmodel = \"mock;reset_after=3\"\n";
-    let gw = Gateway::start(&upstream_config(mock.addr, extra), TWO_SHARDS);
+    let extra = model("broken", "mock;status=500") + &model("flaky", "mock;reset_after=3");
+    let gw = Gateway::start(&upstream_config(mock.addr, &extra), TWO_SHARDS);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py");
     let out = Command::new("python3")
         .args([script, &format!("http://{}/v1", gw.addr)])

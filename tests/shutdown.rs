@@ -14,7 +14,7 @@ use common::*;
 #[test]
 fn sigterm_during_20_streams_lets_all_complete_and_exits_0() {
     let mock = mock();
-    let extra = "[models.long]\nprovider = \"up\"\nmodel = \"mock;chunks=10;interval_ms=100\"\n";
+    let extra = &model("long", "mock;chunks=10;interval_ms=100");
     let config = upstream_config(mock.addr, extra).replace(
         "shutdown_grace_ms = 10000",
         "shutdown_grace_ms = 10000\ndrain_delay_ms = 300",

@@ -33,7 +33,7 @@ fn streamed_chat_through_an_upstream() {
 #[test]
 fn upstream_reset_mid_stream_ends_with_one_error_event() {
     let mock = mock();
-    let extra = "[models.flaky]\nprovider = \"up\"\nmodel = \"mock;reset_after=3\"\n";
+    let extra = &model("flaky", "mock;reset_after=3");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let res = gw.post("/v1/chat/completions", &chat_body("flaky", "x", true));
     assert_eq!(res.status, 200);
@@ -53,7 +53,7 @@ fn upstream_reset_mid_stream_ends_with_one_error_event() {
 #[test]
 fn in_band_upstream_error_is_relayed_once() {
     let mock = mock();
-    let extra = "[models.errs]\nprovider = \"up\"\nmodel = \"mock;error_after=2\"\n";
+    let extra = &model("errs", "mock;error_after=2");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let events = gw
         .post("/v1/chat/completions", &chat_body("errs", "x", true))
@@ -69,11 +69,8 @@ fn in_band_upstream_error_is_relayed_once() {
 #[test]
 fn upstream_stall_mid_stream_hits_the_idle_timeout() {
     let mock = mock();
-    let config = upstream_config(
-        mock.addr,
-        "[models.stall]\nprovider = \"up\"\nmodel = \"mock;stall=body\"\n",
-    )
-    .replace("idle_timeout_ms = 5000", "idle_timeout_ms = 300");
+    let config = upstream_config(mock.addr, &model("stall", "mock;stall=body"))
+        .replace("idle_timeout_ms = 5000", "idle_timeout_ms = 300");
     let gw = Gateway::start(&config, ONE_SHARD);
     let res = gw.post("/v1/chat/completions", &chat_body("stall", "x", true));
     assert_eq!(res.status, 200);
@@ -87,7 +84,7 @@ fn slow_chunks_are_not_buffered() {
     // 5 content chunks 150 ms apart: the first must arrive long before the last.
     use std::io::{BufRead, BufReader, Write};
     let mock = mock();
-    let extra = "[models.drip]\nprovider = \"up\"\nmodel = \"mock;chunks=5;interval_ms=150\"\n";
+    let extra = &model("drip", "mock;chunks=5;interval_ms=150");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     let body = chat_body("drip", "x", true);
     let mut s = std::net::TcpStream::connect(gw.addr).unwrap();

@@ -44,7 +44,6 @@ pub struct ControlPlaneArgs {
 pub struct ControlPlane {
     /// The scorer (cast only from shards).
     pub scorer: ActorRef<ScorerMsg>,
-    shards: Vec<InboxSender<ShardCmd>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -54,7 +53,6 @@ impl ControlPlane {
     pub fn start(args: ControlPlaneArgs) -> io::Result<Self> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let shards = args.shards.clone();
         let thread = std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
@@ -103,17 +101,9 @@ impl ControlPlane {
             .map_err(|_| io::Error::other("control plane thread exited during start-up"))??;
         Ok(Self {
             scorer,
-            shards,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
-    }
-
-    /// Tell every shard to drain (what SIGTERM does).
-    pub fn drain_all(&self) {
-        for s in &self.shards {
-            let _ = s.send(ShardCmd::Drain);
-        }
     }
 
     /// Stop the actors and the thread (after the shards are done).

@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use super::body::ResBody;
 use super::context::RequestCtx;
 use crate::api::json::write_string;
-use crate::error::{ErrorKind, GatewayError, UserFacing};
+use crate::error::{ErrorKind, ErrorSource, GatewayError, UserFacing};
 use crate::shard::rt::HeadAnswers;
 
 /// `x-shardgate-error`: present on every error the gateway made (absent on relayed ones).
@@ -61,15 +61,12 @@ pub fn error_event(kind: ErrorKind, message: &str) -> Bytes {
 /// Log an error once, with the request id, and count it.
 pub fn log_error(ctx: &RequestCtx, err: &GatewayError) {
     let id = ctx.id.to_str().unwrap_or("-");
-    match err.kind() {
-        ErrorKind::Internal => tracing::error!(request_id = id, error = %err, "Request failed."),
-        ErrorKind::UpstreamConnect
-        | ErrorKind::UpstreamTimeout
-        | ErrorKind::UpstreamProtocol
-        | ErrorKind::UpstreamStatus(_) => {
-            tracing::warn!(request_id = id, error = %err, "Upstream failed.")
+    match err.source_side() {
+        ErrorSource::Internal => tracing::error!(request_id = id, error = %err, "Request failed."),
+        ErrorSource::Upstream => tracing::warn!(request_id = id, error = %err, "Upstream failed."),
+        ErrorSource::Downstream => {
+            tracing::debug!(request_id = id, error = %err, "Request rejected.")
         }
-        _ => tracing::debug!(request_id = id, error = %err, "Request rejected."),
     }
 }
 

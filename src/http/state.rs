@@ -3,7 +3,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -119,11 +118,6 @@ impl ShardState {
     /// Count a gateway error.
     pub fn count_error(&self, kind: crate::ErrorKind) {
         self.metrics.errors[error_index(kind)].inc();
-    }
-
-    /// Now (one place, so tests and benches could inject a clock later).
-    pub fn now(&self) -> Instant {
-        Instant::now()
     }
 }
 

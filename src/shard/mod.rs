@@ -51,7 +51,6 @@ impl ShardHandle {
 
 thread_local! {
     static BACKGROUND: Cell<Option<TaskQueueHandle>> = const { Cell::new(None) };
-    static CURRENT: Cell<Option<ShardId>> = const { Cell::new(None) };
 }
 
 /// Start a shard thread running `main` (made on the new thread, so it may be `!Send`).
@@ -73,7 +72,6 @@ where
     }
     let join = builder
         .spawn(move || async move {
-            CURRENT.with(|c| c.set(Some(id)));
             let tq = glommio::executor().create_task_queue(
                 Shares::Static(10),
                 Latency::NotImportant,
@@ -84,11 +82,6 @@ where
         })
         .map_err(|e| io::Error::other(format!("cannot start shard {}: {e}", id.0)))?;
     Ok(ShardHandle { id, join })
-}
-
-/// The shard this thread runs, if any.
-pub fn current() -> Option<ShardId> {
-    CURRENT.with(|c| c.get())
 }
 
 /// Run a future, turning a panic inside it into a logged error. Used for every task a shard
@@ -117,14 +110,6 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Spawn a task on the current shard (panics inside are caught and logged).
 pub fn spawn(what: &'static str, fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(guarded(what, fut)).detach();
-}
-
-/// Spawn a task on the current shard and get its result (`None` if it panicked).
-pub fn spawn_with<T: 'static>(
-    what: &'static str,
-    fut: impl Future<Output = T> + 'static,
-) -> impl Future<Output = Option<T>> {
-    glommio::spawn_local(guarded(what, fut))
 }
 
 /// Spawn low-priority background work (flushes, sweeps) on the current shard.
@@ -186,16 +171,8 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Result<T, 
     async { Ok(fut.await) }.or(timer).await
 }
 
-/// Yield to other tasks on this shard.
-pub async fn yield_now() {
-    glommio::yield_if_needed().await;
-}
-
 /// A counting semaphore local to one shard.
 pub type Semaphore = glommio::sync::Semaphore;
-
-/// A permit of [`Semaphore`] that releases on drop.
-pub type Permit = glommio::sync::StaticPermit;
 
 /// A one-shot signal on one shard: fire once, every waiter wakes.
 #[derive(Debug, Default)]

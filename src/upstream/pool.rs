@@ -48,7 +48,6 @@ pub struct EndpointPool {
     h2: RefCell<Vec<H2Conn>>,
     /// For `auto` over TLS: what ALPN chose last time.
     alpn_h2: Cell<Option<bool>>,
-    opened: Cell<u64>,
     on_connect: Box<dyn Fn()>,
 }
 
@@ -131,7 +130,6 @@ impl EndpointPool {
             idle: RefCell::new(Vec::new()),
             h2: RefCell::new(Vec::new()),
             alpn_h2: Cell::new(None),
-            opened: Cell::new(0),
             on_connect: Box::new(on_connect),
         })
     }
@@ -139,16 +137,6 @@ impl EndpointPool {
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
-    }
-
-    /// Connections opened so far.
-    pub fn opened(&self) -> u64 {
-        self.opened.get()
-    }
-
-    /// Idle HTTP/1 connections now.
-    pub fn idle_len(&self) -> usize {
-        self.idle.borrow().len()
     }
 
     fn wants_h2(&self) -> bool {
@@ -252,7 +240,6 @@ impl EndpointPool {
             Scheme::Https => self.tls.as_ref().map(|c| (c, host)),
         };
         let stream = open(&self.addrs, tls, timeout).await?;
-        self.opened.set(self.opened.get() + 1);
         (self.on_connect)();
         let h2 = match (self.protocol, &stream) {
             (Protocol::Http1, _) => false,

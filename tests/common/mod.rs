@@ -54,6 +54,12 @@ model = "mock"
     )
 }
 
+/// A `[models.<name>]` entry on provider `up`, sent upstream as `upstream` (mock knobs ride
+/// on the upstream name: `mock;latency_ms=100`).
+pub fn model(name: &str, upstream: &str) -> String {
+    format!("[models.{name}]\nprovider = \"up\"\nmodel = \"{upstream}\"\n")
+}
+
 /// One shard, unpinned (tests run many gateways at once).
 pub const ONE_SHARD: &str = "[shards]\ncount = 1\npin = false\n";
 /// Two shards, unpinned.
