@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::ShardId;
 use crate::actors::scorer::ScorerMsg;
-use crate::actors::{ControlPlane, ControlPlaneArgs, ShardCmd};
+use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
 use crate::http::state::ShardState;
 use crate::metrics::Registry;
@@ -180,11 +180,14 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         let Some(ep) = &p.endpoint else { continue };
         let tls = match ep.scheme {
             Scheme::Http => None,
-            Scheme::Https => Some(tls_client_config(match p.protocol {
-                Protocol::Auto => &[b"h2", b"http/1.1"],
-                Protocol::Http1 => &[b"http/1.1"],
-                Protocol::Http2 => &[b"h2"],
-            })?),
+            Scheme::Https => Some(tls_client_config(
+                match p.protocol {
+                    Protocol::Auto => &[b"h2", b"http/1.1"],
+                    Protocol::Http1 => &[b"http/1.1"],
+                    Protocol::Http2 => &[b"h2"],
+                },
+                p.ca_file.as_deref(),
+            )?),
         };
         pools.push(PoolSpec {
             provider: i,
@@ -208,6 +211,16 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         core: tuning.control_plane_core,
         publish_every: SCORE_PUBLISH_EVERY,
         handle_signals: opts.handle_signals,
+        dns: pools
+            .iter()
+            .map(|p| DnsTarget {
+                provider: p.provider,
+                host: p.endpoint.host.to_string(),
+                port: p.endpoint.port,
+                addrs: p.addrs.clone(),
+            })
+            .collect(),
+        dns_refresh: tuning.dns_refresh,
     })
     .map_err(io_err("cannot start the control plane"))?;
 
@@ -238,7 +251,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             let limits = PoolLimits {
                 max_idle: tuning.upstream_max_idle,
                 h2_connections: tuning.upstream_h2_connections,
-                h2_streams: 100,
+                h2_streams: tuning.upstream_h2_streams,
             };
             let mut shard_pools = vec![None; config.providers.len()];
             let metrics = registry.shards[i].clone();
@@ -306,6 +319,11 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
 fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
     match cmd {
         ShardCmd::Scores(table) => *state.scores.borrow_mut() = table,
+        ShardCmd::Addrs { provider, addrs } => {
+            if let Some(Some(pool)) = state.pools.get(provider) {
+                pool.set_addrs(addrs);
+            }
+        }
         ShardCmd::Drain => {
             if !state.draining() {
                 tracing::info!(shard = %state.id, "Draining.");

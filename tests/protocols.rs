@@ -116,3 +116,71 @@ fn pipelined_http1_requests_are_answered_in_order() {
     assert!(a < b && b < c, "in order");
     assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3);
 }
+
+#[test]
+fn tls_upstream_with_a_private_ca_and_alpn() {
+    use shardgate::mock::Knobs;
+    use shardgate::mock::server::{MockConfig, MockServer};
+    let dir = std::env::temp_dir().join(format!("shardgate-uptls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let files = shardgate::config::TlsFiles {
+        cert_file: cert_path.display().to_string(),
+        key_file: key_path.display().to_string(),
+    };
+    let mock = MockServer::start(MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: vec![None],
+        defaults: Knobs::default(),
+        tls: Some(shardgate::http::tls::server_config(&files).unwrap()),
+    })
+    .unwrap();
+    for (protocol, connections) in [("auto", 1.0), ("http1", 1.0)] {
+        let config = upstream_config(mock.addr, "")
+            .replace(
+                &format!("http://{}", mock.addr),
+                &format!("https://localhost:{}", mock.addr.port()),
+            )
+            .replace(
+                "protocol = \"http1\"",
+                &format!(
+                    "protocol = \"{protocol}\"\nca_file = \"{}\"",
+                    cert_path.display()
+                ),
+            );
+        let gw = Gateway::start(&config, ONE_SHARD);
+        for i in 0..4 {
+            let res = gw.post(
+                "/v1/chat/completions",
+                &chat_body("gpt-mock", &format!("tls {i}"), i % 2 == 0),
+            );
+            assert_eq!(res.status, 200, "{protocol}: {}", res.text());
+            let text = if i % 2 == 0 {
+                stream_text(&res.events())
+            } else {
+                res.json()["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert_eq!(text, format!("This is a mock reply to: tls {i}"));
+        }
+        // Sequential requests share one TLS connection (h2 via ALPN, or h1 keep-alive).
+        assert_eq!(
+            gw.metric("gateway_upstream_connections_total{provider=\"up\"}"),
+            connections,
+            "{protocol}"
+        );
+    }
+    // Without the private CA the public roots do not trust the mock: a clean 502.
+    let config = upstream_config(mock.addr, "").replace(
+        &format!("http://{}", mock.addr),
+        &format!("https://localhost:{}", mock.addr.port()),
+    );
+    let gw = Gateway::start(&config, ONE_SHARD);
+    gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
+        .assert_error(502, "upstream_connect");
+}

@@ -9,6 +9,7 @@
 pub mod scorer;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +27,26 @@ pub enum ShardCmd {
     Scores(Arc<ScoreTable>),
     /// Start draining: readiness fails now, listeners close after the drain delay.
     Drain,
+    /// A provider's host name resolved to new addresses.
+    Addrs {
+        /// Provider index.
+        provider: usize,
+        /// The addresses, in the resolver's order.
+        addrs: Arc<[SocketAddr]>,
+    },
+}
+
+/// A provider host the control plane keeps resolved.
+#[derive(Debug, Clone)]
+pub struct DnsTarget {
+    /// Provider index.
+    pub provider: usize,
+    /// Host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The addresses the shards have now.
+    pub addrs: Arc<[SocketAddr]>,
 }
 
 /// Control-plane settings.
@@ -38,6 +59,10 @@ pub struct ControlPlaneArgs {
     pub publish_every: Duration,
     /// Handle SIGTERM/SIGINT by draining every shard (off in tests that embed the gateway).
     pub handle_signals: bool,
+    /// Provider hosts to re-resolve.
+    pub dns: Vec<DnsTarget>,
+    /// How often (`None` = never).
+    pub dns_refresh: Option<Duration>,
 }
 
 /// The running control plane.
@@ -87,6 +112,10 @@ impl ControlPlane {
                             }
                         };
                     let _ = ready_tx.send(Ok(scorer.clone()));
+                    if let Some(every) = args.dns_refresh.filter(|_| !args.dns.is_empty()) {
+                        let (shards, dns) = (args.shards.clone(), args.dns.clone());
+                        tokio::spawn(refresh_dns(dns, every, shards));
+                    }
                     if args.handle_signals {
                         let shards = args.shards.clone();
                         tokio::spawn(async move { watch_signals(shards).await });
@@ -152,5 +181,80 @@ async fn watch_signals(shards: Vec<InboxSender<ShardCmd>>) {
             tracing::warn!("Second shutdown signal; exiting now.");
             std::process::exit(130);
         }
+    }
+}
+
+/// Re-resolve provider hosts off the shards; tell every shard when an answer changes. A
+/// failed or empty lookup keeps the old addresses.
+async fn refresh_dns(
+    mut targets: Vec<DnsTarget>,
+    every: Duration,
+    shards: Vec<InboxSender<ShardCmd>>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        for t in &mut targets {
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((t.host.as_str(), t.port))
+                .await
+            {
+                Ok(it) => it.collect(),
+                Err(e) => {
+                    tracing::warn!(host = %t.host, error = %e, "DNS refresh failed; keeping the old addresses.");
+                    continue;
+                }
+            };
+            let (mut old, mut new) = (t.addrs.to_vec(), addrs.clone());
+            old.sort_unstable();
+            new.sort_unstable();
+            if addrs.is_empty() || old == new {
+                continue;
+            }
+            tracing::info!(host = %t.host, addrs = ?addrs, "Provider addresses changed.");
+            t.addrs = addrs.into();
+            for s in &shards {
+                let _ = s.send(ShardCmd::Addrs {
+                    provider: t.provider,
+                    addrs: t.addrs.clone(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn dns_refresh_sends_changed_addresses_to_every_shard() {
+        let (tx0, rx0) = flume::unbounded();
+        let (tx1, rx1) = flume::unbounded();
+        let stale: Arc<[SocketAddr]> = vec!["192.0.2.1:8000".parse().unwrap()].into();
+        let target = DnsTarget {
+            provider: 3,
+            host: "localhost".into(),
+            port: 8000,
+            addrs: stale,
+        };
+        let task = tokio::spawn(refresh_dns(
+            vec![target],
+            Duration::from_secs(30),
+            vec![tx0, tx1],
+        ));
+        for rx in [rx0, rx1] {
+            match rx.recv_async().await.unwrap() {
+                ShardCmd::Addrs { provider, addrs } => {
+                    assert_eq!(provider, 3);
+                    assert!(
+                        !addrs.is_empty()
+                            && addrs
+                                .iter()
+                                .all(|a| a.ip().is_loopback() && a.port() == 8000)
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        task.abort();
     }
 }

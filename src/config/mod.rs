@@ -252,6 +252,8 @@ pub struct ProviderConfig {
     pub protocol: Protocol,
     /// Timeouts per attempt.
     pub timeouts: Timeouts,
+    /// CA certificates to trust instead of the web roots (PEM file).
+    pub ca_file: Option<String>,
     /// Mock only: honour fault-injection headers.
     pub allow_fault_injection: bool,
 }

@@ -119,6 +119,9 @@ pub struct RawProvider {
     pub idle_timeout_ms: Option<u64>,
     /// Total time per attempt.
     pub total_timeout_ms: Option<u64>,
+    /// PEM file of CA certificates to trust for this provider instead of the public web
+    /// roots (for a private CA in front of a self-hosted model server).
+    pub ca_file: Option<String>,
     /// `mock` only: honour fault-injection headers (`x-mock-panic`). Never enable in production.
     #[serde(default)]
     pub allow_fault_injection: bool,

@@ -20,6 +20,10 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 pub const DEFAULT_UPSTREAM_MAX_IDLE: usize = 256;
 /// Default upstream HTTP/2 connections per endpoint per shard.
 pub const DEFAULT_UPSTREAM_H2_CONNECTIONS: usize = 4;
+/// Default upstream HTTP/2 streams per connection before another connection opens.
+pub const DEFAULT_UPSTREAM_H2_STREAMS: u32 = 100;
+/// Default interval between re-resolutions of provider host names (off the shards).
+pub const DEFAULT_DNS_REFRESH_SECS: u64 = 30;
 /// Default bridge flush interval (shard → actor batches).
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5;
 /// Default bridge batch size that forces a flush.
@@ -100,6 +104,10 @@ struct RawUpstream {
     max_idle_per_endpoint: Option<usize>,
     /// HTTP/2 connections per endpoint per shard (more open when streams run out).
     h2_connections_per_endpoint: Option<usize>,
+    /// Streams per upstream HTTP/2 connection before another connection is opened.
+    h2_streams_per_connection: Option<u32>,
+    /// Seconds between re-resolutions of provider host names (0 = resolve once at start).
+    dns_refresh_secs: Option<u64>,
 }
 
 /// `[bridge]`
@@ -140,6 +148,10 @@ pub struct Tuning {
     pub upstream_max_idle: usize,
     /// Upstream h2 connections per endpoint per shard.
     pub upstream_h2_connections: usize,
+    /// Streams per upstream h2 connection.
+    pub upstream_h2_streams: u32,
+    /// Provider DNS re-resolution interval (`None` = never).
+    pub dns_refresh: Option<Duration>,
     /// Bridge flush interval.
     pub flush_interval: Duration,
     /// Bridge batch size.
@@ -264,6 +276,19 @@ impl Tuning {
                     .unwrap_or(DEFAULT_UPSTREAM_H2_CONNECTIONS),
                 "upstream.h2_connections_per_endpoint",
             )?,
+            upstream_h2_streams: raw
+                .upstream
+                .h2_streams_per_connection
+                .unwrap_or(DEFAULT_UPSTREAM_H2_STREAMS)
+                .max(1),
+            dns_refresh: match raw
+                .upstream
+                .dns_refresh_secs
+                .unwrap_or(DEFAULT_DNS_REFRESH_SECS)
+            {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
             flush_interval: Duration::from_millis(
                 raw.bridge
                     .flush_interval_ms

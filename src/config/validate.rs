@@ -183,7 +183,14 @@ fn provider(
             "total_timeout_ms",
         )?,
     };
+    if p.ca_file.is_some() && endpoint.as_ref().is_none_or(|e| e.scheme != Scheme::Https) {
+        return Err(invalid(
+            format!("{path}.ca_file"),
+            "needs an https base_url".into(),
+        ));
+    }
     Ok(ProviderConfig {
+        ca_file: p.ca_file,
         id: ProviderId(id.into()),
         kind,
         endpoint,

@@ -36,6 +36,8 @@ pub struct MockConfig {
     pub cores: Vec<Option<usize>>,
     /// Knobs applied to every request (requests may override).
     pub defaults: Knobs,
+    /// Serve TLS (ALPN h2 + http/1.1) with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Request counters (shared by the mock's shards; the mock is a test tool, so atomics are fine).
@@ -72,6 +74,7 @@ impl MockServer {
             stop.push(tx);
             let stats = stats.clone();
             let defaults = cfg.defaults.clone();
+            let tls = cfg.tls.clone();
             let spec = ShardSpec {
                 id: ShardId(i as u16),
                 core: cfg.cores.get(i).copied().flatten(),
@@ -86,7 +89,7 @@ impl MockServer {
                         return;
                     }
                 };
-                accept_loop(listener, rx, Rc::new(defaults), stats).await;
+                accept_loop(listener, rx, Rc::new(defaults), stats, tls).await;
             })?);
         }
         Ok(Self {
@@ -130,6 +133,7 @@ async fn accept_loop(
     stop: flume::Receiver<()>,
     defaults: Rc<Knobs>,
     stats: Arc<MockStats>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let builder = Rc::new({
         let mut b = auto::Builder::new(ShardExec);
@@ -152,11 +156,25 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (builder, defaults, stats) = (builder.clone(), defaults.clone(), stats.clone());
+        let (builder, defaults, stats, tls) = (
+            builder.clone(),
+            defaults.clone(),
+            stats.clone(),
+            tls.clone(),
+        );
         shard::spawn("mock connection", async move {
             let svc =
                 hyper::service::service_fn(move |req| handle(req, defaults.clone(), stats.clone()));
-            let _ = builder.serve_connection(Io::new(stream, None), svc).await;
+            match tls {
+                None => {
+                    let _ = builder.serve_connection(Io::new(stream, None), svc).await;
+                }
+                Some(cfg) => {
+                    if let Ok(s) = futures_rustls::TlsAcceptor::from(cfg).accept(stream).await {
+                        let _ = builder.serve_connection(Io::new(s, None), svc).await;
+                    }
+                }
+            }
         });
     }
 }

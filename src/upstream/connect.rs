@@ -35,10 +35,33 @@ impl UpStream {
     }
 }
 
-/// A rustls client config with the webpki roots and an explicit crypto provider.
-pub fn tls_client_config(alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// A rustls client config with an explicit crypto provider, trusting the webpki roots, or
+/// only the CA certificates in the PEM file `ca_pem` when given.
+pub fn tls_client_config(
+    alpn: &[&[u8]],
+    ca_pem: Option<&str>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let roots = match ca_pem {
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(path) => {
+            use rustls_pki_types::CertificateDer;
+            use rustls_pki_types::pem::PemObject;
+            let mut store = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| rustls::Error::General(format!("{path}: {e}")))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| rustls::Error::General(format!("{path}: {e}")))?;
+                store.add(cert)?;
+            }
+            if store.is_empty() {
+                return Err(rustls::Error::General(format!(
+                    "{path}: no CA certificate found"
+                )));
+            }
+            store
+        }
     };
     let mut cfg =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

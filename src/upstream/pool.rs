@@ -41,7 +41,7 @@ struct H2Conn {
 pub struct EndpointPool {
     endpoint: Endpoint,
     protocol: Protocol,
-    addrs: Arc<[SocketAddr]>,
+    addrs: RefCell<Arc<[SocketAddr]>>,
     tls: Option<Arc<ClientConfig>>,
     limits: PoolLimits,
     idle: RefCell<Vec<http1::SendRequest<ReqBody>>>,
@@ -124,7 +124,7 @@ impl EndpointPool {
         Rc::new(Self {
             endpoint,
             protocol,
-            addrs,
+            addrs: RefCell::new(addrs),
             tls,
             limits,
             idle: RefCell::new(Vec::new()),
@@ -137,6 +137,12 @@ impl EndpointPool {
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// New addresses for the endpoint (from the control plane's DNS refresh). Open
+    /// connections stay until they close; new ones go to the new addresses.
+    pub fn set_addrs(&self, addrs: Arc<[SocketAddr]>) {
+        *self.addrs.borrow_mut() = addrs;
     }
 
     fn wants_h2(&self) -> bool {
@@ -239,7 +245,8 @@ impl EndpointPool {
             Scheme::Http => None,
             Scheme::Https => self.tls.as_ref().map(|c| (c, host)),
         };
-        let stream = open(&self.addrs, tls, timeout).await?;
+        let addrs = self.addrs.borrow().clone();
+        let stream = open(&addrs, tls, timeout).await?;
         (self.on_connect)();
         let h2 = match (self.protocol, &stream) {
             (Protocol::Http1, _) => false,

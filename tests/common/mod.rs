@@ -24,6 +24,7 @@ pub fn mock() -> MockServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: vec![None],
         defaults: Knobs::default(),
+        tls: None,
     })
     .unwrap()
 }

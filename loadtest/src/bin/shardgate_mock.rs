@@ -14,7 +14,8 @@ const USAGE: &str = "\
 shardgate-mock: an OpenAI-compatible mock provider
 
 USAGE:
-    shardgate-mock [--listen ADDR] [--shards N] [--cores LIST] [--KNOB VALUE]...
+    shardgate-mock [--listen ADDR] [--shards N] [--cores LIST] [--tls-cert PEM --tls-key PEM]
+                   [--KNOB VALUE]...
 
 KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`):
     --latency-ms MS     delay before the response head
@@ -30,11 +31,11 @@ KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`)
 GET /mock/stats returns request counts.";
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber_init();
     let mut listen = "127.0.0.1:9090".to_owned();
     let mut shards = 1usize;
     let mut cores: Option<Vec<usize>> = None;
     let mut knobs = Knobs::default();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -43,6 +44,8 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             "--listen" => listen = args.next().context("--listen needs a value")?,
+            "--tls-cert" => tls_cert = Some(args.next().context("--tls-cert needs a value")?),
+            "--tls-key" => tls_key = Some(args.next().context("--tls-key needs a value")?),
             "--shards" => shards = args.next().context("--shards needs a value")?.parse()?,
             "--cores" => {
                 let list = args.next().context("--cores needs a value")?;
@@ -71,16 +74,24 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("bad --listen {listen}"))?;
     shardgate::runtime::check_environment(1)?;
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert_file), Some(key_file)) => Some(shardgate::http::tls::server_config(
+            &shardgate::config::TlsFiles {
+                cert_file,
+                key_file,
+            },
+        )?),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let server = MockServer::start(MockConfig {
         listen,
         cores,
         defaults: knobs,
+        tls,
     })?;
-    println!("shardgate-mock listening on http://{}", server.addr);
+    println!("shardgate-mock listening on {scheme}://{}", server.addr);
     server.wait();
     Ok(())
-}
-
-fn tracing_subscriber_init() {
-    let _ = std::env::var("RUST_LOG");
 }
