@@ -184,3 +184,27 @@ fn tls_upstream_with_a_private_ca_and_alpn() {
     gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
         .assert_error(502, "upstream_connect");
 }
+
+#[test]
+fn idle_h2_connection_is_closed_quietly_not_sent_http1_bytes() {
+    use std::io::{Read, Write};
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_ms = 200\nidle_timeout_ms = 600\n\n[providers.mock]\nkind = \"mock\"\n\n[models.mock]\nprovider = \"mock\"\n";
+    let gw = Gateway::start(config, ONE_SHARD);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    // The h2 preface and an empty SETTINGS frame, then nothing.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "closed by the idle timeout, not the head timeout"
+    );
+    assert!(
+        !got.windows(8).any(|w| w == b"HTTP/1.1"),
+        "no HTTP/1.1 bytes on an h2 connection"
+    );
+}

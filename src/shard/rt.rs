@@ -134,6 +134,10 @@ pub struct ConnWatch {
     waker: RefCell<Option<Waker>>,
     answers: &'static HeadAnswers,
     head_bytes: Cell<usize>,
+    /// The client opened with the HTTP/2 preface: no HTTP/1.1 answers may be written, and a
+    /// quiet connection is idle, not a slow request head.
+    h2: Cell<bool>,
+    read_any: Cell<bool>,
     wrote_in_head: Cell<bool>,
 }
 
@@ -162,13 +166,16 @@ impl ConnWatch {
             answers,
             head_bytes: Cell::new(0),
             wrote_in_head: Cell::new(false),
+            h2: Cell::new(false),
+            read_any: Cell::new(false),
         })
     }
 
     /// What to write when hyper closes the connection during a request head without
     /// answering it (hyper drops its own 431 on an over-long head).
     fn unanswered_head(&self) -> Option<&'static [u8]> {
-        if !matches!(self.phase.get(), Phase::Head(_)) || self.wrote_in_head.get() {
+        if self.h2.get() || !matches!(self.phase.get(), Phase::Head(_)) || self.wrote_in_head.get()
+        {
             return None;
         }
         Some(if self.head_bytes.get() >= self.answers.limit {
@@ -246,6 +253,9 @@ impl ConnWatch {
         match self.phase.get() {
             Phase::Idle(since) if now.saturating_duration_since(since) >= idle_timeout => {
                 Some(Expired::Idle)
+            }
+            Phase::Head(since) if self.h2.get() => {
+                (now.saturating_duration_since(since) >= idle_timeout).then_some(Expired::Idle)
             }
             Phase::Head(since) if now.saturating_duration_since(since) >= header_timeout => {
                 Some(Expired::Head)
@@ -368,7 +378,16 @@ where
         let n = unsafe {
             let slice = buf.as_mut();
             match Pin::new(&mut this.inner).poll_read_uninit(cx, slice) {
-                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Ok(n)) => {
+                    if let Some(w) = this.watch.as_ref().filter(|w| n > 0 && !w.read_any.get()) {
+                        w.read_any.set(true);
+                        // The first `n` bytes were just written by the reader.
+                        let first =
+                            &*(&slice[..n.min(3)] as *const [MaybeUninit<u8>] as *const [u8]);
+                        w.h2.set(first == b"PRI");
+                    }
+                    n
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
