@@ -34,7 +34,7 @@ pub enum RuntimeError {
     #[error("{0}")]
     Environment(String),
     /// An address could not be resolved or bound.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -236,6 +236,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             core: tuning.placement.cores[i],
             ring_depth: tuning.ring_depth,
             spin_before_park: tuning.spin_before_park,
+            io_memory: tuning.io_memory,
         };
         let (config, tuning, registry, pools, tls) = (
             config.clone(),

@@ -10,6 +10,8 @@ use super::{ConfigError, parse_toml};
 
 /// Default io_uring ring depth per shard.
 pub const DEFAULT_RING_DEPTH: usize = 256;
+/// Default io_uring-registered storage IO memory per shard (the gateway does no storage IO).
+pub const DEFAULT_IO_MEMORY_KIB: usize = 128;
 /// Default connection cap per shard.
 pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 16_384;
 /// Default HTTP/1 read buffer cap per connection (also bounds the request head).
@@ -82,6 +84,8 @@ struct RawIo {
     ring_depth: Option<usize>,
     /// Busy-poll this long before a shard parks (0 = park at once).
     spin_before_park_us: Option<u64>,
+    /// Memory registered with io_uring for storage IO, KiB (glommio's default is 10 MiB).
+    io_memory_kib: Option<usize>,
 }
 
 /// `[http]`
@@ -138,6 +142,8 @@ pub struct Tuning {
     pub ring_depth: usize,
     /// Busy-poll before parking.
     pub spin_before_park: Duration,
+    /// io_uring-registered storage IO memory per shard, bytes.
+    pub io_memory: usize,
     /// Connection cap per shard.
     pub max_connections_per_shard: usize,
     /// HTTP/1 read buffer cap.
@@ -253,6 +259,12 @@ impl Tuning {
             placement,
             control_plane_core: raw.control_plane.core,
             ring_depth,
+            io_memory: raw
+                .io
+                .io_memory_kib
+                .unwrap_or(DEFAULT_IO_MEMORY_KIB)
+                .max(64)
+                * 1024,
             spin_before_park: Duration::from_micros(raw.io.spin_before_park_us.unwrap_or(0)),
             max_connections_per_shard: positive(
                 raw.http

@@ -80,6 +80,7 @@ impl MockServer {
                 core: cfg.cores.get(i).copied().flatten(),
                 ring_depth: 256,
                 spin_before_park: Duration::ZERO,
+                io_memory: 128 * 1024,
             };
             shards.push(shard::start(spec, move || async move {
                 let listener = match Listener::adopt(l) {

@@ -32,6 +32,8 @@ pub struct ShardSpec {
     pub ring_depth: usize,
     /// Busy-poll before parking.
     pub spin_before_park: Duration,
+    /// Memory registered with io_uring for storage IO (the gateway does none: keep small).
+    pub io_memory: usize,
 }
 
 /// A running shard thread.
@@ -66,7 +68,8 @@ where
     let id = spec.id;
     let mut builder = LocalExecutorBuilder::new(placement)
         .name(&format!("shard-{}", id.0))
-        .ring_depth(spec.ring_depth);
+        .ring_depth(spec.ring_depth)
+        .io_memory(spec.io_memory);
     if !spec.spin_before_park.is_zero() {
         builder = builder.spin_before_park(spec.spin_before_park);
     }

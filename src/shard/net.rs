@@ -28,7 +28,7 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListe
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("{addr} is already in use by another socket (another shardgate or a server with SO_REUSEPORT?)"),
+                "already in use by another socket (another shardgate, or a server using SO_REUSEPORT?)",
             )
         } else {
             e
