@@ -17,6 +17,7 @@ use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
 use crate::http::state::ShardState;
 use crate::metrics::Registry;
+use crate::providers::openai::Target;
 use crate::shard::bridge::{Batcher, inbox};
 use crate::shard::net::{Listener, bind_reuseport};
 use crate::shard::{self, ShardSpec};
@@ -45,6 +46,9 @@ pub enum RuntimeError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::http::tls::TlsError),
+    /// A provider's request target could not be built.
+    #[error(transparent)]
+    Target(#[from] crate::providers::openai::TargetError),
     /// A rustls config could not be built.
     #[error("TLS client config: {0}")]
     Rustls(#[from] rustls::Error),
@@ -198,6 +202,11 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         });
     }
     let pools = Arc::new(pools);
+    let targets: Arc<[Option<Target>]> = config
+        .providers
+        .iter()
+        .map(|p| Target::new(p))
+        .collect::<Result<_, _>>()?;
     let downstream_tls = config
         .server
         .tls
@@ -246,6 +255,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             downstream_tls.clone(),
         );
         let scorer = control.scorer.clone();
+        let targets = targets.clone();
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
             let id = ShardId(i as u16);
@@ -276,7 +286,16 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 let _ = scorer.cast(ScorerMsg::Outcomes(batch));
             });
             outcomes.flush_every(tuning.flush_interval);
-            let state = ShardState::new(id, config, tuning, registry, outcomes, shard_pools, boot);
+            let state = ShardState::new(
+                id,
+                config,
+                tuning,
+                registry,
+                outcomes,
+                shard_pools,
+                targets,
+                boot,
+            );
             let st = state.clone();
             inbox.serve(move |cmd| apply(&st, cmd));
             let listener = match Listener::adopt(listener) {

@@ -8,12 +8,49 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::state::ShardState;
 use crate::metrics::labels::Route;
 use crate::shard::rt::ConnWatch;
+
+/// Collects a body's data frames into one `Bytes`; zero-copy when it came in one frame.
+#[derive(Debug, Default)]
+pub struct BodyCollector {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl BodyCollector {
+    /// Add one frame's data.
+    pub fn push(&mut self, data: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(data),
+            None => self.rest.extend_from_slice(&data),
+            Some(f) => {
+                self.rest.reserve(f.len() + data.len());
+                self.rest.extend_from_slice(&f);
+                self.rest.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// Bytes collected so far.
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    /// Whether nothing was collected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole body.
+    pub fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
+}
 
 /// A streaming body made elsewhere (e.g. an upstream SSE relay). It never errors: failures
 /// become a final SSE error event.
@@ -156,5 +193,26 @@ impl Body for ResBody {
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Chunks(_) | Kind::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collector_is_zero_copy_for_one_frame_and_joins_many() {
+        let one = Bytes::from_static(b"hello");
+        let mut c = BodyCollector::default();
+        c.push(one.clone());
+        assert_eq!(c.len(), 5);
+        assert_eq!(c.finish().as_ptr(), one.as_ptr());
+        let mut c = BodyCollector::default();
+        for part in ["a", "bc", "", "def"] {
+            c.push(Bytes::from(part));
+        }
+        assert_eq!(c.len(), 6);
+        assert_eq!(&c.finish()[..], b"abcdef");
+        assert!(BodyCollector::default().finish().is_empty());
     }
 }

@@ -3,13 +3,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::ResBody;
+use super::body::{BodyCollector, ResBody};
 use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::api::decode_chat;
@@ -91,9 +91,7 @@ async fn read_body(
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {
     let read = async {
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0usize;
+        let mut collected = BodyCollector::default();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 GatewayError::new(ErrorKind::ClientGone, "The request body could not be read.")
@@ -102,22 +100,14 @@ async fn read_body(
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            total += data.len();
+            let total = collected.len() + data.len();
             if total > limit {
                 let _ = discard(body, LINGER_BYTES).await;
                 return Err(too_large(total as u64, limit));
             }
-            match first.take() {
-                None if rest.is_empty() => first = Some(data),
-                None => rest.extend_from_slice(&data),
-                Some(f) => {
-                    rest.reserve(f.len() + data.len());
-                    rest.extend_from_slice(&f);
-                    rest.extend_from_slice(&data);
-                }
-            }
+            collected.push(data);
         }
-        Ok(first.unwrap_or_else(|| rest.freeze()))
+        Ok(collected.finish())
     };
     shard::timeout(timeout, read).await.unwrap_or_else(|_| {
         Err(GatewayError::new(

@@ -50,7 +50,7 @@ pub async fn run(
                     state.metrics.connections.inc();
                     state.metrics.connections_total.inc();
                     match tls {
-                        None => serve(&state, &builder, stream).await,
+                        None => serve_io(&state, &builder, stream).await,
                         Some(cfg) => serve_tls(&state, &builder, stream, cfg).await,
                     }
                     state.metrics.connections.dec();
@@ -91,10 +91,6 @@ fn builder(state: &ShardState) -> auto::Builder<ShardExec> {
         .max_concurrent_streams(state.tuning.h2_max_concurrent_streams)
         .max_header_list_size(max_head.min(u32::MAX as usize) as u32);
     b
-}
-
-async fn serve(state: &Rc<ShardState>, builder: &auto::Builder<ShardExec>, stream: TcpStream) {
-    serve_io(state, builder, stream).await;
 }
 
 async fn serve_tls(

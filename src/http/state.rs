@@ -12,6 +12,7 @@ use crate::api::DecodeScratch;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
 use crate::metrics::{Registry, ShardMetrics};
+use crate::providers::openai::Target;
 use crate::scoring::{Outcome, ScoreTable};
 use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
@@ -36,6 +37,8 @@ pub struct ShardState {
     pub outcomes: Rc<Batcher<Outcome>>,
     /// Upstream pools, by provider index (`None` for in-process providers).
     pub pools: Vec<Option<Rc<EndpointPool>>>,
+    /// Fixed request parts per provider, by provider index (built once at start-up).
+    pub targets: Arc<[Option<Target>]>,
     /// Reused decode buffers.
     pub scratch: RefCell<DecodeScratch>,
     /// Live downstream connections.
@@ -60,6 +63,7 @@ impl ShardState {
         registry: Registry,
         outcomes: Rc<Batcher<Outcome>>,
         pools: Vec<Option<Rc<EndpointPool>>>,
+        targets: Arc<[Option<Target>]>,
         boot: u32,
     ) -> Rc<Self> {
         let models_body = models_json(&config);
@@ -76,6 +80,7 @@ impl ShardState {
             scores: RefCell::new(Arc::new(ScoreTable::default())),
             outcomes,
             pools,
+            targets,
             scratch: RefCell::new(DecodeScratch::default()),
             watches: WatchList::default(),
             drain: Signal::default(),

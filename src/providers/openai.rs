@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
@@ -23,7 +23,7 @@ use crate::api::sse::{EventSplitter, data_payloads};
 use crate::api::{ChatHead, Usage, json};
 use crate::config::{ModelRoute, ProviderConfig, Scheme};
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::body::ResBody;
+use crate::http::body::{BodyCollector, ResBody};
 use crate::http::context::RequestCtx;
 use crate::http::respond::error_event;
 use crate::http::state::ShardState;
@@ -74,6 +74,66 @@ impl Attempt {
     }
 }
 
+/// A provider's target could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+#[error("provider `{provider}`: {message}")]
+pub struct TargetError {
+    provider: String,
+    message: String,
+}
+
+/// The fixed parts of every chat request to one provider, built once at start-up.
+#[derive(Debug, Clone)]
+pub struct Target {
+    origin: Uri,
+    absolute: Uri,
+    host: HeaderValue,
+    auth: Option<HeaderValue>,
+}
+
+impl Target {
+    /// The target of a provider with an endpoint (`None` for in-process providers).
+    pub fn new(provider: &ProviderConfig) -> Result<Option<Self>, TargetError> {
+        let Some(ep) = &provider.endpoint else {
+            return Ok(None);
+        };
+        let err = |message: String| TargetError {
+            provider: provider.id.to_string(),
+            message,
+        };
+        let path = format!("{}/chat/completions", ep.base_path);
+        let scheme = if ep.scheme == Scheme::Https {
+            "https"
+        } else {
+            "http"
+        };
+        let origin: Uri = path
+            .parse()
+            .map_err(|e| err(format!("invalid path: {e}")))?;
+        let absolute: Uri = format!("{scheme}://{}{path}", ep.authority)
+            .parse()
+            .map_err(|e| err(format!("invalid URI: {e}")))?;
+        let host =
+            HeaderValue::from_str(&ep.authority).map_err(|e| err(format!("invalid host: {e}")))?;
+        let auth = match &provider.api_key {
+            None => None,
+            Some(key) => {
+                // The key itself never goes into the message.
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| err("the API key is not a valid HTTP header value".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Some(Self {
+            origin,
+            absolute,
+            host,
+            auth,
+        }))
+    }
+}
+
 /// Send a chat request to an OpenAI-compatible upstream and relay the answer.
 pub async fn chat(
     state: &Rc<ShardState>,
@@ -88,46 +148,25 @@ pub async fn chat(
         .get(model.provider)
         .and_then(Clone::clone)
         .ok_or_else(|| GatewayError::internal("No connection pool for this provider."))?;
+    let target = state
+        .targets
+        .get(model.provider)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
     let upstream_body = rewrite_model(&body, model.public.as_str(), &model.upstream_model)?;
-    let ep = pool.endpoint();
-    let path = format!("{}/chat/completions", ep.base_path);
-    let scheme = if ep.scheme == Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let bad_uri =
-        |e: http::uri::InvalidUri| GatewayError::internal("Invalid upstream URI.").with_cause(e);
-    let origin: Uri = path.parse().map_err(bad_uri)?;
-    let absolute: Uri = format!("{scheme}://{}{path}", ep.authority)
-        .parse()
-        .map_err(bad_uri)?;
-    let host = HeaderValue::from_str(&ep.authority)
-        .map_err(|e| GatewayError::internal("Invalid upstream host.").with_cause(e))?;
-    let auth = match &provider.api_key {
-        None => None,
-        Some(key) => {
-            let mut v =
-                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                    GatewayError::internal("The provider API key is not a valid header value.")
-                })?;
-            v.set_sensitive(true);
-            Some(v)
-        }
-    };
     let build = |h2: bool| {
         let mut req = Request::new(ReqBody::new(upstream_body.clone()));
         *req.method_mut() = Method::POST;
         if h2 {
-            *req.uri_mut() = absolute.clone();
+            *req.uri_mut() = target.absolute.clone();
         } else {
-            *req.uri_mut() = origin.clone();
-            req.headers_mut().insert(HOST, host.clone());
+            *req.uri_mut() = target.origin.clone();
+            req.headers_mut().insert(HOST, target.host.clone());
         }
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(USER_AGENT, SHARDGATE_AGENT.clone());
-        if let Some(a) = &auth {
+        if let Some(a) = &target.auth {
             h.insert(AUTHORIZATION, a.clone());
         }
         req
@@ -183,7 +222,6 @@ pub async fn chat(
             usage: None,
             saw_done: false,
             saw_error: false,
-            finished: false,
         };
         let mut res = Response::new(ResBody::stream(Box::pin(relay)));
         res.headers_mut()
@@ -273,8 +311,7 @@ async fn read_all(
     deadline: Instant,
     cap: usize,
 ) -> Result<Bytes, GatewayError> {
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
+    let mut collected = BodyCollector::default();
     loop {
         let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
         let frame = match shard::timeout(wait, body.frame()).await {
@@ -297,22 +334,15 @@ async fn read_all(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len() > cap {
+        if collected.len() + data.len() > cap {
             return Err(GatewayError::new(
                 ErrorKind::UpstreamProtocol,
                 "The upstream answer is too large.",
             ));
         }
-        match first.take() {
-            None if rest.is_empty() => first = Some(data),
-            None => rest.extend_from_slice(&data),
-            Some(f) => {
-                rest.extend_from_slice(&f);
-                rest.extend_from_slice(&data);
-            }
-        }
+        collected.push(data);
     }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
+    Ok(collected.finish())
 }
 
 /// Relays an upstream SSE stream downstream as whole events. An upstream failure, idle
@@ -329,7 +359,6 @@ struct Relay {
     usage: Option<Usage>,
     saw_done: bool,
     saw_error: bool,
-    finished: bool,
 }
 
 impl Relay {
@@ -352,7 +381,6 @@ impl Relay {
     }
 
     fn end(&mut self, result: UpstreamOutcome) {
-        self.finished = true;
         self.upstream = None;
         if let Some(lease) = self.lease.take()
             && result == UpstreamOutcome::Ok
@@ -388,9 +416,7 @@ impl Body for Relay {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
-            if this.finished {
-                return Poll::Ready(None);
-            }
+            // `upstream` is `None` once the relay has ended.
             let Some(upstream) = this.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -447,11 +473,48 @@ impl Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.upstream.is_some() {
             // The client went away mid-stream: the upstream connection is closed, not reused.
             self.lease = None;
             self.attempt
                 .record(200, self.usage, UpstreamOutcome::Cancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn provider(key: &str) -> ProviderConfig {
+        let text = "[providers.p]\nkind = \"openai\"\nbase_url = \"https://api.example.com:8443/v1\"\napi_key_env = \"K\"\n";
+        let key = key.to_owned();
+        let env = move |_: &str| Some(key.clone());
+        let c = Config::from_toml(text, "t", &env).unwrap();
+        (*c.providers[0]).clone()
+    }
+
+    #[test]
+    fn target_is_built_once_from_the_endpoint() {
+        let t = Target::new(&provider("sk-good")).unwrap().unwrap();
+        assert_eq!(t.origin, "/v1/chat/completions");
+        assert_eq!(
+            t.absolute,
+            "https://api.example.com:8443/v1/chat/completions"
+        );
+        assert_eq!(t.host, "api.example.com:8443");
+        let auth = t.auth.unwrap();
+        assert!(auth.is_sensitive());
+        assert_eq!(auth, "Bearer sk-good");
+    }
+
+    #[test]
+    fn a_bad_key_fails_at_start_up_without_printing_it() {
+        let e = Target::new(&provider("sk-secret\nvalue"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("provider `p`") && e.contains("API key"), "{e}");
+        assert!(!e.contains("sk-secret"), "{e}");
     }
 }
