@@ -13,10 +13,7 @@ use common::*;
 fn non_streaming_chat_through_an_upstream() {
     let mock = mock();
     let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
-    let res = gw.post(
-        "/v1/chat/completions",
-        &chat_body("gpt-mock", "hello gateway", false),
-    );
+    let res = gw.chat("gpt-mock", "hello gateway", false);
     assert_eq!(res.status, 200, "{}", res.text());
     let v = res.json();
     assert_eq!(
@@ -61,10 +58,7 @@ fn models_health_ready_and_unknown_routes() {
 fn unknown_model_is_404() {
     let mock = mock();
     let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
-    let res = gw.post(
-        "/v1/chat/completions",
-        &chat_body("no-such-model", "x", false),
-    );
+    let res = gw.chat("no-such-model", "x", false);
     res.assert_error(404, "not_found");
     assert!(
         res.json()["error"]["message"]
@@ -129,7 +123,7 @@ fn upstream_500_is_a_shaped_502() {
     let mock = mock();
     let extra = &model("broken", "mock;status=500");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
-    let res = gw.post("/v1/chat/completions", &chat_body("broken", "x", false));
+    let res = gw.chat("broken", "x", false);
     res.assert_error(502, "upstream_status");
     assert!(
         !res.text().contains("127.0.0.1"),
@@ -147,7 +141,7 @@ fn upstream_4xx_about_the_request_is_relayed_as_is() {
     let mock = mock();
     let extra = &model("picky", "mock;status=422");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
-    let res = gw.post("/v1/chat/completions", &chat_body("picky", "x", false));
+    let res = gw.chat("picky", "x", false);
     assert_eq!(res.status, 422);
     assert_eq!(res.header("x-shardgate-error"), None, "relayed, not ours");
     assert_eq!(res.json()["error"]["code"], "mock_422");
@@ -158,7 +152,7 @@ fn upstream_429_keeps_retry_after() {
     let mock = mock();
     let extra = &model("busy", "mock;status=429;retry_after=7");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
-    let res = gw.post("/v1/chat/completions", &chat_body("busy", "x", false));
+    let res = gw.chat("busy", "x", false);
     res.assert_error(429, "upstream_status");
     assert_eq!(res.header("retry-after"), Some("7"));
 }
@@ -172,18 +166,14 @@ fn upstream_timeout_is_504() {
     );
     let gw = Gateway::start(&config, ONE_SHARD);
     let started = std::time::Instant::now();
-    gw.post("/v1/chat/completions", &chat_body("slow", "x", false))
+    gw.chat("slow", "x", false)
         .assert_error(504, "upstream_timeout");
     assert!(
         started.elapsed() < std::time::Duration::from_millis(2500),
         "gave up at the timeout, not after the answer"
     );
     // The pool still works afterwards.
-    assert_eq!(
-        gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
-            .status,
-        200
-    );
+    assert_eq!(gw.chat("gpt-mock", "x", false).status, 200);
 }
 
 #[test]
@@ -194,7 +184,7 @@ fn unreachable_upstream_is_502() {
         .local_addr()
         .unwrap();
     let gw = Gateway::start(&upstream_config(port, ""), ONE_SHARD);
-    gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
+    gw.chat("gpt-mock", "x", false)
         .assert_error(502, "upstream_connect");
 }
 
@@ -205,10 +195,7 @@ fn upstream_over_http2_prior_knowledge() {
         upstream_config(mock.addr, "").replace("protocol = \"http1\"", "protocol = \"http2\"");
     let gw = Gateway::start(&config, ONE_SHARD);
     for i in 0..5 {
-        let res = gw.post(
-            "/v1/chat/completions",
-            &chat_body("gpt-mock", &format!("h2 {i}"), i % 2 == 1),
-        );
+        let res = gw.chat("gpt-mock", &format!("h2 {i}"), i % 2 == 1);
         assert_eq!(res.status, 200, "{}", res.text());
     }
     assert_eq!(
@@ -222,11 +209,7 @@ fn keep_alive_reuses_upstream_connections() {
     let mock = mock();
     let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
     for _ in 0..20 {
-        assert_eq!(
-            gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
-                .status,
-            200
-        );
+        assert_eq!(gw.chat("gpt-mock", "x", false).status, 200);
     }
     assert_eq!(
         gw.metric("gateway_upstream_requests_total{provider=\"up\",outcome=\"ok\"}"),

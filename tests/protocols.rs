@@ -153,10 +153,7 @@ fn tls_upstream_with_a_private_ca_and_alpn() {
             );
         let gw = Gateway::start(&config, ONE_SHARD);
         for i in 0..4 {
-            let res = gw.post(
-                "/v1/chat/completions",
-                &chat_body("gpt-mock", &format!("tls {i}"), i % 2 == 0),
-            );
+            let res = gw.chat("gpt-mock", &format!("tls {i}"), i % 2 == 0);
             assert_eq!(res.status, 200, "{protocol}: {}", res.text());
             let text = if i % 2 == 0 {
                 stream_text(&res.events())
@@ -181,7 +178,7 @@ fn tls_upstream_with_a_private_ca_and_alpn() {
         &format!("https://localhost:{}", mock.addr.port()),
     );
     let gw = Gateway::start(&config, ONE_SHARD);
-    gw.post("/v1/chat/completions", &chat_body("gpt-mock", "x", false))
+    gw.chat("gpt-mock", "x", false)
         .assert_error(502, "upstream_connect");
 }
 

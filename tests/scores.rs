@@ -18,22 +18,8 @@ fn score_table_reflects_a_slow_and_a_fast_upstream() {
     let extra = &model("slow", "mock;latency_ms=120");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), TWO_SHARDS);
     for i in 0..12 {
-        assert_eq!(
-            gw.post(
-                "/v1/chat/completions",
-                &chat_body("gpt-mock", &format!("f{i}"), false)
-            )
-            .status,
-            200
-        );
-        assert_eq!(
-            gw.post(
-                "/v1/chat/completions",
-                &chat_body("slow", &format!("s{i}"), i % 2 == 0)
-            )
-            .status,
-            200
-        );
+        assert_eq!(gw.chat("gpt-mock", &format!("f{i}"), false).status, 200);
+        assert_eq!(gw.chat("slow", &format!("s{i}"), i % 2 == 0).status, 200);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let table = loop {
@@ -76,7 +62,7 @@ fn failures_lower_the_success_ratio() {
     let extra = &model("bad", "mock;status=503");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
     for _ in 0..4 {
-        gw.post("/v1/chat/completions", &chat_body("bad", "x", false))
+        gw.chat("bad", "x", false)
             .assert_error(502, "upstream_status");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -18,10 +18,7 @@ fn two_shards_both_serve() {
     let gw = Gateway::start(&upstream_config(mock.addr, ""), TWO_SHARDS);
     // Each request on a new connection: the kernel spreads connections over the shards.
     for i in 0..200 {
-        let res = gw.post(
-            "/v1/chat/completions",
-            &chat_body("gpt-mock", &format!("n{i}"), false),
-        );
+        let res = gw.chat("gpt-mock", &format!("n{i}"), false);
         assert_eq!(res.status, 200);
     }
     let metrics = gw.get("/metrics").text();

@@ -13,10 +13,7 @@ use common::*;
 fn streamed_chat_through_an_upstream() {
     let mock = mock();
     let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
-    let res = gw.post(
-        "/v1/chat/completions",
-        &chat_body("gpt-mock", "stream me please", true),
-    );
+    let res = gw.chat("gpt-mock", "stream me please", true);
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.header("content-type"), Some("text/event-stream"));
     let events = res.events();
@@ -35,7 +32,7 @@ fn upstream_reset_mid_stream_ends_with_one_error_event() {
     let mock = mock();
     let extra = &model("flaky", "mock;reset_after=3");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
-    let res = gw.post("/v1/chat/completions", &chat_body("flaky", "x", true));
+    let res = gw.chat("flaky", "x", true);
     assert_eq!(res.status, 200);
     let events = res.events();
     assert_eq!(events.len(), 4, "{events:?}");
@@ -55,9 +52,7 @@ fn in_band_upstream_error_is_relayed_once() {
     let mock = mock();
     let extra = &model("errs", "mock;error_after=2");
     let gw = Gateway::start(&upstream_config(mock.addr, extra), ONE_SHARD);
-    let events = gw
-        .post("/v1/chat/completions", &chat_body("errs", "x", true))
-        .events();
+    let events = gw.chat("errs", "x", true).events();
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(
         events.iter().filter(|e| e.contains("\"error\"")).count(),
@@ -72,7 +67,7 @@ fn upstream_stall_mid_stream_hits_the_idle_timeout() {
     let config = upstream_config(mock.addr, &model("stall", "mock;stall=body"))
         .replace("idle_timeout_ms = 5000", "idle_timeout_ms = 300");
     let gw = Gateway::start(&config, ONE_SHARD);
-    let res = gw.post("/v1/chat/completions", &chat_body("stall", "x", true));
+    let res = gw.chat("stall", "x", true);
     assert_eq!(res.status, 200);
     let events = res.events();
     assert_eq!(events.len(), 1, "{events:?}");

@@ -172,6 +172,11 @@ impl Gateway {
         )
     }
 
+    /// POST a chat completion request for `model` with one user message.
+    pub fn chat(&self, model: &str, text: &str, stream: bool) -> Resp {
+        self.post("/v1/chat/completions", &chat_body(model, text, stream))
+    }
+
     /// One metric's value (sum over matching lines).
     pub fn metric(&self, line_prefix: &str) -> f64 {
         self.get("/metrics")
