@@ -192,11 +192,11 @@ fn split_pieces(s: &str, n: usize) -> Vec<&str> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Knobs {
     /// Delay before the response head.
-    pub latency: Duration,
+    pub latency: Delay,
     /// Streams: delay between the head and the first event.
-    pub ttfc: Duration,
+    pub ttfc: Delay,
     /// Streams: delay between events.
-    pub interval: Duration,
+    pub interval: Delay,
     /// Streams: content chunks (default [`DEFAULT_CHUNKS`]).
     pub chunks: Option<usize>,
     /// Answer with this HTTP status and an OpenAI-shaped error.
@@ -209,6 +209,75 @@ pub struct Knobs {
     pub reset_after: Option<usize>,
     /// Streams: send an in-band error event after this many events, then end.
     pub error_after: Option<usize>,
+}
+
+/// A delay: fixed, or drawn per use from a distribution (the mock's latency model).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delay {
+    /// No delay.
+    #[default]
+    Zero,
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniform between the two bounds.
+    Uniform(Duration, Duration),
+    /// Exponential with this mean (memoryless gaps, long tail), capped at 20× the mean.
+    Exp(Duration),
+}
+
+impl Delay {
+    /// Parse milliseconds: `20`, `0.5`, `10..50` (uniform) or `exp:20` (exponential mean).
+    pub fn parse_ms(v: &str) -> Option<Self> {
+        let ms = |t: &str| {
+            let x: f64 = t.trim().parse().ok()?;
+            (x.is_finite() && (0.0..=3_600_000.0).contains(&x))
+                .then(|| Duration::from_secs_f64(x / 1000.0))
+        };
+        if let Some(mean) = v.strip_prefix("exp:") {
+            return Some(Self::Exp(ms(mean)?));
+        }
+        if let Some((lo, hi)) = v.split_once("..") {
+            let (lo, hi) = (ms(lo)?, ms(hi)?);
+            return (lo <= hi).then_some(Self::Uniform(lo, hi));
+        }
+        let d = ms(v)?;
+        Some(if d.is_zero() {
+            Self::Zero
+        } else {
+            Self::Fixed(d)
+        })
+    }
+
+    /// Never waits?
+    pub fn is_zero(&self) -> bool {
+        *self == Self::Zero
+    }
+
+    /// One draw.
+    pub fn sample(&self) -> Duration {
+        match *self {
+            Self::Zero => Duration::ZERO,
+            Self::Fixed(d) => d,
+            Self::Uniform(lo, hi) => lo + (hi - lo).mul_f64(unit_random()),
+            Self::Exp(mean) => mean.mul_f64((-(1.0 - unit_random()).ln()).min(20.0)),
+        }
+    }
+}
+
+/// A uniform draw in [0, 1) from a per-thread xorshift generator (not for secrets).
+fn unit_random() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 /// Where a stalled answer stops.
@@ -224,11 +293,7 @@ impl Knobs {
     /// Set one knob from text; unknown keys and bad values are errors.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), MockError> {
         let bad = || MockError(format!("mock knob `{key}`: bad value `{value}`"));
-        let ms = |v: &str| {
-            v.parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| bad())
-        };
+        let ms = |v: &str| Delay::parse_ms(v).ok_or_else(bad);
         match key {
             "latency_ms" | "latency-ms" => self.latency = ms(value)?,
             "ttfc_ms" | "ttfc-ms" => self.ttfc = ms(value)?,
@@ -357,7 +422,7 @@ mod tests {
         let mut k = Knobs::default();
         k.apply_model_suffix("mock;latency_ms=5;chunks=3;stall=body;status=429")
             .unwrap();
-        assert_eq!(k.latency, Duration::from_millis(5));
+        assert_eq!(k.latency, Delay::Fixed(Duration::from_millis(5)));
         assert_eq!(k.chunks, Some(3));
         assert_eq!(k.stall, Some(Stall::Body));
         assert_eq!(k.status, Some(429));
@@ -367,6 +432,34 @@ mod tests {
         h.insert("x-mock-reset-after", "2".parse().unwrap());
         k.apply_headers(&h).unwrap();
         assert_eq!(k.reset_after, Some(2));
+    }
+
+    #[test]
+    fn delays_parse_and_draw_within_their_distribution() {
+        let ms = Duration::from_millis;
+        assert_eq!(Delay::parse_ms("0"), Some(Delay::Zero));
+        assert_eq!(Delay::parse_ms("20"), Some(Delay::Fixed(ms(20))));
+        assert_eq!(
+            Delay::parse_ms("0.5"),
+            Some(Delay::Fixed(Duration::from_micros(500)))
+        );
+        for bad in ["", "x", "-1", "5..1", "exp:", "exp:-3", "nan"] {
+            assert_eq!(Delay::parse_ms(bad), None, "{bad}");
+        }
+        let u = Delay::parse_ms("10..50").unwrap();
+        let draws: Vec<_> = (0..10_000).map(|_| u.sample()).collect();
+        assert!(draws.iter().all(|d| (ms(10)..=ms(50)).contains(d)));
+        let mean = draws.iter().sum::<Duration>() / 10_000;
+        assert!(mean > ms(28) && mean < ms(32), "{mean:?}");
+        let e = Delay::parse_ms("exp:20").unwrap();
+        let draws: Vec<_> = (0..20_000).map(|_| e.sample()).collect();
+        let mean = draws.iter().sum::<Duration>() / 20_000;
+        assert!(mean > ms(18) && mean < ms(22), "{mean:?}");
+        assert!(draws.iter().all(|d| *d <= ms(400)));
+        assert!(
+            draws.iter().any(|d| *d > ms(60)),
+            "an exponential has a tail"
+        );
     }
 
     #[test]

@@ -239,7 +239,7 @@ async fn chat(
         std::future::pending::<()>().await;
     }
     if !knobs.latency.is_zero() {
-        shard::sleep(knobs.latency).await;
+        shard::sleep(knobs.latency.sample()).await;
     }
     if let Some(status) = knobs.status.filter(|s| !(200..300).contains(s)) {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -296,7 +296,7 @@ impl MockBody {
     }
 
     fn stream(events: Vec<Bytes>, knobs: Knobs) -> Self {
-        let first = knobs.ttfc;
+        let first = knobs.ttfc.sample();
         Self {
             full: None,
             events: events.into(),
@@ -356,7 +356,7 @@ impl Body for MockBody {
         };
         this.sent += 1;
         if !this.knobs.interval.is_zero() && !this.events.is_empty() {
-            this.timer = Some(Timer::new(this.knobs.interval));
+            this.timer = Some(Timer::new(this.knobs.interval.sample()));
         }
         Poll::Ready(Some(Ok(Frame::data(ev))))
     }

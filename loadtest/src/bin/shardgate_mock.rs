@@ -18,7 +18,8 @@ USAGE:
                    [--KNOB VALUE]...
 
 KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`):
-    --latency-ms MS     delay before the response head
+    --latency-ms MS     delay before the response head (MS: 20, 0.5, 10..50 uniform,
+                        exp:20 exponential mean; same for ttfc and interval)
     --ttfc-ms MS        streams: delay before the first event
     --interval-ms MS    streams: delay between events
     --chunks N          streams: content chunks (default 8)
