@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Run a load scenario three ways on loopback, side by side: straight at the mock ("direct"),
+# through nginx proxy_pass ("nginx"), and through shardgate ("gateway").
+#
+#   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway]
+#
+# One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
+# LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
+# writes the plot to tuning/results/SCENARIO.svg. Runs are kept in target/loadtest/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+SCENARIO=$1
+shift
+SCALE=1
+TARGETS=direct,nginx,gateway
+while [ $# -gt 0 ]; do
+    case $1 in
+        --scale) SCALE=$2; shift 2 ;;
+        --targets) TARGETS=$2; shift 2 ;;
+        *) usage ;;
+    esac
+done
+FILE=loadtest/scenarios/$SCENARIO.toml
+[ -f "$FILE" ] || { echo "no scenario $FILE (have: $(ls loadtest/scenarios | sed 's/.toml//' | tr '\n' ' '))" >&2; exit 2; }
+
+CORES=$(nproc)
+GW_CORE=${GW_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+if [ "$CORES" -lt 2 ]; then GW_CORE=0; LOAD_CORE=0; fi
+MOCK_PORT=${MOCK_PORT:-19090}
+NGINX_PORT=${NGINX_PORT:-19081}
+GW_PORT=${GW_PORT:-19080}
+
+need() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v "$1" >/dev/null 2>&1; }
+if [[ $TARGETS == *nginx* ]] && ! need nginx; then
+    echo "installing nginx (Debian package)..." >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
+fi
+export PATH=$PATH:/usr/sbin
+
+cargo build --release --locked -q -p shardgate -p shardgate-loadtest
+BIN=target/release
+OUT=target/loadtest/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT" tuning/results
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+read -r -a MOCK_ARGS <<<"$("$BIN/shardgate-loadtest" mock-args "$FILE")"
+taskset -c "$LOAD_CORE" "$BIN/shardgate-mock" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS[@]}" \
+    >"$OUT/mock.log" 2>&1 &
+MOCK=$!
+PIDS+=("$MOCK")
+wait_port "$MOCK_PORT"
+
+load() { # label url pids
+    taskset -c "$LOAD_CORE" "$BIN/shardgate-loadtest" run "$FILE" --url "$2" --label "$1" \
+        --pid "$3" --scale "$SCALE" --json "$OUT/$1.json" --quiet >"$OUT/$1.txt"
+    echo "  $1 done" >&2
+}
+
+RUNS=()
+echo "scenario $SCENARIO (scale $SCALE): gateway/nginx on core $GW_CORE, mock + generator on core $LOAD_CORE; output in $OUT" >&2
+
+if [[ $TARGETS == *direct* ]]; then
+    load direct "http://127.0.0.1:$MOCK_PORT" "$MOCK"
+    RUNS+=("$OUT/direct.json")
+fi
+
+if [[ $TARGETS == *nginx* ]]; then
+    mkdir -p "$OUT/nginx"
+    cat >"$OUT/nginx/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity $(printf '1%0*d' "$GW_CORE" 0);
+daemon off;
+pid $PWD/$OUT/nginx/nginx.pid;
+error_log $PWD/$OUT/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $PWD/$OUT/nginx;
+    proxy_temp_path $PWD/$OUT/nginx;
+    client_body_buffer_size 64k;
+    client_max_body_size 4m;
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 1024; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+    nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >"$OUT/nginx/stdout.log" 2>&1 &
+    NGINX=$!
+    PIDS+=("$NGINX")
+    wait_port "$NGINX_PORT"
+    WORKERS=$(pgrep -P "$NGINX" | paste -sd, -)
+    load nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX,$WORKERS"
+    stop "$NGINX"
+    RUNS+=("$OUT/nginx.json")
+fi
+
+if [[ $TARGETS == *gateway* ]]; then
+    sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
+        config/mock-upstream.toml >"$OUT/gateway.toml"
+    RUST_LOG=warn taskset -c "$GW_CORE" "$BIN/shardgate" serve --config "$OUT/gateway.toml" \
+        --tuning tuning/loadtest-1core.toml >"$OUT/gateway.log" 2>&1 &
+    GW=$!
+    PIDS+=("$GW")
+    wait_port "$GW_PORT"
+    echo "  gateway RSS idle: $(awk '/VmRSS/ {print $2, $3}' "/proc/$GW/status")" >&2
+    load gateway "http://127.0.0.1:$GW_PORT" "$GW"
+    stop "$GW"
+    RUNS+=("$OUT/gateway.json")
+fi
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || COMMIT=$COMMIT-dirty
+MACHINE="$(hostname) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ${CORES} cores"
+"$BIN/shardgate-loadtest" compare "${RUNS[@]}" --csv tuning/results/loadtest.csv \
+    --commit "$COMMIT" --date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --machine "$MACHINE" | tee "$OUT/compare.txt"
+"$BIN/shardgate-loadtest" plot "tuning/results/$SCENARIO.svg" "${RUNS[@]}"
+echo "plot: tuning/results/$SCENARIO.svg · CSV: tuning/results/loadtest.csv · runs: $OUT" >&2
