@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shardgate::api::chat::rewrite_model;
-use shardgate::api::sse::{EventSplitter, data_payloads};
+use shardgate::api::sse::{EventSplitter, data_payloads, frame_data};
 use shardgate::api::{DecodeScratch, Usage, decode_chat};
 use shardgate::metrics::Histogram;
 use shardgate::mock::Reply;
@@ -81,6 +81,14 @@ fn sse(c: &mut Criterion) {
             let mut s = EventSplitter::default();
             for i in (0..joined.len()).step_by(64) {
                 black_box(s.push(joined.slice(i..(i + 64).min(joined.len()))));
+            }
+        })
+    });
+    let payloads: Vec<Vec<u8>> = data_payloads(&joined).collect();
+    g.bench_function("reframe_20_payloads", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                black_box(frame_data(black_box(p)));
             }
         })
     });
