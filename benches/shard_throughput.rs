@@ -1,3 +1,8 @@
+#![allow(missing_docs)]
+#![allow(
+    clippy::panic,
+    reason = "a bench stops on a broken set-up; it serves no requests"
+)]
 //! Whole-request throughput of one gateway shard against an in-process mock, over loopback:
 //! a keep-alive client sends a ~1 KB chat completion and reads the answer. The same request
 //! straight at the mock is measured beside it, so the ratio (not the absolute time, which

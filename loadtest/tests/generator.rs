@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! The generator against a real mock server on loopback: request counts, open-loop schedules,
 //! streams, HTTP/2, and errors by kind.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! Every shipped scenario resolves, and gives the mock flags it accepts.
 
 use loadtest::scenario::{Load, Mode, Plan};

@@ -52,7 +52,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        let off = memchr2(b'"', b'\\', &b[i..])?;
+        let off = memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
         i += off;
         if b[i] == b'\\' {
             i += 2;
@@ -60,10 +60,6 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
             return Some(i + 1);
         }
     }
-}
-
-fn memchr2(a: u8, c: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&x| x == a || x == c)
 }
 
 /// Index one past the value starting at `start`.

@@ -109,6 +109,11 @@ async fn read_body(
         }
         Ok(collected.finish())
     };
+    // A small body usually arrived with the head: no timer for it.
+    let mut read = std::pin::pin!(read);
+    if let Some(done) = futures_lite::future::poll_once(read.as_mut()).await {
+        return done;
+    }
     shard::timeout(timeout, read).await.unwrap_or_else(|_| {
         Err(GatewayError::new(
             ErrorKind::RequestTimeout,

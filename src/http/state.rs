@@ -100,8 +100,12 @@ impl ShardState {
     pub fn next_request_id(&self) -> HeaderValue {
         let n = self.seq.get() + 1;
         self.seq.set(n);
-        let s = format!("{:08x}{:04x}{:012x}", self.boot, self.id.0, n);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+        // 8 hex digits of boot time, 4 of shard, 12 of sequence: built without `format!`.
+        let mut out = [0u8; 24];
+        hex_into(&mut out[..8], u64::from(self.boot));
+        hex_into(&mut out[8..12], u64::from(self.id.0));
+        hex_into(&mut out[12..], n);
+        HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
     }
 
     /// Record one upstream attempt: provider metrics, and an outcome for the scorer.
@@ -140,4 +144,26 @@ fn models_json(config: &Config) -> Bytes {
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
+}
+
+/// Write the low `out.len()` hex digits of `v` into `out`, most significant first.
+fn hex_into(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_digits_are_fixed_width() {
+        let mut out = [0u8; 12];
+        super::hex_into(&mut out, 0xab_cdef);
+        assert_eq!(&out, b"000000abcdef");
+        let mut short = [0u8; 4];
+        super::hex_into(&mut short, 0x1_2345);
+        assert_eq!(&short, b"2345", "only the low digits fit");
+    }
 }

@@ -313,8 +313,16 @@ async fn read_all(
 ) -> Result<Bytes, GatewayError> {
     let mut collected = BodyCollector::default();
     loop {
-        let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-        let frame = match shard::timeout(wait, body.frame()).await {
+        // Most answers are already buffered: take a ready frame without arming a timer.
+        let ready = futures_lite::future::poll_once(body.frame()).await;
+        let frame = match ready {
+            Some(f) => Ok(f),
+            None => {
+                let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+                shard::timeout(wait, body.frame()).await
+            }
+        };
+        let frame = match frame {
             Err(_) => {
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamTimeout,
