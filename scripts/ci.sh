@@ -7,5 +7,11 @@ echo "== cargo fmt --check"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings -D clippy::todo
 echo "== tests"; scripts/test.sh   # = cargo test --workspace --locked, plus what the tests need
 echo "== cargo bench --no-run"; cargo bench --workspace --locked --no-run
+# The load-test rig end to end on this fresh machine (nginx installed if missing); a short run,
+# checked for the side-by-side table, never for timings.
+echo "== loadtest smoke"
+RESULTS_DIR=target/loadtest-smoke scripts/loadtest.sh overhead --scale 0.02 | tee target/loadtest-smoke.txt
+grep -q "gateway/nginx: req/s" target/loadtest-smoke.txt
+test -s target/loadtest-smoke/overhead.svg
 echo "ci: ok"
 cat target/test-summary.txt

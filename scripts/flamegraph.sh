@@ -28,6 +28,7 @@ if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
 
 if ! command -v perf >/dev/null 2>&1 || ! perf --version >/dev/null 2>&1; then
     echo "installing perf (Debian linux-perf)..." >&2
+    $SUDO apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq linux-perf >/dev/null
 fi
 export PATH=$PATH:$HOME/.cargo/bin

@@ -6,7 +6,8 @@
 #
 # One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
 # LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
-# writes the plot to tuning/results/SCENARIO.svg. Runs are kept in target/loadtest/.
+# writes the plot to tuning/results/SCENARIO.svg (RESULTS_DIR overrides the folder). Runs are
+# kept in target/loadtest/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ need() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v "$1"
 if [[ $TARGETS == *nginx* ]] && ! need nginx; then
     echo "installing nginx (Debian package)..." >&2
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
+    $SUDO apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
 fi
 export PATH=$PATH:/usr/sbin
@@ -45,7 +47,8 @@ export PATH=$PATH:/usr/sbin
 cargo build --release --locked -q -p shardgate -p shardgate-loadtest
 BIN=target/release
 OUT=target/loadtest/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT" tuning/results
+RESULTS=${RESULTS_DIR:-tuning/results}
+mkdir -p "$OUT" "$RESULTS"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 PIDS=()
@@ -140,9 +143,9 @@ if [[ $TARGETS == *gateway* ]]; then
 fi
 
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || COMMIT=$COMMIT-dirty
+git diff --quiet HEAD -- . ':!tuning/results' 2>/dev/null || COMMIT=$COMMIT-dirty
 MACHINE="$(hostname) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ${CORES} cores"
-"$BIN/shardgate-loadtest" compare "${RUNS[@]}" --csv tuning/results/loadtest.csv \
+"$BIN/shardgate-loadtest" compare "${RUNS[@]}" --csv "$RESULTS/loadtest.csv" \
     --commit "$COMMIT" --date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --machine "$MACHINE" | tee "$OUT/compare.txt"
-"$BIN/shardgate-loadtest" plot "tuning/results/$SCENARIO.svg" "${RUNS[@]}"
-echo "plot: tuning/results/$SCENARIO.svg · CSV: tuning/results/loadtest.csv · runs: $OUT" >&2
+"$BIN/shardgate-loadtest" plot "$RESULTS/$SCENARIO.svg" "${RUNS[@]}"
+echo "plot: $RESULTS/$SCENARIO.svg · CSV: $RESULTS/loadtest.csv · runs: $OUT" >&2

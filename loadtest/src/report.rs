@@ -248,7 +248,8 @@ pub fn compare(reports: &[RunReport]) -> String {
             }
         }
     }
-    if first.steps.len() > 1 {
+    // A peak means something for a closed-loop sweep only (open steps are offered rates).
+    if first.steps.len() > 1 && first.steps.iter().all(|s| s.mode == Mode::Closed) {
         let peak = |r: &RunReport| {
             r.steps
                 .iter()
@@ -454,7 +455,7 @@ mod tests {
     fn step(label: &str, rps: f64, p50: u64, p99: u64, cpu: f64) -> StepReport {
         StepReport {
             label: label.into(),
-            mode: Mode::Open,
+            mode: Mode::Closed,
             offered_rate: Some(rps),
             connections: 32,
             seconds: 10.0,

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 pub fn last_event_end(buf: &[u8]) -> Option<usize> {
     let mut end = None;
     let mut i = 0;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + off;
         let next = nl + 1;
         match buf.get(next) {
@@ -90,7 +90,7 @@ pub fn data_payloads(events: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 /// Index one past the end of the first complete event.
 fn last_event_end_first(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let next = i + off + 1;
         match buf.get(next) {
             Some(b'\n') => return Some(next + 1),

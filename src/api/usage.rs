@@ -41,6 +41,8 @@ impl Usage {
     /// Read the top-level `usage` object of an OpenAI-shaped JSON document (a response or a
     /// stream chunk). `None` when absent or `null`.
     pub fn from_openai_json(doc: &[u8]) -> Option<Self> {
+        // Most stream chunks carry no usage: skip the structural scan for them.
+        memchr::memmem::find(doc, b"\"usage\"")?;
         let span = json::top_level_value(doc, b"usage")?;
         let raw = &doc[span];
         if raw.first() != Some(&b'{') {

@@ -27,7 +27,7 @@ pub const DEFAULT_UPSTREAM_H2_STREAMS: u32 = 100;
 /// Default interval between re-resolutions of provider host names (off the shards).
 pub const DEFAULT_DNS_REFRESH_SECS: u64 = 30;
 /// Default bridge flush interval (shard → actor batches).
-pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5;
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 50;
 /// Default bridge batch size that forces a flush.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
 
