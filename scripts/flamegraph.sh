@@ -24,12 +24,10 @@ while [ $# -gt 0 ]; do
 done
 FILE=loadtest/scenarios/$SCENARIO.toml
 [ -f "$FILE" ] || { echo "no scenario $FILE" >&2; exit 2; }
-if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
+. scripts/lib/rig.sh
 
 if ! command -v perf >/dev/null 2>&1 || ! perf --version >/dev/null 2>&1; then
-    echo "installing perf (Debian linux-perf)..." >&2
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq linux-perf >/dev/null
+    apt_install linux-perf
 fi
 export PATH=$PATH:$HOME/.cargo/bin
 if ! command -v inferno-flamegraph >/dev/null 2>&1; then
@@ -45,44 +43,10 @@ if ! perf stat -e cycles -x, true >/dev/null 2>&1 || perf stat -e cycles -x, tru
 fi
 
 cargo build --release --locked -q -p shardgate -p shardgate-loadtest
-BIN=target/release
 OUT=target/flamegraph/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-CORES=$(nproc)
-GW_CORE=${GW_CORE:-1}
-LOAD_CORE=${LOAD_CORE:-0}
-if [ "$CORES" -lt 2 ]; then GW_CORE=0; LOAD_CORE=0; fi
-MOCK_PORT=${MOCK_PORT:-19090}
-GW_PORT=${GW_PORT:-19080}
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-read -r -a MOCK_ARGS <<<"$("$BIN/shardgate-loadtest" mock-args "$FILE")"
-taskset -c "$LOAD_CORE" "$BIN/shardgate-mock" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS[@]}" \
-    >"$OUT/mock.log" 2>&1 &
-MOCK=$!
-PIDS+=("$MOCK")
-sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
-    config/mock-upstream.toml >"$OUT/gateway.toml"
-RUST_LOG=warn taskset -c "$GW_CORE" "$BIN/shardgate" serve --config "$OUT/gateway.toml" \
-    --tuning tuning/loadtest-1core.toml >"$OUT/gateway.log" 2>&1 &
-GW=$!
-PIDS+=("$GW")
-wait_port "$MOCK_PORT"
-wait_port "$GW_PORT"
+start_mock "$FILE" "$OUT"
+start_gateway "$OUT"
 case $WHO in
     gateway) TARGET_PID=$GW ;;
     mock) TARGET_PID=$MOCK ;;

@@ -27,54 +27,19 @@ done
 FILE=loadtest/scenarios/$SCENARIO.toml
 [ -f "$FILE" ] || { echo "no scenario $FILE (have: $(ls loadtest/scenarios | sed 's/.toml//' | tr '\n' ' '))" >&2; exit 2; }
 
-CORES=$(nproc)
-GW_CORE=${GW_CORE:-1}
-LOAD_CORE=${LOAD_CORE:-0}
-if [ "$CORES" -lt 2 ]; then GW_CORE=0; LOAD_CORE=0; fi
-MOCK_PORT=${MOCK_PORT:-19090}
-NGINX_PORT=${NGINX_PORT:-19081}
-GW_PORT=${GW_PORT:-19080}
-
-need() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v "$1" >/dev/null 2>&1; }
-if [[ $TARGETS == *nginx* ]] && ! need nginx; then
-    echo "installing nginx (Debian package)..." >&2
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
+. scripts/lib/rig.sh
+if [[ $TARGETS == *nginx* ]] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    apt_install nginx
 fi
 export PATH=$PATH:/usr/sbin
 
 cargo build --release --locked -q -p shardgate -p shardgate-loadtest
-BIN=target/release
 OUT=target/loadtest/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS_DIR:-tuning/results}
 mkdir -p "$OUT" "$RESULTS"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-read -r -a MOCK_ARGS <<<"$("$BIN/shardgate-loadtest" mock-args "$FILE")"
-taskset -c "$LOAD_CORE" "$BIN/shardgate-mock" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS[@]}" \
-    >"$OUT/mock.log" 2>&1 &
-MOCK=$!
-PIDS+=("$MOCK")
-wait_port "$MOCK_PORT"
+start_mock "$FILE" "$OUT"
 
 load() { # label url pids
     taskset -c "$LOAD_CORE" "$BIN/shardgate-loadtest" run "$FILE" --url "$2" --label "$1" \
@@ -129,13 +94,7 @@ CONF
 fi
 
 if [[ $TARGETS == *gateway* ]]; then
-    sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
-        config/mock-upstream.toml >"$OUT/gateway.toml"
-    RUST_LOG=warn taskset -c "$GW_CORE" "$BIN/shardgate" serve --config "$OUT/gateway.toml" \
-        --tuning tuning/loadtest-1core.toml >"$OUT/gateway.log" 2>&1 &
-    GW=$!
-    PIDS+=("$GW")
-    wait_port "$GW_PORT"
+    start_gateway "$OUT"
     echo "  gateway RSS idle: $(awk '/VmRSS/ {print $2, $3}' "/proc/$GW/status")" >&2
     load gateway "http://127.0.0.1:$GW_PORT" "$GW"
     stop "$GW"

@@ -92,12 +92,21 @@ impl EventWatch {
     }
 }
 
-fn status_error(status: u16) -> ErrorKind {
-    if (400..500).contains(&status) {
-        ErrorKind::Status4xx
-    } else {
-        ErrorKind::Status5xx
+/// The outcome of a fully read answer: a non-2xx status is an error by class; a stream must
+/// have ended well; latency runs from the intended send to now.
+fn finish(status: u16, watch: Option<EventWatch>, intended: Instant) -> Result<Sample, ErrorKind> {
+    let done = Instant::now();
+    match status {
+        200..=299 => {}
+        400..=499 => return Err(ErrorKind::Status4xx),
+        _ => return Err(ErrorKind::Status5xx),
     }
+    let mut sample = match watch {
+        Some(w) => w.finish()?,
+        None => Sample::default(),
+    };
+    sample.latency = done - intended;
+    Ok(sample)
 }
 
 /// One HTTP/1.1 keep-alive connection.
@@ -184,16 +193,7 @@ impl H1 {
         self.pos = head_end;
         let mut watch = (stream && status == 200).then(|| EventWatch::new(intended));
         self.read_body(framing, &mut watch).await?;
-        let done = Instant::now();
-        if status != 200 {
-            return Err(status_error(status));
-        }
-        let mut sample = match watch {
-            Some(w) => w.finish()?,
-            None => Sample::default(),
-        };
-        sample.latency = done - intended;
-        Ok(sample)
+        finish(status, watch, intended)
     }
 
     async fn read_body(
@@ -359,16 +359,7 @@ impl H2 {
                 w.feed(data, Instant::now());
             }
         }
-        let done = Instant::now();
-        if status != 200 {
-            return Err(status_error(status));
-        }
-        let mut sample = match watch {
-            Some(w) => w.finish()?,
-            None => Sample::default(),
-        };
-        sample.latency = done - intended;
-        Ok(sample)
+        finish(status, watch, intended)
     }
 }
 

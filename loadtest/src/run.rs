@@ -116,9 +116,16 @@ fn run_step(
     let (parts, process) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (plan, step, target) = (plan.clone(), step.clone(), target.clone());
-                let live = live.clone();
-                s.spawn(move || generator_thread(plan, step, target, t, threads, start, live))
+                let job = Job {
+                    plan: plan.clone(),
+                    step: step.clone(),
+                    target: target.clone(),
+                    t,
+                    threads,
+                    start,
+                    live: live.clone(),
+                };
+                s.spawn(move || generator_thread(job))
             })
             .collect();
         let proc_report = monitor(&handles, start, &live, opts, tag);
@@ -256,25 +263,26 @@ struct ThreadResult {
 
 /// One generator thread: its share of the connections, and every `threads`-th request of an
 /// open schedule (or a share of a closed step's request cap).
-fn generator_thread(
+/// One generator thread's share of a step.
+struct Job {
     plan: Plan,
     step: Step,
     target: Target,
+    /// This thread's index, of `threads`.
     t: usize,
     threads: usize,
     start: Instant,
     live: Arc<Live>,
-) -> Result<ThreadResult, String> {
+}
+
+fn generator_thread(job: Job) -> Result<ThreadResult, String> {
     set_timer_slack_1ns();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(
-        &rt,
-        thread_main(plan, step, target, t, threads, start, live),
-    )
+    local.block_on(&rt, thread_main(job))
 }
 
 /// Shared by the workers of one thread.
@@ -296,15 +304,16 @@ enum Conn {
     H2(Option<H2>),
 }
 
-async fn thread_main(
-    plan: Plan,
-    step: Step,
-    target: Target,
-    t: usize,
-    threads: usize,
-    start: Instant,
-    live: Arc<Live>,
-) -> Result<ThreadResult, String> {
+async fn thread_main(job: Job) -> Result<ThreadResult, String> {
+    let Job {
+        plan,
+        step,
+        target,
+        t,
+        threads,
+        start,
+        live,
+    } = job;
     let share = |n: usize| n / threads + usize::from(t < n % threads);
     let workers = share(step.connections);
     let (deadline, cap) = match &step.load {
