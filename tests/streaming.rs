@@ -28,6 +28,38 @@ fn streamed_chat_through_an_upstream() {
 }
 
 #[test]
+fn usage_is_accounted_even_when_the_client_did_not_ask_for_it() {
+    let mock = mock();
+    let gw = Gateway::start(&upstream_config(mock.addr, ""), ONE_SHARD);
+    let body = serde_json::json!({
+        "model": "gpt-mock",
+        "stream": true,
+        "messages": [{"role": "user", "content": "count my tokens"}],
+    });
+    let res = gw.post("/v1/chat/completions", &body.to_string());
+    assert_eq!(res.status, 200, "{}", res.text());
+    let events = res.events();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        stream_text(&events),
+        "This is a mock reply to: count my tokens"
+    );
+    // The gateway asked the upstream for usage, took it, and dropped the extra chunk the
+    // client never asked for.
+    assert!(
+        !events.iter().any(|e| e.contains("\"usage\"")),
+        "{events:?}"
+    );
+    let output = gw.metric("gateway_tokens_total{provider=\"up\",direction=\"output\"}");
+    let words = stream_text(&events).split_whitespace().count();
+    assert_eq!(
+        output, words as f64,
+        "the mock counts one token per word of its reply"
+    );
+    assert!(gw.metric("gateway_tokens_total{provider=\"up\",direction=\"input\"}") > 0.0);
+}
+
+#[test]
 fn upstream_reset_mid_stream_ends_with_one_error_event() {
     let mock = mock();
     let extra = &model("flaky", "mock;reset_after=3");

@@ -1,5 +1,7 @@
 //! Chat completion requests: decode the few fields the gateway needs, keep the rest as bytes.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -110,17 +112,82 @@ fn describe_json_error(e: &simd_json::Error) -> String {
 /// The body to send upstream: untouched when the upstream model name is the public one,
 /// else the same bytes with only the `model` value replaced.
 pub fn rewrite_model(body: &Bytes, public: &str, upstream: &str) -> Result<Bytes, GatewayError> {
-    if public == upstream {
+    upstream_body(body, public, upstream, false)
+}
+
+/// The body to send to an OpenAI-compatible upstream: the `model` value replaced when the
+/// upstream name differs, and, with `ask_usage` (a stream whose client did not ask for usage),
+/// `stream_options.include_usage` set to `true` so the answer carries usage for accounting.
+/// Every other byte is kept; with nothing to change the body is not copied.
+pub fn upstream_body(
+    body: &Bytes,
+    public: &str,
+    upstream: &str,
+    ask_usage: bool,
+) -> Result<Bytes, GatewayError> {
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+    if public != upstream {
+        let span = json::top_level_value(body, b"model").ok_or_else(|| {
+            GatewayError::bad_request("the `model` member must be written without escapes")
+        })?;
+        let mut name = Vec::with_capacity(upstream.len() + 2);
+        json::write_string(&mut name, upstream);
+        edits.push((span, name));
+    }
+    if ask_usage {
+        edits.push(include_usage_edit(body).ok_or_else(|| {
+            GatewayError::bad_request("`stream_options` must be an object written without escapes")
+        })?);
+    }
+    if edits.is_empty() {
         return Ok(body.clone());
     }
-    let span = json::top_level_value(body, b"model").ok_or_else(|| {
-        GatewayError::bad_request("the `model` member must be written without escapes")
-    })?;
-    let mut out = Vec::with_capacity(body.len() + upstream.len());
-    out.extend_from_slice(&body[..span.start]);
-    json::write_string(&mut out, upstream);
-    out.extend_from_slice(&body[span.end..]);
+    edits.sort_by_key(|(span, _)| span.start);
+    let extra: usize = edits.iter().map(|(_, v)| v.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for (span, value) in edits {
+        out.extend_from_slice(&body[at..span.start]);
+        out.extend_from_slice(&value);
+        at = span.end;
+    }
+    out.extend_from_slice(&body[at..]);
     Ok(Bytes::from(out))
+}
+
+/// The one edit that makes `stream_options.include_usage` true: set an existing member,
+/// add it to an existing object, or add (or replace a `null`) `stream_options` itself.
+fn include_usage_edit(body: &[u8]) -> Option<(Range<usize>, Vec<u8>)> {
+    const MEMBER: &[u8] = br#""include_usage":true"#;
+    let first_after = |i: usize| body[i..].iter().position(|b| !b.is_ascii_whitespace());
+    match json::top_level_value(body, b"stream_options") {
+        None => {
+            let open = body.iter().position(|&b| b == b'{')? + 1;
+            let empty = body.get(open + first_after(open)?) == Some(&b'}');
+            let mut v = br#""stream_options":{"include_usage":true}"#.to_vec();
+            if !empty {
+                v.push(b',');
+            }
+            Some((open..open, v))
+        }
+        Some(span) if body[span.start] == b'{' => {
+            let obj = &body[span.clone()];
+            if let Some(v) = json::top_level_value(obj, b"include_usage") {
+                return Some((span.start + v.start..span.start + v.end, b"true".to_vec()));
+            }
+            let open = span.start + 1;
+            let empty = body.get(open + first_after(open)?) == Some(&b'}');
+            let mut v = MEMBER.to_vec();
+            if !empty {
+                v.push(b',');
+            }
+            Some((open..open, v))
+        }
+        Some(span) if &body[span.clone()] == b"null" => {
+            Some((span, br#"{"include_usage":true}"#.to_vec()))
+        }
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +197,50 @@ mod tests {
 
     fn decode(s: &str) -> Result<ChatHead, GatewayError> {
         decode_chat(s.as_bytes(), &mut DecodeScratch::default())
+    }
+
+    #[test]
+    fn asks_for_stream_usage_in_every_shape() {
+        let ask = |body: &str| {
+            let out = upstream_body(&Bytes::from(body.to_owned()), "m", "m", true).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true, "{body}");
+            assert_eq!(v["messages"][0]["content"], "hi", "{body}");
+            v
+        };
+        ask(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+        ask(
+            r#"{ "model":"m","stream":true,"stream_options":null,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        ask(
+            r#"{"model":"m","stream":true,"stream_options":{ },"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let v = ask(
+            r#"{"model":"m","stream_options":{"include_obfuscation":false},"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
+        let out = upstream_body(
+            &Bytes::from_static(
+                br#"{"model":"fast","stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+            "fast",
+            "gpt-4o-mini",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"model":"gpt-4o-mini","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#
+        );
+        // A `stream_options` that is not an object is refused, not silently dropped.
+        let bad = Bytes::from_static(br#"{"model":"m","stream_options":5,"messages":[]}"#);
+        assert!(upstream_body(&bad, "m", "m", true).is_err());
+        // Nothing to do: the same bytes, not a copy.
+        let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        assert_eq!(
+            upstream_body(&body, "m", "m", false).unwrap().as_ptr(),
+            body.as_ptr()
+        );
     }
 
     #[test]

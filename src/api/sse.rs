@@ -59,32 +59,52 @@ impl EventSplitter {
 /// The `data` payloads of each event in a run of whole events (multi-line data joined by
 /// `\n`). Comments, `event:`, `id:` and `retry:` lines are skipped.
 pub fn data_payloads(events: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    each_event(events).filter_map(event_data)
+}
+
+/// Each event (with its blank-line terminator) of a run of whole events.
+fn each_event(events: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = events;
     std::iter::from_fn(move || {
-        loop {
-            if rest.is_empty() {
-                return None;
-            }
-            let end = last_event_end_first(rest).unwrap_or(rest.len());
-            let (event, tail) = rest.split_at(end);
-            rest = tail;
-            let mut data: Option<Vec<u8>> = None;
-            for line in event.split(|&b| b == b'\n') {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if let Some(v) = line.strip_prefix(b"data:") {
-                    let v = v.strip_prefix(b" ").unwrap_or(v);
-                    let d = data.get_or_insert_with(Vec::new);
-                    if !d.is_empty() {
-                        d.push(b'\n');
-                    }
-                    d.extend_from_slice(v);
-                }
-            }
-            if data.is_some() {
-                return data;
-            }
+        if rest.is_empty() {
+            return None;
         }
+        let end = last_event_end_first(rest).unwrap_or(rest.len());
+        let (event, tail) = rest.split_at(end);
+        rest = tail;
+        Some(event)
     })
+}
+
+/// One event's `data`, or `None` when it has no data line.
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(v) = line.strip_prefix(b"data:") {
+            let v = v.strip_prefix(b" ").unwrap_or(v);
+            let d = data.get_or_insert_with(Vec::new);
+            if !d.is_empty() {
+                d.push(b'\n');
+            }
+            d.extend_from_slice(v);
+        }
+    }
+    data
+}
+
+/// The events of a run whose data `drop` rejects removed, the others kept byte for byte
+/// (the same `Bytes`, not a copy, when nothing is removed).
+pub fn without_events(events: &Bytes, drop: impl Fn(&[u8]) -> bool) -> Bytes {
+    let dropped = |e: &[u8]| event_data(e).is_some_and(|d| drop(&d));
+    if !each_event(events).any(dropped) {
+        return events.clone();
+    }
+    let mut out = BytesMut::with_capacity(events.len());
+    for e in each_event(events).filter(|e| !dropped(e)) {
+        out.extend_from_slice(e);
+    }
+    out.freeze()
 }
 
 /// Index one past the end of the first complete event.
@@ -118,6 +138,18 @@ mod tests {
 
     const STREAM: &str =
         "data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\ndata: 2}\r\n\r\nevent: x\ndata: [DONE]\n\n";
+
+    #[test]
+    fn drops_only_the_rejected_events() {
+        let all = Bytes::from_static(STREAM.as_bytes());
+        let kept = without_events(&all, |d| d == b"{\"a\":1}");
+        assert_eq!(
+            &kept[..],
+            b": comment\n\ndata: {\"b\":\ndata: 2}\r\n\r\nevent: x\ndata: [DONE]\n\n"
+        );
+        let same = without_events(&all, |_| false);
+        assert_eq!(same.as_ptr(), all.as_ptr());
+    }
 
     #[test]
     fn payloads_in_order() {

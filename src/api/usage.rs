@@ -37,6 +37,19 @@ struct OpenAiUsage {
     completion_tokens_details: Option<Details>,
 }
 
+/// Is this stream chunk the extra one `stream_options.include_usage` adds: empty `choices`
+/// and a `usage` object?
+pub fn is_usage_only_chunk(doc: &[u8]) -> bool {
+    let Some(choices) = json::top_level_value(doc, b"choices") else {
+        return false;
+    };
+    let empty = doc[choices]
+        .iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .eq(b"[]".iter());
+    empty && json::top_level_value(doc, b"usage").is_some_and(|u| doc[u.start] == b'{')
+}
+
 impl Usage {
     /// Read the top-level `usage` object of an OpenAI-shaped JSON document (a response or a
     /// stream chunk). `None` when absent or `null`.
@@ -67,6 +80,21 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_the_usage_only_chunk() {
+        assert!(is_usage_only_chunk(
+            br#"{"id":"x","choices":[ ],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#
+        ));
+        for other in [
+            r#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#,
+            r#"{"id":"x","choices":[],"usage":null}"#,
+            r#"{"id":"x","choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"error":{"message":"x"}}"#,
+        ] {
+            assert!(!is_usage_only_chunk(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn reads_openai_usage() {

@@ -18,8 +18,9 @@ use hyper::body::Incoming;
 use memchr::memmem;
 
 use crate::DeploymentId;
-use crate::api::chat::rewrite_model;
-use crate::api::sse::{EventSplitter, data_payloads};
+use crate::api::chat::upstream_body;
+use crate::api::sse::{EventSplitter, data_payloads, without_events};
+use crate::api::usage::is_usage_only_chunk;
 use crate::api::{ChatHead, Usage, json};
 use crate::config::{ModelRoute, ProviderConfig, Scheme};
 use crate::error::{ErrorKind, GatewayError};
@@ -153,7 +154,15 @@ pub async fn chat(
         .get(model.provider)
         .and_then(Option::as_ref)
         .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
-    let upstream_body = rewrite_model(&body, model.public.as_str(), &model.upstream_model)?;
+    // Streams always ask for usage (accounting needs it); the extra chunk is dropped again
+    // below when the client did not ask for it.
+    let strip_usage = head.stream && !head.include_usage;
+    let upstream_body = upstream_body(
+        &body,
+        model.public.as_str(),
+        &model.upstream_model,
+        strip_usage,
+    )?;
     let build = |h2: bool| {
         let mut req = Request::new(ReqBody::new(upstream_body.clone()));
         *req.method_mut() = Method::POST;
@@ -222,6 +231,7 @@ pub async fn chat(
             usage: None,
             saw_done: false,
             saw_error: false,
+            strip_usage,
         };
         let mut res = Response::new(ResBody::stream(Box::pin(relay)));
         res.headers_mut()
@@ -367,6 +377,8 @@ struct Relay {
     usage: Option<Usage>,
     saw_done: bool,
     saw_error: bool,
+    /// Drop the usage-only chunk (the gateway asked for it, the client did not).
+    strip_usage: bool,
 }
 
 impl Relay {
@@ -435,8 +447,14 @@ impl Body for Relay {
                     };
                     let left = this.deadline.saturating_duration_since(Instant::now());
                     this.timer.reset(this.idle.min(left));
-                    if let Some(events) = this.splitter.push(data) {
+                    if let Some(mut events) = this.splitter.push(data) {
                         this.inspect(&events);
+                        if this.strip_usage && memmem::find(&events, b"\"usage\"").is_some() {
+                            events = without_events(&events, is_usage_only_chunk);
+                            if events.is_empty() {
+                                continue;
+                            }
+                        }
                         return Poll::Ready(Some(Ok(Frame::data(events))));
                     }
                 }
