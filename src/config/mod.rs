@@ -256,6 +256,19 @@ pub struct ProviderConfig {
     pub ca_file: Option<String>,
     /// Mock only: honour fault-injection headers.
     pub allow_fault_injection: bool,
+    /// How the API key is sent.
+    pub key_header: KeyHeader,
+    /// Azure OpenAI: `api-version` query parameter.
+    pub api_version: Option<String>,
+}
+
+/// The header that carries a provider's API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// `Authorization: Bearer <key>` (OpenAI and most compatible servers).
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI).
+    ApiKey,
 }
 
 /// A public model name and the deployment that serves it.

@@ -125,6 +125,11 @@ pub struct RawProvider {
     /// `mock` only: honour fault-injection headers (`x-mock-panic`). Never enable in production.
     #[serde(default)]
     pub allow_fault_injection: bool,
+    /// How the API key is sent: `authorization` (`Bearer <key>`, the default) or `api-key`
+    /// (Azure OpenAI).
+    pub key_header: Option<String>,
+    /// Azure OpenAI: the `api-version` query parameter sent with every request.
+    pub api_version: Option<String>,
 }
 
 /// `[models.<public name>]`: where a public model name goes.

@@ -7,8 +7,8 @@ use http::Uri;
 
 use super::raw::{self, RawConfig, RawProvider, RawProviderKind};
 use super::{
-    Config, ConfigError, Endpoint, ModelRoute, ProviderConfig, ProviderKind, Scheme, Secret,
-    ServerConfig, Timeouts, TlsFiles,
+    Config, ConfigError, Endpoint, KeyHeader, ModelRoute, ProviderConfig, ProviderKind, Scheme,
+    Secret, ServerConfig, Timeouts, TlsFiles,
 };
 use crate::{DeploymentId, ModelId, ProviderId};
 
@@ -189,7 +189,28 @@ fn provider(
             "needs an https base_url".into(),
         ));
     }
+    let key_header = match p.key_header.as_deref() {
+        None | Some("authorization") => KeyHeader::Bearer,
+        Some("api-key") => KeyHeader::ApiKey,
+        Some(other) => {
+            return Err(invalid(
+                format!("{path}.key_header"),
+                format!("`{other}` is not one of `authorization`, `api-key`"),
+            ));
+        }
+    };
+    if let Some(v) = &p.api_version {
+        let url_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        if kind != ProviderKind::OpenAi || v.is_empty() || !v.chars().all(url_safe) {
+            return Err(invalid(
+                format!("{path}.api_version"),
+                "takes a version such as `2024-10-21`, on the `openai` kind".into(),
+            ));
+        }
+    }
     Ok(ProviderConfig {
+        key_header,
+        api_version: p.api_version,
         ca_file: p.ca_file,
         id: ProviderId(id.into()),
         kind,

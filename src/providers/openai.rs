@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,7 +22,7 @@ use crate::api::chat::upstream_body;
 use crate::api::sse::{EventSplitter, data_payloads, without_events};
 use crate::api::usage::is_usage_only_chunk;
 use crate::api::{ChatHead, Usage, json};
-use crate::config::{ModelRoute, ProviderConfig, Scheme};
+use crate::config::{KeyHeader, ModelRoute, ProviderConfig, Scheme};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::body::{BodyCollector, ResBody};
 use crate::http::context::RequestCtx;
@@ -89,7 +89,7 @@ pub struct Target {
     origin: Uri,
     absolute: Uri,
     host: HeaderValue,
-    auth: Option<HeaderValue>,
+    auth: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Target {
@@ -102,7 +102,11 @@ impl Target {
             provider: provider.id.to_string(),
             message,
         };
-        let path = format!("{}/chat/completions", ep.base_path);
+        let mut path = format!("{}/chat/completions", ep.base_path);
+        if let Some(v) = &provider.api_version {
+            path.push_str("?api-version=");
+            path.push_str(v);
+        }
         let scheme = if ep.scheme == Scheme::Https {
             "https"
         } else {
@@ -120,10 +124,14 @@ impl Target {
             None => None,
             Some(key) => {
                 // The key itself never goes into the message.
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                let (name, value) = match provider.key_header {
+                    KeyHeader::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                    KeyHeader::ApiKey => (HeaderName::from_static("api-key"), key.expose().into()),
+                };
+                let mut v = HeaderValue::from_str(&value)
                     .map_err(|_| err("the API key is not a valid HTTP header value".into()))?;
                 v.set_sensitive(true);
-                Some(v)
+                Some((name, v))
             }
         };
         Ok(Some(Self {
@@ -175,8 +183,8 @@ pub async fn chat(
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(USER_AGENT, SHARDGATE_AGENT.clone());
-        if let Some(a) = &target.auth {
-            h.insert(AUTHORIZATION, a.clone());
+        if let Some((name, value)) = &target.auth {
+            h.insert(name.clone(), value.clone());
         }
         req
     };
@@ -530,9 +538,35 @@ mod tests {
             "https://api.example.com:8443/v1/chat/completions"
         );
         assert_eq!(t.host, "api.example.com:8443");
-        let auth = t.auth.unwrap();
+        let (name, auth) = t.auth.unwrap();
+        assert_eq!(name, AUTHORIZATION);
         assert!(auth.is_sensitive());
         assert_eq!(auth, "Bearer sk-good");
+    }
+
+    #[test]
+    fn azure_targets_send_api_key_and_api_version() {
+        let text = "[providers.az]\nkind = \"openai\"\nbase_url = \"https://res.openai.azure.com/openai/deployments/gpt4o\"\napi_key_env = \"K\"\nkey_header = \"api-key\"\napi_version = \"2024-10-21\"\n";
+        let env = |_: &str| Some("az-key".to_owned());
+        let c = Config::from_toml(text, "t", &env).unwrap();
+        let t = Target::new(&c.providers[0]).unwrap().unwrap();
+        assert_eq!(
+            t.origin,
+            "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        let (name, value) = t.auth.unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("api-key", "az-key")
+        );
+        assert!(value.is_sensitive());
+        for (field, bad) in [("key_header", "\"x-key\""), ("api_version", "\"a b\"")] {
+            let text = format!(
+                "[providers.az]\nkind = \"openai\"\nbase_url = \"https://h/v1\"\n{field} = {bad}\n"
+            );
+            let e = Config::from_toml(&text, "t", &env).unwrap_err().to_string();
+            assert!(e.contains(&format!("providers.az.{field}")), "{e}");
+        }
     }
 
     #[test]
