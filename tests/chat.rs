@@ -221,3 +221,42 @@ fn keep_alive_reuses_upstream_connections() {
         1.0
     );
 }
+
+#[test]
+fn azure_openai_gets_its_deployment_path_api_key_and_api_version() {
+    let mock = mock();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[providers.azure]
+kind = "openai"
+base_url = "http://{}/openai/deployments/gpt4o-prod"
+api_key_env = "SHARDGATE_TEST_AZURE_KEY"
+key_header = "api-key"
+api_version = "2024-10-21"
+
+[models.gpt-4o]
+provider = "azure"
+model = "gpt-4o"
+"#,
+        mock.addr
+    );
+    let gw = Gateway::start_with_env(
+        &config,
+        ONE_SHARD,
+        &[("SHARDGATE_TEST_AZURE_KEY", "az-secret-1")],
+    );
+    let res = gw.chat("gpt-4o", "hello azure", false);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let got = mock.stats().last_chat.load_full().unwrap();
+    assert_eq!(
+        got.path_and_query,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(got.headers["api-key"], "az-secret-1");
+    assert!(got.headers.get("authorization").is_none());
+    // The key never shows in what the gateway prints.
+    assert!(!gw.stderr().contains("az-secret-1"));
+}

@@ -49,6 +49,19 @@ pub struct MockStats {
     pub chat: AtomicU64,
     /// Streamed chat completion requests.
     pub streams: AtomicU64,
+    /// The last chat request as it arrived, so tests can check what a gateway sent.
+    pub last_chat: arc_swap::ArcSwapOption<Received>,
+}
+
+/// A request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path and query.
+    pub path_and_query: String,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
 }
 
 /// A running mock server.
@@ -209,7 +222,8 @@ async fn handle(
                 stats.streams.load(Relaxed)
             )),
         )),
-        (&Method::POST, "/v1/chat/completions" | "/chat/completions") => chat(req, &defaults, &stats).await,
+        // OpenAI's path, and Azure OpenAI's `/openai/deployments/<name>/chat/completions`.
+        (&Method::POST, p) if p.ends_with("/chat/completions") => chat(req, &defaults, &stats).await,
         _ => Ok(json(StatusCode::NOT_FOUND, error_body(404, &format!("no route {path}")))),
     }
 }
@@ -222,6 +236,15 @@ async fn chat(
     stats.chat.fetch_add(1, Relaxed);
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    stats.last_chat.store(Some(Arc::new(Received {
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    })));
     let mut scratch = body.to_vec();
     let mut reply = match Reply::from_request(&mut scratch) {
         Ok(r) => r,

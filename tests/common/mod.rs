@@ -88,6 +88,11 @@ pub struct Gateway {
 impl Gateway {
     /// Start with this config and tuning text; returns once it listens.
     pub fn start(config: &str, tuning: &str) -> Self {
+        Self::start_with_env(config, tuning, &[])
+    }
+
+    /// Start with extra environment variables (API keys named by `api_key_env`).
+    pub fn start_with_env(config: &str, tuning: &str, env: &[(&str, &str)]) -> Self {
         let dir = temp_dir();
         let (c, t) = (dir.join("gateway.toml"), dir.join("tuning.toml"));
         std::fs::write(&c, config).unwrap();
@@ -102,6 +107,7 @@ impl Gateway {
                 t.to_str().unwrap(),
             ])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
