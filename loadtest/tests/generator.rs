@@ -26,6 +26,12 @@ fn plan(text: &str) -> Plan {
     Plan::resolve(toml::from_str(text).unwrap(), 1.0).unwrap()
 }
 
+/// Run a plan against `addr`, reporting this test process's CPU and RSS.
+fn run_at(addr: std::net::SocketAddr, p: &Plan) -> loadtest::report::RunReport {
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    run(p, &target, &opts()).unwrap()
+}
+
 fn opts() -> Options {
     Options {
         label: "direct".into(),
@@ -55,8 +61,7 @@ fn open_loop_sends_exactly_the_schedule_and_counts_streams() {
     let p = plan(&format!(
         "{MIX}\n[[steps]]\nmode = \"open\"\nconnections = 8\nrate = 400\nseconds = 1\n"
     ));
-    let target = Target::parse(&format!("http://{}", m.addr)).unwrap();
-    let r = run(&p, &target, &opts()).unwrap();
+    let r = run_at(m.addr, &p);
     let s = &r.steps[0];
     assert_eq!(s.ok, 400, "{:?}", s.errors);
     assert_eq!(m.requests(), 400);
@@ -79,8 +84,7 @@ fn closed_loop_stops_at_its_request_cap_over_http2() {
     let p = plan(&format!(
         "{h2_mix}\n[[steps]]\nmode = \"closed\"\nconnections = 4\ntcp_connections = 2\nrequests = 250\n"
     ));
-    let target = Target::parse(&format!("http://{}", m.addr)).unwrap();
-    let r = run(&p, &target, &opts()).unwrap();
+    let r = run_at(m.addr, &p);
     let s = &r.steps[0];
     assert_eq!(s.ok, 250, "{:?}", s.errors);
     assert_eq!(m.requests(), 250);
@@ -93,8 +97,7 @@ fn failures_are_counted_by_kind() {
     let p = plan(&format!(
         "{MIX}\n[[steps]]\nmode = \"closed\"\nconnections = 2\nrequests = 20\n"
     ));
-    let target = Target::parse(&format!("http://{}", m.addr)).unwrap();
-    let r = run(&p, &target, &opts()).unwrap();
+    let r = run_at(m.addr, &p);
     assert_eq!(r.steps[0].ok, 0);
     assert_eq!(r.steps[0].errors.get(&ErrorKind::Status5xx), Some(&20));
 
@@ -114,8 +117,7 @@ connections = 1
 requests = 3
 "#,
     );
-    let target = Target::parse(&format!("http://{}", m.addr)).unwrap();
-    let r = run(&p, &target, &opts()).unwrap();
+    let r = run_at(m.addr, &p);
     assert_eq!(r.steps[0].ok, 0);
     assert_eq!(
         r.steps[0].errors.values().sum::<u64>(),
