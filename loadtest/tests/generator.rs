@@ -133,12 +133,7 @@ requests = 3
     let p = plan(&format!(
         "{MIX}\n[[steps]]\nmode = \"closed\"\nconnections = 1\nseconds = 0.3\n"
     ));
-    let r = run(
-        &p,
-        &Target::parse(&format!("http://{addr}")).unwrap(),
-        &opts(),
-    )
-    .unwrap();
+    let r = run_at(addr, &p);
     assert_eq!(r.steps[0].ok, 0);
     assert!(
         r.steps[0]
