@@ -1,40 +1,82 @@
 //! The deterministic mock provider: the same answers in-process (the embedded default) and as
-//! an OpenAI-compatible HTTP server (`shardgate-mock`, in [`server`]).
+//! an HTTP server (`shardgate-mock`, in [`server`]) that speaks the OpenAI, Anthropic and Gemini
+//! wire formats, plus embeddings.
 //!
 //! Owns: reading a chat request the way a provider would, building the deterministic reply
-//! (whole JSON or SSE events, usage included), and the fault knobs ([`Knobs`]).
+//! (one format-neutral [`Reply`], rendered per format as whole JSON or SSE events, usage
+//! included), the deterministic embeddings, and the fault knobs ([`Knobs`]).
 //! Does not: route or account anything.
-//! Key types: [`Reply`], [`Knobs`], [`server::MockServer`].
+//! Key types: [`Reply`], [`Turn`], [`Format`], [`Knobs`], [`MockUsage`],
+//! [`server::MockServer`]. One file per wire format: [`openai`], [`anthropic`], [`gemini`],
+//! [`embeddings`].
 
+pub mod anthropic;
+pub mod embeddings;
+pub mod gemini;
+pub mod openai;
 pub mod server;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use simd_json::prelude::*;
 
 use crate::api::json::write_string;
 
+pub use openai::error_body;
+
 /// Default number of content chunks in a streamed reply.
 pub const DEFAULT_CHUNKS: usize = 8;
-/// Longest echo of the user's text in a reply.
+/// Longest echo of the user's text (or of a tool result) in a reply.
 const ECHO_CHARS: usize = 200;
-/// Fixed `created` timestamp, so answers are byte-for-byte deterministic.
-const CREATED: u64 = 1_700_000_000;
+/// Every reply text starts with this.
+const REPLY_PREFIX: &str = "This is a mock reply to: ";
 
-/// What a mock request asked for.
+/// The deterministic answer to a chat request, in no particular wire format (the format
+/// modules read requests into it and render it back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The model name as sent (without knob suffix).
     pub model: String,
     /// Streamed?
     pub stream: bool,
-    /// `stream_options.include_usage`.
+    /// OpenAI `stream_options.include_usage` (other formats always report usage).
     pub include_usage: bool,
-    /// The reply text.
+    /// The reply text (empty when the reply is a tool call).
     pub content: String,
-    /// Prompt tokens (request bytes / 4, at least 1).
+    /// The tool call the reply makes instead of text, if any.
+    pub tool_call: Option<ToolCall>,
+    /// Prompt tokens, cached ones included (request bytes / 4, at least 1).
     pub prompt_tokens: u64,
+    /// Of the prompt tokens, how many to report as read from a cache (knob `cached_tokens`,
+    /// at most `prompt_tokens`).
+    pub cached_tokens: u64,
+    /// Reasoning tokens reported on top of the reply's own (knob `reasoning_tokens`).
+    pub reasoning_tokens: u64,
+    /// Finish reason to report instead of the format's natural one (knob `finish`).
+    pub finish: Option<String>,
+}
+
+/// A tool call made by the mock: always to one tool, with arguments `{"query":"<echo>"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+/// Token usage of one answer, normalised the way the gateway counts: `input_tokens` includes
+/// cached tokens, `output_tokens` includes reasoning tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MockUsage {
+    /// All prompt tokens (cached included).
+    pub input_tokens: u64,
+    /// All generated tokens (reasoning included).
+    pub output_tokens: u64,
+    /// Of the input tokens, those read from a cache.
+    pub cached_input_tokens: u64,
+    /// Of the output tokens, the reasoning ones.
+    pub reasoning_tokens: u64,
 }
 
 /// Why a request could not be read.
@@ -42,132 +84,153 @@ pub struct Reply {
 #[error("{0}")]
 pub struct MockError(pub String);
 
-impl Reply {
-    /// Read a chat request body (parsed with simd-json; `body` is a scratch copy it may
-    /// modify). The reply echoes the last user message's text.
-    pub fn from_request(body: &mut [u8]) -> Result<Self, MockError> {
-        let len = body.len() as u64;
-        let v = simd_json::to_borrowed_value(body)
-            .map_err(|e| MockError(format!("invalid JSON: {e}")))?;
-        let model = v
-            .get_str("model")
-            .ok_or_else(|| MockError("you must provide a model parameter".into()))?;
-        let model = model.split(';').next().unwrap_or(model).to_owned();
-        let messages = v
-            .get("messages")
-            .and_then(|m| m.as_array())
-            .ok_or_else(|| MockError("you must provide a messages parameter".into()))?;
-        let last_user = messages
-            .iter()
-            .filter(|m| m.get_str("role") == Some("user"))
-            .last();
-        let text = match last_user.and_then(|m| m.get("content")) {
-            Some(c) if c.is_str() => c.as_str().unwrap_or_default().to_owned(),
-            Some(c) => c
-                .as_array()
-                .map(|parts| {
-                    parts
-                        .iter()
-                        .filter_map(|p| p.get_str("text"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let echo: String = text.chars().take(ECHO_CHARS).collect();
-        Ok(Self {
-            model,
-            stream: v.get_bool("stream").unwrap_or(false),
-            include_usage: v
-                .get("stream_options")
-                .and_then(|o| o.get_bool("include_usage"))
-                .unwrap_or(false),
-            content: format!("This is a mock reply to: {echo}"),
-            prompt_tokens: (len / 4).max(1),
-        })
-    }
+/// What the conversation's last turn asks of the mock, read from any wire format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// The last user message's text (text parts joined with " ").
+    pub text: String,
+    /// Images in the last user message.
+    pub images: usize,
+    /// The last message's tool result text, when it carries one.
+    pub tool_result: Option<String>,
+    /// The tool to call: set by the format reader when tools are declared and allowed and the
+    /// last message is a user message without tool results.
+    pub call_tool: Option<String>,
+}
 
-    /// Output tokens: one per word.
-    pub fn completion_tokens(&self) -> u64 {
-        self.content.split_whitespace().count() as u64
-    }
+/// A wire format the mock speaks for chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI chat completions.
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini `generateContent`.
+    Gemini,
+}
 
-    fn usage_json(&self, out: &mut Vec<u8>) {
-        let c = self.completion_tokens();
-        out.extend_from_slice(
-            format!(
-                "{{\"prompt_tokens\":{},\"completion_tokens\":{c},\"total_tokens\":{}}}",
-                self.prompt_tokens,
-                self.prompt_tokens + c
-            )
-            .as_bytes(),
-        );
-    }
-
-    fn head(&self, out: &mut Vec<u8>, object: &str) {
-        out.extend_from_slice(b"{\"id\":\"chatcmpl-mock\",\"object\":\"");
-        out.extend_from_slice(object.as_bytes());
-        out.extend_from_slice(format!("\",\"created\":{CREATED},\"model\":").as_bytes());
-        write_string(out, &self.model);
-        out.extend_from_slice(b",\"system_fingerprint\":\"shardgate-mock\"");
+impl Format {
+    /// An error body in this format's shape.
+    pub fn error_body(self, status: u16, message: &str) -> Bytes {
+        match self {
+            Self::OpenAi => openai::error_body(status, message),
+            Self::Anthropic => anthropic::error_body(status, message),
+            Self::Gemini => gemini::error_body(status, message),
+        }
     }
 
     /// The whole (non-streamed) answer.
-    pub fn completion(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.content.len() + 400);
-        self.head(&mut out, "chat.completion");
-        out.extend_from_slice(
-            b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
-        );
-        write_string(&mut out, &self.content);
-        out.extend_from_slice(
-            b",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":",
-        );
-        self.usage_json(&mut out);
-        out.push(b'}');
-        Bytes::from(out)
+    pub fn answer(self, reply: &Reply) -> Bytes {
+        match self {
+            Self::OpenAi => reply.completion(),
+            Self::Anthropic => anthropic::message(reply),
+            Self::Gemini => gemini::response(reply),
+        }
     }
 
-    fn chunk(&self, delta: &str, finish: Option<&str>) -> Bytes {
-        let mut out = Vec::with_capacity(delta.len() + 300);
-        out.extend_from_slice(b"data: ");
-        self.head(&mut out, "chat.completion.chunk");
-        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        out.extend_from_slice(delta.as_bytes());
-        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
-        match finish {
-            Some(f) => write_string(&mut out, f),
-            None => out.extend_from_slice(b"null"),
+    /// The streamed answer as whole SSE events, with the text (or tool arguments) in `chunks`
+    /// pieces.
+    pub fn events(self, reply: &Reply, chunks: usize) -> Vec<Bytes> {
+        match self {
+            Self::OpenAi => reply.events(chunks),
+            Self::Anthropic => anthropic::events(reply, chunks),
+            Self::Gemini => gemini::events(reply, chunks),
         }
-        out.extend_from_slice(b"}]}\n\n");
-        Bytes::from(out)
     }
 
-    /// The streamed answer as whole SSE events: a role event, `chunks` content events, a
-    /// finish event, a usage event (when asked for), and `[DONE]`.
-    pub fn events(&self, chunks: usize) -> Vec<Bytes> {
-        let pieces = split_pieces(&self.content, chunks.max(1));
-        let mut out = Vec::with_capacity(pieces.len() + 4);
-        out.push(self.chunk("{\"role\":\"assistant\",\"content\":\"\"}", None));
-        for p in pieces {
-            let mut d = b"{\"content\":".to_vec();
-            write_string(&mut d, p);
-            d.push(b'}');
-            out.push(self.chunk(&String::from_utf8_lossy(&d), None));
+    /// The in-band error event a stream ends with under the `error_after` knob.
+    pub fn stream_error(self) -> Bytes {
+        const MESSAGE: &str = "mock in-band error";
+        match self {
+            Self::OpenAi => crate::api::sse::frame_data(&openai::error_body(500, MESSAGE)),
+            Self::Anthropic => anthropic::stream_error(MESSAGE),
+            Self::Gemini => gemini::stream_error(MESSAGE),
         }
-        out.push(self.chunk("{}", Some("stop")));
-        if self.include_usage {
-            let mut u = b"data: ".to_vec();
-            self.head(&mut u, "chat.completion.chunk");
-            u.extend_from_slice(b",\"choices\":[],\"usage\":");
-            self.usage_json(&mut u);
-            u.extend_from_slice(b"}\n\n");
-            out.push(Bytes::from(u));
-        }
-        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        out
     }
+}
+
+impl Reply {
+    /// The reply to `turn`: a tool-result echo, a tool call, or an echo of the user's text
+    /// (with ` [N image(s)]` when the message carried images). `body_len` is the request's
+    /// size in bytes, which sets the prompt tokens.
+    pub fn new(model: String, stream: bool, body_len: usize, turn: Turn) -> Self {
+        let (content, tool_call) = if let Some(result) = turn.tool_result {
+            (format!("{REPLY_PREFIX}tool result {}", echo(&result)), None)
+        } else if let Some(name) = turn.call_tool {
+            let mut arguments = b"{\"query\":".to_vec();
+            write_string(&mut arguments, &echo(&turn.text));
+            arguments.push(b'}');
+            let arguments = String::from_utf8_lossy(&arguments).into_owned();
+            (String::new(), Some(ToolCall { name, arguments }))
+        } else {
+            let images = match turn.images {
+                0 => String::new(),
+                1 => " [1 image]".to_owned(),
+                n => format!(" [{n} images]"),
+            };
+            (format!("{REPLY_PREFIX}{}{images}", echo(&turn.text)), None)
+        };
+        Self {
+            model,
+            stream,
+            include_usage: false,
+            content,
+            tool_call,
+            prompt_tokens: (body_len as u64 / 4).max(1),
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            finish: None,
+        }
+    }
+
+    /// Take the usage and finish knobs (`cached_tokens`, `reasoning_tokens`, `finish`).
+    pub fn apply_knobs(&mut self, knobs: &Knobs) {
+        self.cached_tokens = knobs.cached_tokens.min(self.prompt_tokens);
+        self.reasoning_tokens = knobs.reasoning_tokens;
+        self.finish = knobs.finish.clone();
+    }
+
+    /// Tokens of the reply itself: one per word of the text, or of the tool arguments' JSON
+    /// (at least 1). Reasoning tokens not included.
+    pub fn output_tokens(&self) -> u64 {
+        match &self.tool_call {
+            Some(call) => (call.arguments.split_whitespace().count() as u64).max(1),
+            None => self.content.split_whitespace().count() as u64,
+        }
+    }
+
+    /// All generated tokens: the reply's plus reasoning (OpenAI's `completion_tokens`).
+    pub fn completion_tokens(&self) -> u64 {
+        self.output_tokens() + self.reasoning_tokens
+    }
+
+    /// The usage of this answer, normalised (see [`MockUsage`]).
+    pub fn usage(&self) -> MockUsage {
+        MockUsage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens(),
+            cached_input_tokens: self.cached_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+        }
+    }
+
+    /// The finish reason: the `finish` knob's, or `natural`.
+    fn finish_or<'a>(&'a self, natural: &'a str) -> &'a str {
+        self.finish.as_deref().unwrap_or(natural)
+    }
+
+    /// What a stream sends in pieces: the text, or the tool call's arguments.
+    fn streamed_text(&self) -> &str {
+        match &self.tool_call {
+            Some(call) => &call.arguments,
+            None => &self.content,
+        }
+    }
+}
+
+/// The first [`ECHO_CHARS`] characters of `s`.
+fn echo(s: &str) -> String {
+    s.chars().take(ECHO_CHARS).collect()
 }
 
 /// Split `s` into `n` pieces of about equal length, on char boundaries (some may be empty
@@ -187,6 +250,11 @@ fn split_pieces(s: &str, n: usize) -> Vec<&str> {
     out
 }
 
+/// Append a JSON number.
+fn push_num(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
 /// How the mock misbehaves, per process (flags) and per request (model suffix
 /// `name;key=value;...` or `x-mock-<key>` headers; headers win).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,7 +267,7 @@ pub struct Knobs {
     pub interval: Delay,
     /// Streams: content chunks (default [`DEFAULT_CHUNKS`]).
     pub chunks: Option<usize>,
-    /// Answer with this HTTP status and an OpenAI-shaped error.
+    /// Answer with this HTTP status and an error in the request's format.
     pub status: Option<u16>,
     /// With status 429: the `Retry-After` seconds.
     pub retry_after: Option<u32>,
@@ -209,6 +277,15 @@ pub struct Knobs {
     pub reset_after: Option<usize>,
     /// Streams: send an in-band error event after this many events, then end.
     pub error_after: Option<usize>,
+    /// Report this many of the prompt tokens as read from a cache (capped at the prompt
+    /// tokens).
+    pub cached_tokens: u64,
+    /// Report this many reasoning tokens on top of the reply's own.
+    pub reasoning_tokens: u64,
+    /// Report this finish reason instead of the natural one, verbatim (`SAFETY`, `length`,
+    /// `max_tokens`...). Gemini answers with a blocking reason (`SAFETY`, `RECITATION`, ...)
+    /// carry no content.
+    pub finish: Option<String>,
 }
 
 /// A delay: fixed, or drawn per use from a distribution (the mock's latency model).
@@ -317,6 +394,18 @@ impl Knobs {
             "error_after" | "error-after" => {
                 self.error_after = Some(value.parse().map_err(|_| bad())?)
             }
+            "cached_tokens" | "cached-tokens" => {
+                self.cached_tokens = value.parse().map_err(|_| bad())?
+            }
+            "reasoning_tokens" | "reasoning-tokens" => {
+                self.reasoning_tokens = value.parse().map_err(|_| bad())?
+            }
+            "finish" => {
+                if value.is_empty() {
+                    return Err(bad());
+                }
+                self.finish = Some(value.to_owned())
+            }
             _ => return Err(MockError(format!("unknown mock knob `{key}`"))),
         }
         Ok(())
@@ -347,73 +436,140 @@ impl Knobs {
     }
 }
 
-/// An OpenAI-shaped error body.
-pub fn error_body(status: u16, message: &str) -> Bytes {
-    let mut out = b"{\"error\":{\"message\":".to_vec();
-    write_string(&mut out, message);
-    let kind = match status {
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
-    };
-    out.extend_from_slice(
-        format!(",\"type\":\"{kind}\",\"param\":null,\"code\":\"mock_{status}\"}}}}").as_bytes(),
-    );
-    Bytes::from(out)
+/// Helpers for the format modules' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use bytes::Bytes;
+
+    /// The `(event name, data JSON)` of each framed SSE event (`\n` or `\r\n` lines);
+    /// `[DONE]` is skipped.
+    pub fn parse_events(events: &[Bytes]) -> Vec<(Option<String>, serde_json::Value)> {
+        let mut out = Vec::new();
+        for e in events {
+            let text = std::str::from_utf8(e).unwrap();
+            assert!(
+                text.ends_with("\n\n") || text.ends_with("\r\n\r\n"),
+                "not one whole event: {text:?}"
+            );
+            let mut name = None;
+            let mut data = None;
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    assert!(data.is_none(), "one data line per event");
+                    data = Some(d.to_owned());
+                }
+            }
+            let data = data.unwrap();
+            if data != "[DONE]" {
+                out.push((name, serde_json::from_str(&data).unwrap()));
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reply(body: &str) -> Reply {
-        Reply::from_request(&mut body.as_bytes().to_vec()).unwrap()
+    fn turn(text: &str) -> Turn {
+        Turn {
+            text: text.to_owned(),
+            ..Turn::default()
+        }
     }
 
     #[test]
-    fn echoes_the_last_user_message() {
-        let r = reply(
-            r#"{"model":"mock;chunks=2","messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"hi there"}]}]}"#,
+    fn replies_echo_call_tools_and_answer_tool_results() {
+        let long = "é".repeat(300);
+        let r = Reply::new("m".into(), false, 2, turn(&long));
+        assert_eq!(r.content, format!("{REPLY_PREFIX}{}", "é".repeat(200)));
+        assert_eq!(r.prompt_tokens, 1, "at least one prompt token");
+        assert_eq!(
+            Reply::new("m".into(), false, 400, turn("")).prompt_tokens,
+            100
         );
-        assert_eq!(r.model, "mock");
-        assert_eq!(r.content, "This is a mock reply to: hi there");
-        assert_eq!(r.completion_tokens(), 8);
-        let v: serde_json::Value = serde_json::from_slice(&r.completion()).unwrap();
-        assert_eq!(v["choices"][0]["message"]["content"], r.content);
-        assert_eq!(v["usage"]["completion_tokens"], 8);
-        assert_eq!(v["usage"]["total_tokens"], r.prompt_tokens + 8);
+
+        let images = |n| {
+            Reply::new(
+                "m".into(),
+                false,
+                9,
+                Turn {
+                    images: n,
+                    ..turn("hi")
+                },
+            )
+            .content
+        };
+        assert_eq!(images(1), "This is a mock reply to: hi [1 image]");
+        assert_eq!(images(3), "This is a mock reply to: hi [3 images]");
+
+        let call = Reply::new(
+            "m".into(),
+            false,
+            9,
+            Turn {
+                call_tool: Some("search".into()),
+                images: 1,
+                ..turn("say \"a\\b\"\n")
+            },
+        );
+        assert_eq!(call.content, "");
+        let t = call.tool_call.as_ref().unwrap();
+        assert_eq!(t.name, "search");
+        let args: serde_json::Value = serde_json::from_str(&t.arguments).unwrap();
+        assert_eq!(args, serde_json::json!({"query": "say \"a\\b\"\n"}));
+        assert_eq!(call.output_tokens(), 2);
+
+        let result = Reply::new(
+            "m".into(),
+            false,
+            9,
+            Turn {
+                tool_result: Some("x".repeat(250)),
+                call_tool: Some("search".into()),
+                ..turn("ignored")
+            },
+        );
+        assert!(result.tool_call.is_none());
+        assert_eq!(
+            result.content,
+            format!("{REPLY_PREFIX}tool result {}", "x".repeat(200))
+        );
     }
 
     #[test]
-    fn stream_reassembles_to_the_content() {
-        let mut r = reply(
-            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"héllo wörld, a longer text"}]}"#,
-        );
-        r.include_usage = true;
-        for n in [1, 3, 8, 100] {
-            let events = r.events(n);
-            let mut text = String::new();
-            let mut usage = None;
-            for e in &events[..events.len() - 1] {
-                let json = e
-                    .strip_prefix(b"data: ")
-                    .unwrap()
-                    .strip_suffix(b"\n\n")
-                    .unwrap();
-                let v: serde_json::Value = serde_json::from_slice(json).unwrap();
-                if let Some(c) = v["choices"]
-                    .get(0)
-                    .and_then(|c| c["delta"]["content"].as_str())
-                {
-                    text.push_str(c);
-                }
-                if v["usage"].is_object() {
-                    usage = Some(v["usage"]["completion_tokens"].as_u64().unwrap());
-                }
+    fn usage_is_normalised() {
+        let mut r = Reply::new("m".into(), false, 40, turn("one two"));
+        let mut k = Knobs::default();
+        k.set("cached_tokens", "4").unwrap();
+        k.set("reasoning-tokens", "5").unwrap();
+        r.apply_knobs(&k);
+        assert_eq!(r.output_tokens(), 8);
+        assert_eq!(r.completion_tokens(), 13);
+        assert_eq!(
+            r.usage(),
+            MockUsage {
+                input_tokens: 10,
+                output_tokens: 13,
+                cached_input_tokens: 4,
+                reasoning_tokens: 5,
             }
-            assert_eq!(text, r.content, "chunks={n}");
-            assert_eq!(usage, Some(r.completion_tokens()));
-            assert_eq!(&events[events.len() - 1][..], b"data: [DONE]\n\n");
+        );
+        k.set("cached_tokens", "11").unwrap();
+        r.apply_knobs(&k);
+        assert_eq!(r.cached_tokens, 10, "capped at the prompt tokens");
+    }
+
+    #[test]
+    fn pieces_cover_the_text_on_char_boundaries() {
+        for n in [1, 2, 5, 40] {
+            let pieces = split_pieces("aé🙂bc", n);
+            assert_eq!(pieces.len(), n);
+            assert_eq!(pieces.concat(), "aé🙂bc");
         }
     }
 
@@ -463,12 +619,24 @@ mod tests {
     }
 
     #[test]
-    fn bad_requests_are_errors() {
-        for b in ["{", r#"{"messages":[]}"#, r#"{"model":"m"}"#] {
-            assert!(
-                Reply::from_request(&mut b.as_bytes().to_vec()).is_err(),
-                "{b}"
-            );
+    fn new_knobs_parse_and_reject() {
+        let mut k = Knobs::default();
+        k.apply_model_suffix("mock;cached_tokens=3;reasoning_tokens=2;finish=SAFETY")
+            .unwrap();
+        assert_eq!((k.cached_tokens, k.reasoning_tokens), (3, 2));
+        assert_eq!(k.finish.as_deref(), Some("SAFETY"));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-mock-cached-tokens", "9".parse().unwrap());
+        h.insert("x-mock-finish", "length".parse().unwrap());
+        k.apply_headers(&h).unwrap();
+        assert_eq!(k.cached_tokens, 9);
+        assert_eq!(k.finish.as_deref(), Some("length"));
+        for bad in [
+            "mock;cached_tokens=-1",
+            "mock;reasoning_tokens=x",
+            "mock;finish=",
+        ] {
+            assert!(k.apply_model_suffix(bad).is_err(), "{bad}");
         }
     }
 }
