@@ -129,7 +129,8 @@ impl Reply {
         let mut out = Vec::with_capacity(pieces.len() + 4);
         match &self.tool_call {
             Some(call) => {
-                let mut d = b"{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"".to_vec();
+                let mut d = b"{\"role\":\"assistant\",\"content\":null,".to_vec();
+                d.extend_from_slice(b"\"tool_calls\":[{\"index\":0,\"id\":\"");
                 d.extend_from_slice(TOOL_CALL_ID.as_bytes());
                 d.extend_from_slice(b"\",\"type\":\"function\",\"function\":{\"name\":");
                 write_string(&mut d, &call.name);
