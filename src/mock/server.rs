@@ -1,6 +1,14 @@
-//! `shardgate-mock`: an OpenAI-compatible HTTP server on the same shard runtime as the
-//! gateway (so it is never the bottleneck), with per-process and per-request fault knobs,
-//! and request counters.
+//! `shardgate-mock`: an HTTP server on the same shard runtime as the gateway (so it is never the
+//! bottleneck) that speaks three wire formats, with per-process and per-request fault knobs,
+//! request counters, and a record of the last requests and usage.
+//!
+//! Routes (`POST` unless noted):
+//! - any path ending `/chat/completions`: OpenAI chat (Azure deployment paths included);
+//! - any path ending `/embeddings`: OpenAI embeddings;
+//! - any path ending `/v1/messages`: Anthropic Messages;
+//! - `.../models/{model}:generateContent`, `:streamGenerateContent?alt=sse`, `:embedContent`,
+//!   `:batchEmbedContents`: Gemini (knobs may ride on the model segment, `mock;chunks=3`);
+//! - `GET /v1/models`, `GET /models`: a one-model list; `GET /mock/stats`: the counters.
 
 use std::future::Future;
 use std::io;
@@ -21,7 +29,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::server::conn::auto;
 
-use super::{DEFAULT_CHUNKS, Knobs, Reply, Stall, error_body};
+use super::{
+    DEFAULT_CHUNKS, Format, Knobs, MockError, MockUsage, Reply, Stall, anthropic, embeddings,
+    error_body, gemini,
+};
 use crate::ShardId;
 use crate::shard::net::{Listener, bind_reuseport};
 use crate::shard::rt::{Io, ShardExec};
@@ -45,12 +56,20 @@ pub struct MockConfig {
 pub struct MockStats {
     /// Every request.
     pub requests: AtomicU64,
-    /// Chat completion requests.
+    /// Chat requests, in any format.
     pub chat: AtomicU64,
-    /// Streamed chat completion requests.
+    /// Streamed chat requests, in any format.
     pub streams: AtomicU64,
-    /// The last chat request as it arrived, so tests can check what a gateway sent.
+    /// Embeddings requests (OpenAI and Gemini).
+    pub embeddings: AtomicU64,
+    /// The last chat request as it arrived, in any format, so tests can check what a gateway
+    /// sent.
     pub last_chat: arc_swap::ArcSwapOption<Received>,
+    /// The last embeddings request as it arrived.
+    pub last_embeddings: arc_swap::ArcSwapOption<Received>,
+    /// The usage of the last successful chat answer (stored when a whole answer is sent, or
+    /// when a stream sends its last event), normalised (see [`MockUsage`]).
+    pub last_usage: arc_swap::ArcSwapOption<MockUsage>,
 }
 
 /// A request as the mock received it.
@@ -216,75 +235,267 @@ async fn handle(
         (&Method::GET, "/mock/stats") => Ok(json(
             StatusCode::OK,
             Bytes::from(format!(
-                "{{\"requests\":{},\"chat\":{},\"streams\":{}}}",
+                "{{\"requests\":{},\"chat\":{},\"streams\":{},\"embeddings\":{}}}",
                 stats.requests.load(Relaxed),
                 stats.chat.load(Relaxed),
-                stats.streams.load(Relaxed)
+                stats.streams.load(Relaxed),
+                stats.embeddings.load(Relaxed)
             )),
         )),
         // OpenAI's path, and Azure OpenAI's `/openai/deployments/<name>/chat/completions`.
-        (&Method::POST, p) if p.ends_with("/chat/completions") => chat(req, &defaults, &stats).await,
-        _ => Ok(json(StatusCode::NOT_FOUND, error_body(404, &format!("no route {path}")))),
+        (&Method::POST, p) if p.ends_with("/chat/completions") => {
+            chat(req, Chat::OpenAi, &defaults, &stats).await
+        }
+        (&Method::POST, p) if p.ends_with("/embeddings") => {
+            embeddings(req, Embed::OpenAi, &defaults, &stats).await
+        }
+        (&Method::POST, p) if p.ends_with("/v1/messages") => {
+            chat(req, Chat::Anthropic, &defaults, &stats).await
+        }
+        (&Method::POST, p) => match gemini::route(p) {
+            Some(route) => gemini_method(req, route, &defaults, &stats).await,
+            None => Ok(not_found(&path)),
+        },
+        _ => Ok(not_found(&path)),
     }
 }
 
-async fn chat(
+/// Gemini's `.../models/{model}:{method}` routes.
+async fn gemini_method(
     req: Request<Incoming>,
+    route: gemini::Route,
     defaults: &Knobs,
-    stats: &MockStats,
+    stats: &Arc<MockStats>,
 ) -> Result<Response<MockBody>, io::Error> {
-    stats.chat.fetch_add(1, Relaxed);
+    let model = route.model;
+    match route.method {
+        gemini::Method::GenerateContent => {
+            let chat_route = Chat::Gemini {
+                model,
+                stream: false,
+            };
+            chat(req, chat_route, defaults, stats).await
+        }
+        gemini::Method::StreamGenerateContent => {
+            let chat_route = Chat::Gemini {
+                model,
+                stream: true,
+            };
+            chat(req, chat_route, defaults, stats).await
+        }
+        gemini::Method::EmbedContent => {
+            let embed_route = Embed::Gemini {
+                model,
+                batch: false,
+            };
+            embeddings(req, embed_route, defaults, stats).await
+        }
+        gemini::Method::BatchEmbedContents => {
+            let embed_route = Embed::Gemini { model, batch: true };
+            embeddings(req, embed_route, defaults, stats).await
+        }
+    }
+}
+
+fn not_found(path: &str) -> Response<MockBody> {
+    json(
+        StatusCode::NOT_FOUND,
+        error_body(404, &format!("no route {path}")),
+    )
+}
+
+/// Which chat API a request came in on.
+enum Chat {
+    OpenAi,
+    Anthropic,
+    /// The model (knob suffix included) comes from the path.
+    Gemini {
+        model: String,
+        stream: bool,
+    },
+}
+
+impl Chat {
+    fn format(&self) -> Format {
+        match self {
+            Self::OpenAi => Format::OpenAi,
+            Self::Anthropic => Format::Anthropic,
+            Self::Gemini { .. } => Format::Gemini,
+        }
+    }
+}
+
+/// Which embeddings API a request came in on.
+enum Embed {
+    OpenAi,
+    /// The model (knob suffix included) comes from the path.
+    Gemini {
+        model: String,
+        batch: bool,
+    },
+}
+
+/// The request's head and whole body, recorded as [`Received`].
+async fn receive(req: Request<Incoming>) -> io::Result<(http::request::Parts, Received)> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    stats.last_chat.store(Some(Arc::new(Received {
+    let received = Received {
         path_and_query: parts
             .uri
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default(),
         headers: parts.headers.clone(),
-        body: body.clone(),
-    })));
-    let mut scratch = body.to_vec();
-    let mut reply = match Reply::from_request(&mut scratch) {
-        Ok(r) => r,
-        Err(e) => return Ok(json(StatusCode::BAD_REQUEST, error_body(400, &e.0))),
+        body,
     };
+    Ok((parts, received))
+}
+
+/// The knobs for one request: the defaults, then the model suffix, then `x-mock-*` headers.
+fn request_knobs(
+    defaults: &Knobs,
+    model: &str,
+    headers: &http::HeaderMap,
+) -> Result<Knobs, MockError> {
     let mut knobs = defaults.clone();
-    let model_full = model_with_suffix(&body);
-    if let Err(e) = knobs
-        .apply_model_suffix(&model_full)
-        .and_then(|_| knobs.apply_headers(&parts.headers))
-    {
-        return Ok(json(StatusCode::BAD_REQUEST, error_body(400, &e.0)));
-    }
+    knobs.apply_model_suffix(model)?;
+    knobs.apply_headers(headers)?;
+    Ok(knobs)
+}
+
+/// The faults that come before any answer: stall before the head, latency, and the `status`
+/// knob (an error in `format`'s shape). `Some` is the error response to send.
+async fn early_faults(knobs: &Knobs, format: Format) -> Option<Response<MockBody>> {
     if knobs.stall == Some(Stall::Head) {
         std::future::pending::<()>().await;
     }
     if !knobs.latency.is_zero() {
         shard::sleep(knobs.latency.sample()).await;
     }
-    if let Some(status) = knobs.status.filter(|s| !(200..300).contains(s)) {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut res = json(code, error_body(status, &format!("mock error {status}")));
-        if status == 429 {
-            res.headers_mut().insert(
-                RETRY_AFTER,
-                HeaderValue::from(knobs.retry_after.unwrap_or(1)),
-            );
+    let status = knobs.status.filter(|s| !(200..300).contains(s))?;
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = json(
+        code,
+        format.error_body(status, &format!("mock error {status}")),
+    );
+    if status == 429 {
+        res.headers_mut().insert(
+            RETRY_AFTER,
+            HeaderValue::from(knobs.retry_after.unwrap_or(1)),
+        );
+    }
+    Some(res)
+}
+
+fn bad_request(format: Format, e: &MockError) -> Response<MockBody> {
+    json(StatusCode::BAD_REQUEST, format.error_body(400, &e.0))
+}
+
+async fn chat(
+    req: Request<Incoming>,
+    route: Chat,
+    defaults: &Knobs,
+    stats: &Arc<MockStats>,
+) -> Result<Response<MockBody>, io::Error> {
+    stats.chat.fetch_add(1, Relaxed);
+    let format = route.format();
+    let (parts, received) = receive(req).await?;
+    let body = received.body.clone();
+    stats.last_chat.store(Some(Arc::new(received)));
+    let mut scratch = body.to_vec();
+    let parsed = match &route {
+        Chat::OpenAi => Reply::from_request(&mut scratch),
+        Chat::Anthropic => anthropic::parse(&mut scratch, &parts.headers),
+        Chat::Gemini { model, stream } => {
+            if *stream && !query_has(parts.uri.query(), "alt", "sse") {
+                Err(MockError(
+                    "shardgate-mock serves streamGenerateContent with alt=sse only".into(),
+                ))
+            } else {
+                gemini::parse(model, *stream, &mut scratch)
+            }
         }
+    };
+    let mut reply = match parsed {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_request(format, &e)),
+    };
+    let model_full = match &route {
+        Chat::Gemini { model, .. } => model.clone(),
+        _ => model_with_suffix(&body),
+    };
+    let knobs = match request_knobs(defaults, &model_full, &parts.headers) {
+        Ok(k) => k,
+        Err(e) => return Ok(bad_request(format, &e)),
+    };
+    reply.apply_knobs(&knobs);
+    if let Some(res) = early_faults(&knobs, format).await {
         return Ok(res);
     }
     if !reply.stream {
-        return Ok(json(StatusCode::OK, reply.completion()));
+        stats.last_usage.store(Some(Arc::new(reply.usage())));
+        return Ok(json(StatusCode::OK, format.answer(&reply)));
     }
     stats.streams.fetch_add(1, Relaxed);
-    let events = reply.events(knobs.chunks.unwrap_or(DEFAULT_CHUNKS));
-    reply.include_usage = false;
-    let mut res = Response::new(MockBody::stream(events, knobs));
+    let events = format.events(&reply, knobs.chunks.unwrap_or(DEFAULT_CHUNKS));
+    let done = (stats.clone(), reply.usage());
+    let mut res = Response::new(MockBody::stream(
+        events,
+        knobs,
+        format.stream_error(),
+        Some(done),
+    ));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     Ok(res)
+}
+
+async fn embeddings(
+    req: Request<Incoming>,
+    route: Embed,
+    defaults: &Knobs,
+    stats: &MockStats,
+) -> Result<Response<MockBody>, io::Error> {
+    stats.embeddings.fetch_add(1, Relaxed);
+    let format = match route {
+        Embed::OpenAi => Format::OpenAi,
+        Embed::Gemini { .. } => Format::Gemini,
+    };
+    let (parts, received) = receive(req).await?;
+    let body = received.body.clone();
+    stats.last_embeddings.store(Some(Arc::new(received)));
+    let mut scratch = body.to_vec();
+    let answer = match &route {
+        Embed::OpenAi => {
+            embeddings::Request::from_openai(&mut scratch).map(|r| r.openai_response())
+        }
+        Embed::Gemini { batch: false, .. } => embeddings::gemini_embed(&mut scratch),
+        Embed::Gemini { batch: true, .. } => embeddings::gemini_batch(&mut scratch),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return Ok(bad_request(format, &e)),
+    };
+    let model_full = match &route {
+        Embed::Gemini { model, .. } => model.clone(),
+        Embed::OpenAi => model_with_suffix(&body),
+    };
+    let knobs = match request_knobs(defaults, &model_full, &parts.headers) {
+        Ok(k) => k,
+        Err(e) => return Ok(bad_request(format, &e)),
+    };
+    if let Some(res) = early_faults(&knobs, format).await {
+        return Ok(res);
+    }
+    Ok(json(StatusCode::OK, answer))
+}
+
+/// Does the query string hold `key=value`?
+fn query_has(query: Option<&str>, key: &str, value: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split_once('=') == Some((key, value)))
+    })
 }
 
 /// The raw `model` string (with any `;knob=value` suffix), which `Reply` strips.
@@ -303,6 +514,10 @@ pub struct MockBody {
     timer: Option<Timer>,
     streaming: bool,
     reset_armed: bool,
+    /// The in-band error event `error_after` sends, in the stream's format.
+    error_event: Bytes,
+    /// Where to record the usage once the last event goes out.
+    done: Option<(Arc<MockStats>, MockUsage)>,
 }
 
 impl MockBody {
@@ -315,10 +530,17 @@ impl MockBody {
             timer: None,
             streaming: false,
             reset_armed: false,
+            error_event: Bytes::new(),
+            done: None,
         }
     }
 
-    fn stream(events: Vec<Bytes>, knobs: Knobs) -> Self {
+    fn stream(
+        events: Vec<Bytes>,
+        knobs: Knobs,
+        error_event: Bytes,
+        done: Option<(Arc<MockStats>, MockUsage)>,
+    ) -> Self {
         let first = knobs.ttfc.sample();
         Self {
             full: None,
@@ -328,6 +550,8 @@ impl MockBody {
             sent: 0,
             streaming: true,
             reset_armed: false,
+            error_event,
+            done,
         }
     }
 }
@@ -370,14 +594,19 @@ impl Body for MockBody {
         }
         if this.knobs.error_after == Some(this.sent) {
             this.events.clear();
+            this.done = None;
             this.sent += 1;
-            let ev = crate::api::sse::frame_data(&error_body(500, "mock in-band error"));
-            return Poll::Ready(Some(Ok(Frame::data(ev))));
+            return Poll::Ready(Some(Ok(Frame::data(this.error_event.clone()))));
         }
         let Some(ev) = this.events.pop_front() else {
             return Poll::Ready(None);
         };
         this.sent += 1;
+        if this.events.is_empty()
+            && let Some((stats, usage)) = this.done.take()
+        {
+            stats.last_usage.store(Some(Arc::new(usage)));
+        }
         if !this.knobs.interval.is_zero() && !this.events.is_empty() {
             this.timer = Some(Timer::new(this.knobs.interval.sample()));
         }
@@ -394,5 +623,331 @@ impl Body for MockBody {
             (None, false) => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use serde_json::{Value as Json, json};
+
+    use super::*;
+
+    fn start() -> MockServer {
+        MockServer::start(MockConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cores: vec![None],
+            defaults: Knobs::default(),
+            tls: None,
+        })
+        .unwrap()
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> Json {
+            serde_json::from_slice(&self.body).unwrap()
+        }
+
+        fn text(&self) -> &str {
+            std::str::from_utf8(&self.body).unwrap()
+        }
+    }
+
+    /// One HTTP/1.1 POST over a fresh connection (closed after the answer).
+    fn post(mock: &MockServer, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut s = TcpStream::connect(mock.addr).unwrap();
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nhost: mock\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = std::str::from_utf8(&raw[..split]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        if chunked {
+            body = dechunk(&body);
+        }
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn dechunk(mut b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap(), 16).unwrap();
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+            b = &b[eol + 4 + size..];
+        }
+    }
+
+    fn last_usage(mock: &MockServer) -> MockUsage {
+        **mock.stats().last_usage.load().as_ref().unwrap()
+    }
+
+    #[test]
+    fn openai_chat_and_embeddings_over_a_socket() {
+        let mock = start();
+        let body = r#"{"model":"gpt;chunks=3","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}"#;
+        let a = post(
+            &mock,
+            "/v1/chat/completions",
+            &[
+                ("x-mock-cached-tokens", "5"),
+                ("x-mock-reasoning-tokens", "2"),
+            ],
+            body,
+        );
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("content-type"), Some("text/event-stream"));
+        assert!(a.text().ends_with("data: [DONE]\n\n"));
+        // role + 3 pieces + finish + usage + [DONE]
+        assert_eq!(a.text().matches("data: ").count(), 7);
+        let got = mock.stats().last_chat.load_full().unwrap();
+        assert_eq!(got.path_and_query, "/v1/chat/completions");
+        assert_eq!(got.headers["x-mock-cached-tokens"], "5");
+        assert_eq!(&got.body[..], body.as_bytes());
+        let p = body.len() as u64 / 4;
+        assert_eq!(
+            last_usage(&mock),
+            MockUsage {
+                input_tokens: p,
+                output_tokens: 8 + 2, // "This is a mock reply to: hello there" + reasoning
+                cached_input_tokens: 5,
+                reasoning_tokens: 2,
+            }
+        );
+
+        let a = post(
+            &mock,
+            "/v1/embeddings",
+            &[],
+            r#"{"model":"emb","input":["a","b"],"dimensions":4}"#,
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert_eq!(
+            a.json()["data"][1]["embedding"].as_array().unwrap().len(),
+            4
+        );
+        let got = mock.stats().last_embeddings.load_full().unwrap();
+        assert_eq!(got.path_and_query, "/v1/embeddings");
+
+        let a = post(
+            &mock,
+            "/v1/embeddings",
+            &[("x-mock-status", "429"), ("x-mock-retry-after", "7")],
+            r#"{"model":"emb","input":"a"}"#,
+        );
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("retry-after"), Some("7"));
+        assert_eq!(a.json()["error"]["type"], "rate_limit_error");
+
+        let s = mock.stats();
+        assert_eq!(s.chat.load(Relaxed), 1);
+        assert_eq!(s.streams.load(Relaxed), 1);
+        assert_eq!(s.embeddings.load(Relaxed), 2);
+        mock.stop();
+    }
+
+    #[test]
+    fn anthropic_messages_over_a_socket() {
+        let mock = start();
+        let version = ("anthropic-version", "2023-06-01");
+        let body = r#"{"model":"claude;cached_tokens=3","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+        let a = post(&mock, "/v1/messages", &[version], body);
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let v = a.json();
+        assert_eq!(v["model"], "claude");
+        assert_eq!(v["content"][0]["text"], "This is a mock reply to: hi");
+        let p = body.len() as u64 / 4;
+        assert_eq!(v["usage"]["input_tokens"], p - 3);
+        assert_eq!(
+            last_usage(&mock),
+            MockUsage {
+                input_tokens: p,
+                output_tokens: 7, // "This is a mock reply to: hi"
+                cached_input_tokens: 3,
+                reasoning_tokens: 0,
+            }
+        );
+        assert_eq!(
+            mock.stats().last_chat.load_full().unwrap().path_and_query,
+            "/v1/messages"
+        );
+
+        let stream = r#"{"model":"claude","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let a = post(
+            &mock,
+            "/v1/messages",
+            &[version, ("x-mock-chunks", "2")],
+            stream,
+        );
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("content-type"), Some("text/event-stream"));
+        assert!(a.text().starts_with("event: message_start\ndata: {"));
+        assert!(
+            a.text()
+                .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+        );
+        assert_eq!(a.text().matches("event: content_block_delta\n").count(), 2);
+
+        let a = post(
+            &mock,
+            "/v1/messages",
+            &[version, ("x-mock-error-after", "2")],
+            stream,
+        );
+        assert_eq!(a.status, 200);
+        assert!(a.text().ends_with(
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock in-band error\"}}\n\n"
+        ));
+        assert_eq!(a.text().matches("event: ").count(), 3);
+
+        let a = post(&mock, "/v1/messages", &[], body);
+        assert_eq!(a.status, 400);
+        assert_eq!(
+            a.json(),
+            json!({"type": "error", "error": {"type": "invalid_request_error",
+                   "message": "anthropic-version: header is required"}})
+        );
+        let a = post(
+            &mock,
+            "/v1/messages",
+            &[version, ("x-mock-status", "529")],
+            body,
+        );
+        assert_eq!(a.status, 529);
+        assert_eq!(a.json()["error"]["type"], "overloaded_error");
+        assert_eq!(mock.stats().chat.load(Relaxed), 5);
+        assert_eq!(mock.stats().streams.load(Relaxed), 2);
+        mock.stop();
+    }
+
+    #[test]
+    fn gemini_generate_and_embed_over_a_socket() {
+        let mock = start();
+        let key = ("x-goog-api-key", "g-key");
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi gemini"}]}]}"#;
+        let path = "/v1beta/models/gemini-2.5-flash;chunks=2;reasoning_tokens=4:streamGenerateContent?alt=sse";
+        let a = post(&mock, path, &[key], body);
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.header("content-type"), Some("text/event-stream"));
+        assert!(a.text().ends_with("}\r\n\r\n"));
+        assert_eq!(a.text().matches("data: ").count(), 2);
+        assert!(!a.text().contains("[DONE]"));
+        let got = mock.stats().last_chat.load_full().unwrap();
+        assert_eq!(got.path_and_query, path);
+        assert_eq!(got.headers["x-goog-api-key"], "g-key");
+        let p = body.len() as u64 / 4;
+        assert_eq!(
+            last_usage(&mock),
+            MockUsage {
+                input_tokens: p,
+                output_tokens: 8 + 4, // "This is a mock reply to: hi gemini" + thoughts
+                cached_input_tokens: 0,
+                reasoning_tokens: 4,
+            }
+        );
+
+        let a = post(
+            &mock,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            &[key, ("x-mock-finish", "SAFETY")],
+            body,
+        );
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert_eq!(
+            a.json()["candidates"][0],
+            json!({"finishReason": "SAFETY", "index": 0})
+        );
+        assert_eq!(a.json()["modelVersion"], "gemini-2.5-flash");
+
+        let a = post(
+            &mock,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            &[],
+            body,
+        );
+        assert_eq!(a.status, 400);
+        assert_eq!(a.json()["error"]["status"], "INVALID_ARGUMENT");
+        let a = post(
+            &mock,
+            "/v1/models/gemini-2.5-flash%3Bstatus%3D429:generateContent",
+            &[],
+            body,
+        );
+        assert_eq!(a.status, 429);
+        assert_eq!(
+            a.json()["error"],
+            json!({"code": 429, "message": "mock error 429", "status": "RESOURCE_EXHAUSTED"})
+        );
+
+        let a = post(
+            &mock,
+            "/v1beta/models/text-embedding-004:embedContent",
+            &[key],
+            r#"{"content":{"parts":[{"text":"a"}]},"outputDimensionality":3}"#,
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        let values: Vec<f32> = a.json()["embedding"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(values, embeddings::vector("a", 3));
+        assert_eq!(
+            mock.stats()
+                .last_embeddings
+                .load_full()
+                .unwrap()
+                .path_and_query,
+            "/v1beta/models/text-embedding-004:embedContent"
+        );
+        assert_eq!(mock.stats().chat.load(Relaxed), 4);
+        assert_eq!(mock.stats().embeddings.load(Relaxed), 1);
+        mock.stop();
     }
 }
