@@ -1,7 +1,9 @@
-//! `shardgate-mock`: an OpenAI-compatible mock provider for tests and load tests.
+//! `shardgate-mock`: a mock provider for tests and load tests that speaks OpenAI, Anthropic
+//! Messages and Gemini (chat and embeddings).
 //!
 //! Per-process knobs are flags; per-request knobs are `x-mock-<knob>` headers or a model name
-//! suffix (`mock;latency_ms=20;chunks=20`). See `shardgate::mock::Knobs`.
+//! suffix (`mock;latency_ms=20;chunks=20`; for Gemini, on the path's model segment). See
+//! `shardgate::mock::Knobs` and `shardgate::mock::server`.
 
 use anyhow::{Context, bail};
 use shardgate::mock::Knobs;
@@ -11,7 +13,7 @@ use shardgate::mock::server::{MockConfig, MockServer};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "\
-shardgate-mock: an OpenAI-compatible mock provider
+shardgate-mock: a mock provider speaking OpenAI, Anthropic Messages and Gemini
 
 USAGE:
     shardgate-mock [--listen ADDR] [--shards N] [--cores LIST] [--tls-cert PEM --tls-key PEM]
@@ -23,11 +25,20 @@ KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`)
     --ttfc-ms MS        streams: delay before the first event
     --interval-ms MS    streams: delay between events
     --chunks N          streams: content chunks (default 8)
-    --status CODE       answer with this status and an OpenAI-shaped error
+    --status CODE       answer with this status and an error in the request's format
     --retry-after S     with --status 429: Retry-After seconds
     --stall head|body   never answer / stop after the head
     --reset-after K     streams: abort the connection after K events
     --error-after K     streams: an in-band error event after K events
+    --cached-tokens N   report N of the prompt tokens as cached
+    --reasoning-tokens N  report N reasoning tokens on top of the reply's
+    --finish REASON     report this finish reason (Gemini SAFETY etc. blocks the content)
+
+ROUTES (POST):
+    .../chat/completions, .../embeddings              OpenAI (and Azure deployment paths)
+    .../v1/messages                                   Anthropic (needs anthropic-version)
+    .../models/{model}:generateContent                Gemini; also :streamGenerateContent?alt=sse,
+                                                      :embedContent, :batchEmbedContents
 
 GET /mock/stats returns request counts.";
 
