@@ -38,6 +38,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -17,7 +17,7 @@ use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
 use crate::http::state::ShardState;
 use crate::metrics::Registry;
-use crate::providers::openai::Target;
+use crate::providers::exchange::Target;
 use crate::shard::bridge::{Batcher, inbox};
 use crate::shard::net::{Listener, bind_reuseport};
 use crate::shard::{self, ShardSpec};
@@ -48,7 +48,7 @@ pub enum RuntimeError {
     Tls(#[from] crate::http::tls::TlsError),
     /// A provider's request target could not be built.
     #[error(transparent)]
-    Target(#[from] crate::providers::openai::TargetError),
+    Target(#[from] crate::providers::exchange::TargetError),
     /// A rustls config could not be built.
     #[error("TLS client config: {0}")]
     Rustls(#[from] rustls::Error),
@@ -233,7 +233,11 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
     })
     .map_err(io_err("cannot start the control plane"))?;
 
-    let registry = Registry::new(n, config.providers.iter().map(|p| p.id.0.clone()).collect());
+    let registry = Registry::new(
+        n,
+        config.providers.iter().map(|p| p.id.0.clone()).collect(),
+        config.models.iter().map(|m| m.public.0.clone()).collect(),
+    );
     let config = Arc::new(config);
     let tuning = Arc::new(tuning);
     let boot = boot_nonce();

@@ -122,6 +122,7 @@ mod tests {
 
     fn outcome(dep: &str, ms: u64, ok: bool) -> Outcome {
         Outcome {
+            cost: None,
             deployment: DeploymentId(dep.into()),
             ok,
             status: if ok { 200 } else { 500 },

@@ -7,9 +7,16 @@
 //! Key types: [`ChatHead`], [`Usage`], [`sse::EventSplitter`].
 
 pub mod chat;
+pub mod embeddings;
 pub mod json;
+pub mod request;
+pub mod response;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use chat::{ChatHead, DecodeScratch, decode_chat};
+pub use request::ChatRequest;
+pub use response::{ChatResponse, Delta, FinishReason};
+pub use translate::TranslateError;
 pub use usage::Usage;

@@ -17,24 +17,49 @@ pub struct Usage {
     pub reasoning_tokens: u64,
 }
 
-#[derive(Deserialize)]
-struct Details {
+/// `prompt_tokens_details` / `completion_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Details {
+    /// Prompt tokens read from the cache.
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    /// Reasoning tokens (included in `completion_tokens`).
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct OpenAiUsage {
+/// OpenAI's `usage` object.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct OpenAiUsage {
+    /// Prompt tokens (cached ones included).
     #[serde(default)]
-    prompt_tokens: u64,
+    pub prompt_tokens: u64,
+    /// Completion tokens (reasoning included).
     #[serde(default)]
-    completion_tokens: u64,
+    pub completion_tokens: u64,
+    /// Prompt details.
     #[serde(default)]
-    prompt_tokens_details: Option<Details>,
+    pub prompt_tokens_details: Option<Details>,
+    /// Completion details.
     #[serde(default)]
-    completion_tokens_details: Option<Details>,
+    pub completion_tokens_details: Option<Details>,
+}
+
+impl From<OpenAiUsage> for Usage {
+    fn from(u: OpenAiUsage) -> Self {
+        Self {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// Is this stream chunk the extra one `stream_options.include_usage` adds: empty `choices`
@@ -62,17 +87,17 @@ impl Usage {
             return None;
         }
         let u: OpenAiUsage = serde_json::from_slice(raw).ok()?;
-        Some(Self {
-            input_tokens: u.prompt_tokens,
-            output_tokens: u.completion_tokens,
-            cached_input_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            reasoning_tokens: u
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+        Some(u.into())
+    }
+
+    /// OpenAI's `usage` object for this usage.
+    pub fn openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_input_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         })
     }
 }

@@ -193,6 +193,10 @@ pub struct ServerConfig {
 pub enum ProviderKind {
     /// OpenAI-compatible HTTP API.
     OpenAi,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini API.
+    Gemini,
     /// In-process mock.
     Mock,
 }
@@ -269,6 +273,10 @@ pub enum KeyHeader {
     Bearer,
     /// `api-key: <key>` (Azure OpenAI).
     ApiKey,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+    /// `x-goog-api-key: <key>` (Gemini).
+    XGoogApiKey,
 }
 
 /// A public model name and the deployment that serves it.
@@ -282,6 +290,10 @@ pub struct ModelRoute {
     pub upstream_model: Arc<str>,
     /// `provider/upstream_model`, the unit the scorer tracks.
     pub deployment: DeploymentId,
+    /// Position in `Config::models` (indexes per-model metrics).
+    pub index: usize,
+    /// Prices, when configured.
+    pub price: Option<crate::budget::pricing::Price>,
 }
 
 #[cfg(test)]

@@ -81,6 +81,10 @@ pub struct RawTls {
 pub enum RawProviderKind {
     /// OpenAI or an OpenAI-compatible server.
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API.
+    Gemini,
     /// The built-in in-process mock (no network).
     Mock,
 }
@@ -102,7 +106,7 @@ pub enum RawProtocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
-    /// Wire format: `openai` or `mock`.
+    /// Wire format: `openai`, `anthropic`, `gemini` or `mock`.
     pub kind: RawProviderKind,
     /// Base URL, e.g. `https://api.openai.com/v1` (required except for `mock`).
     pub base_url: Option<String>,
@@ -125,8 +129,9 @@ pub struct RawProvider {
     /// `mock` only: honour fault-injection headers (`x-mock-panic`). Never enable in production.
     #[serde(default)]
     pub allow_fault_injection: bool,
-    /// How the API key is sent: `authorization` (`Bearer <key>`, the default) or `api-key`
-    /// (Azure OpenAI).
+    /// `openai` kind: how the API key is sent, `authorization` (`Bearer <key>`, the default)
+    /// or `api-key` (Azure OpenAI). Anthropic always uses `x-api-key`, Gemini
+    /// `x-goog-api-key`.
     pub key_header: Option<String>,
     /// Azure OpenAI: the `api-version` query parameter sent with every request.
     pub api_version: Option<String>,
@@ -140,4 +145,18 @@ pub struct RawModel {
     pub provider: String,
     /// Model name sent upstream; defaults to the public name.
     pub model: Option<String>,
+    /// Prices in US dollars per million tokens, for cost accounting.
+    pub price: Option<RawPrice>,
+}
+
+/// `[models.<name>.price]`: US dollars per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Input tokens.
+    pub input: f64,
+    /// Output tokens (reasoning included).
+    pub output: f64,
+    /// Input tokens read from the provider's prompt cache; defaults to `input`.
+    pub cached_input: Option<f64>,
 }

@@ -100,11 +100,32 @@ pub fn validate(
         if upstream_model.is_empty() {
             return Err(invalid(format!("{path}.model"), "must not be empty".into()));
         }
+        let price = match m.price {
+            None => None,
+            Some(p) => {
+                let at = |field: &str, v: f64| {
+                    crate::budget::pricing::per_token(v).ok_or_else(|| {
+                        invalid(
+                            format!("{path}.price.{field}"),
+                            "must be a number of dollars per million tokens, from 0 to 1000000"
+                                .into(),
+                        )
+                    })
+                };
+                Some(crate::budget::pricing::Price {
+                    input: at("input", p.input)?,
+                    output: at("output", p.output)?,
+                    cached_input: at("cached_input", p.cached_input.unwrap_or(p.input))?,
+                })
+            }
+        };
         models.push(Arc::new(ModelRoute {
             deployment: DeploymentId(format!("{}/{}", m.provider, upstream_model).into()),
             public: ModelId(name.into()),
             provider: index,
             upstream_model,
+            index: models.len(),
+            price,
         }));
     }
     Ok(Config {
@@ -123,6 +144,8 @@ fn provider(
     let path = format!("providers.{id}");
     let kind = match p.kind {
         RawProviderKind::Openai => ProviderKind::OpenAi,
+        RawProviderKind::Anthropic => ProviderKind::Anthropic,
+        RawProviderKind::Gemini => ProviderKind::Gemini,
         RawProviderKind::Mock => ProviderKind::Mock,
     };
     let endpoint = match (kind, p.base_url) {
@@ -189,10 +212,20 @@ fn provider(
             "needs an https base_url".into(),
         ));
     }
-    let key_header = match p.key_header.as_deref() {
-        None | Some("authorization") => KeyHeader::Bearer,
-        Some("api-key") => KeyHeader::ApiKey,
-        Some(other) => {
+    let key_header = match (kind, p.key_header.as_deref()) {
+        (ProviderKind::Anthropic, None) => KeyHeader::XApiKey,
+        (ProviderKind::Gemini, None) => KeyHeader::XGoogApiKey,
+        (ProviderKind::OpenAi | ProviderKind::Mock, None | Some("authorization")) => {
+            KeyHeader::Bearer
+        }
+        (ProviderKind::OpenAi, Some("api-key")) => KeyHeader::ApiKey,
+        (ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Mock, Some(_)) => {
+            return Err(invalid(
+                format!("{path}.key_header"),
+                "is set by the kind (Anthropic sends `x-api-key`, Gemini `x-goog-api-key`); only `openai` providers choose".into(),
+            ));
+        }
+        (_, Some(other)) => {
             return Err(invalid(
                 format!("{path}.key_header"),
                 format!("`{other}` is not one of `authorization`, `api-key`"),

@@ -15,15 +15,65 @@ use super::state::ShardState;
 use crate::api::decode_chat;
 use crate::config::ProviderKind;
 use crate::error::{ErrorKind, GatewayError};
-use crate::providers;
+use crate::providers::{self, Dialect};
 use crate::shard;
 
-/// Handle a chat completion request.
+/// Handle a chat request: `POST /v1/chat/completions` (OpenAI dialect) or
+/// `POST /v1/messages` (Anthropic dialect).
 pub async fn completions(
     state: &Rc<ShardState>,
     ctx: &RequestCtx,
     req: Request<Incoming>,
+    dialect: Dialect,
 ) -> Result<Response<ResBody>, GatewayError> {
+    let (parts, body) = read_request(state, req).await?;
+    let (public, stream, include_usage) = match dialect {
+        Dialect::OpenAi => {
+            let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
+            (head.model, head.stream, head.include_usage)
+        }
+        Dialect::Anthropic => {
+            let head = providers::anthropic::translate::client_head(&body)?;
+            (head.model, head.stream, false)
+        }
+    };
+    let Some(model) = state.config.model(&public).cloned() else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("The model `{public}` does not exist or you do not have access to it."),
+        ));
+    };
+    let provider = state.config.providers[model.provider].clone();
+    let target = state.targets.get(model.provider).and_then(Option::as_ref);
+    let call = providers::prepare(
+        dialect,
+        &model,
+        provider.kind,
+        target,
+        &body,
+        stream,
+        include_usage,
+        &parts.headers,
+    )?;
+    match provider.kind {
+        ProviderKind::Mock => providers::mock::chat(
+            state,
+            &model,
+            &provider,
+            &call.body,
+            stream,
+            &call.answer,
+            &parts.headers,
+        ),
+        _ => providers::exchange::send(state, ctx, &model, &provider, call).await,
+    }
+}
+
+/// Split a request and read its whole body within the configured size and time limits.
+pub(super) async fn read_request(
+    state: &ShardState,
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), GatewayError> {
     let server = &state.config.server;
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -41,25 +91,7 @@ pub async fn completions(
         return Err(too_large(len, server.max_body_bytes));
     }
     let body = read_body(body, server.max_body_bytes, server.header_timeout).await?;
-    let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
-    let Some(model) = state.config.model(&head.model).cloned() else {
-        return Err(GatewayError::new(
-            ErrorKind::NotFound,
-            format!(
-                "The model `{}` does not exist or you do not have access to it.",
-                head.model
-            ),
-        ));
-    };
-    let provider = state.config.providers[model.provider].clone();
-    match provider.kind {
-        ProviderKind::Mock => {
-            providers::mock::chat(state, ctx, &model, &provider, &head, &body, &parts.headers)
-        }
-        ProviderKind::OpenAi => {
-            providers::openai::chat(state, ctx, &model, &provider, &head, body).await
-        }
-    }
+    Ok((parts, body))
 }
 
 fn too_large(len: u64, limit: usize) -> GatewayError {

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod chat;
 pub mod context;
+pub mod embeddings;
 pub mod respond;
 pub mod routes;
 pub mod server;

@@ -9,6 +9,7 @@ use super::body::ResBody;
 use super::context::RequestCtx;
 use crate::api::json::write_string;
 use crate::error::{ErrorKind, ErrorSource, GatewayError, UserFacing};
+use crate::providers::Dialect;
 use crate::shard::rt::HeadAnswers;
 
 /// `x-shardgate-error`: present on every error the gateway made (absent on relayed ones).
@@ -33,13 +34,12 @@ pub fn error_json(kind: ErrorKind, message: &str) -> Vec<u8> {
     out
 }
 
-/// The response for an error before any byte was sent.
-pub fn error_response(err: &GatewayError) -> Response<ResBody> {
+/// The response for an error before any byte was sent, in the client's dialect.
+pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<ResBody> {
     let kind = err.kind();
-    let mut res = Response::new(ResBody::full(Bytes::from(error_json(
-        kind,
-        &err.to_client_string(),
-    ))));
+    let mut res = Response::new(ResBody::full(Bytes::from(
+        dialect.error_body(kind, &err.to_client_string()),
+    )));
     *res.status_mut() =
         StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = res.headers_mut();
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn errors_are_openai_shaped() {
         let e = GatewayError::new(ErrorKind::NotFound, "The model `x` does not exist.");
-        let res = error_response(&e);
+        let res = error_response(&e, Dialect::OpenAi);
         assert_eq!(res.status(), 404);
         assert_eq!(res.headers()[&X_ERROR], "not_found");
         let body = futures_lite::future::block_on(res.into_body().collect())
@@ -140,7 +140,7 @@ mod tests {
     fn rate_limits_carry_retry_after() {
         let e = GatewayError::new(ErrorKind::UpstreamStatus(429), "slow down")
             .with_retry_after(std::time::Duration::from_secs(7));
-        let res = error_response(&e);
+        let res = error_response(&e, Dialect::OpenAi);
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()[RETRY_AFTER], "7");
     }

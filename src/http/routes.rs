@@ -16,6 +16,7 @@ use super::respond::{error_response, log_error, stamp};
 use super::state::ShardState;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::labels::Route;
+use crate::providers::Dialect;
 use crate::shard::{self, rt::ConnWatch};
 
 /// Which endpoint a method and path name; `None` for the method when the path exists but
@@ -23,6 +24,8 @@ use crate::shard::{self, rt::ConnWatch};
 pub fn route_of(method: &Method, path: &str) -> (Route, bool) {
     let (route, want) = match path {
         "/v1/chat/completions" | "/chat/completions" => (Route::ChatCompletions, Method::POST),
+        "/v1/messages" => (Route::Messages, Method::POST),
+        "/v1/embeddings" | "/embeddings" => (Route::Embeddings, Method::POST),
         "/v1/models" | "/models" => (Route::Models, Method::GET),
         "/health" => (Route::Health, Method::GET),
         "/ready" => (Route::Ready, Method::GET),
@@ -45,19 +48,24 @@ pub async fn handle(
     let ctx = RequestCtx::new(state.next_request_id());
     let (route, method_ok) = route_of(req.method(), req.uri().path());
     let mut finish = Finish::begin(state.clone(), watch, route, ctx.start);
+    let dialect = if route == Route::Messages {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     let result = shard::guarded("request", dispatch(&state, &ctx, route, method_ok, req)).await;
     let mut res = match result {
         Some(Ok(res)) => res,
         Some(Err(err)) => {
             log_error(&ctx, &err);
             state.count_error(err.kind());
-            error_response(&err)
+            error_response(&err, dialect)
         }
         None => {
             state.metrics.panics.inc();
             let err = GatewayError::internal("The gateway failed while handling this request.");
             state.count_error(err.kind());
-            error_response(&err)
+            error_response(&err, dialect)
         }
     };
     stamp(&mut res, &ctx);
@@ -83,7 +91,9 @@ async fn dispatch(
         ));
     }
     match route {
-        Route::ChatCompletions => chat::completions(state, ctx, req).await,
+        Route::ChatCompletions => chat::completions(state, ctx, req, Dialect::OpenAi).await,
+        Route::Messages => chat::completions(state, ctx, req, Dialect::Anthropic).await,
+        Route::Embeddings => super::embeddings::create(state, ctx, req).await,
         Route::Models => Ok(json(state.models_body.clone())),
         Route::Health => Ok(json(Bytes::from_static(b"{\"status\":\"ok\"}"))),
         Route::Ready if state.draining() => Err(GatewayError::new(

@@ -12,7 +12,7 @@ use crate::api::DecodeScratch;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
 use crate::metrics::{Registry, ShardMetrics};
-use crate::providers::openai::Target;
+use crate::providers::exchange::Target;
 use crate::scoring::{Outcome, ScoreTable};
 use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
@@ -109,7 +109,13 @@ impl ShardState {
     }
 
     /// Record one upstream attempt: provider metrics, and an outcome for the scorer.
-    pub fn record_attempt(&self, provider: usize, outcome: Outcome, result: UpstreamOutcome) {
+    pub fn record_attempt(
+        &self,
+        provider: usize,
+        model: usize,
+        mut outcome: Outcome,
+        result: UpstreamOutcome,
+    ) {
         if let Some(m) = self.metrics.providers.get(provider) {
             m.attempts[result as usize].inc();
             m.duration.observe(outcome.latency);
@@ -121,7 +127,22 @@ impl ShardState {
                 m.output_tokens.add(u.output_tokens);
             }
         }
+        if let Some(u) = &outcome.usage {
+            outcome.cost = self.record_usage(model, u);
+        }
         self.outcomes.push(outcome);
+    }
+
+    /// Count a model's usage and its cost (returned, for models with a price).
+    pub fn record_usage(&self, model: usize, u: &crate::api::Usage) -> Option<crate::budget::Cost> {
+        let m = self.metrics.models.get(model)?;
+        m.input_tokens.add(u.input_tokens);
+        m.output_tokens.add(u.output_tokens);
+        m.cached_input_tokens.add(u.cached_input_tokens);
+        m.reasoning_tokens.add(u.reasoning_tokens);
+        let cost = self.config.models.get(model)?.price?.cost(u);
+        m.cost_nano_usd.add(cost.0);
+        Some(cost)
     }
 
     /// Count a gateway error.

@@ -8,6 +8,10 @@ use crate::error::ErrorKind;
 pub enum Route {
     /// `POST /v1/chat/completions`
     ChatCompletions,
+    /// `POST /v1/messages` (Anthropic dialect)
+    Messages,
+    /// `POST /v1/embeddings`
+    Embeddings,
     /// `GET /v1/models`
     Models,
     /// `GET /health`
@@ -24,8 +28,10 @@ pub enum Route {
 
 impl Route {
     /// Every route, in index order.
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 9] = [
         Route::ChatCompletions,
+        Route::Messages,
+        Route::Embeddings,
         Route::Models,
         Route::Health,
         Route::Ready,
@@ -38,6 +44,8 @@ impl Route {
     pub fn as_str(self) -> &'static str {
         match self {
             Route::ChatCompletions => "chat_completions",
+            Route::Messages => "messages",
+            Route::Embeddings => "embeddings",
             Route::Models => "models",
             Route::Health => "health",
             Route::Ready => "ready",

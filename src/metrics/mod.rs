@@ -121,6 +121,21 @@ pub struct ProviderMetrics {
     pub connects: Counter,
 }
 
+/// Usage and cost of one public model, on one shard.
+#[derive(Debug, Default)]
+pub struct ModelMetrics {
+    /// Input tokens (cached ones included).
+    pub input_tokens: Counter,
+    /// Output tokens (reasoning included).
+    pub output_tokens: Counter,
+    /// Input tokens read from the provider's cache.
+    pub cached_input_tokens: Counter,
+    /// Reasoning tokens.
+    pub reasoning_tokens: Counter,
+    /// Cost in nano-dollars (models with a price).
+    pub cost_nano_usd: Counter,
+}
+
 /// Everything one shard counts.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -144,11 +159,13 @@ pub struct ShardMetrics {
     pub panics: Counter,
     /// Per provider, in config order.
     pub providers: Vec<ProviderMetrics>,
+    /// Per public model, in config order.
+    pub models: Vec<ModelMetrics>,
 }
 
 impl ShardMetrics {
     /// Zeroed metrics for `providers` providers.
-    pub fn new(providers: usize) -> Self {
+    pub fn new(providers: usize, models: usize) -> Self {
         Self {
             requests: Default::default(),
             duration: Default::default(),
@@ -160,6 +177,7 @@ impl ShardMetrics {
             timeouts: Counter::default(),
             panics: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
+            models: (0..models).map(|_| ModelMetrics::default()).collect(),
         }
     }
 
@@ -183,17 +201,20 @@ pub struct Registry {
     pub shards: Arc<[Arc<ShardMetrics>]>,
     /// Provider ids, in config order (label values).
     pub providers: Arc<[Arc<str>]>,
+    /// Public model names, in config order (label values).
+    pub models: Arc<[Arc<str>]>,
 }
 
 impl Registry {
-    /// A registry for `shards` shards and these providers.
-    pub fn new(shards: usize, providers: Vec<Arc<str>>) -> Self {
-        let n = providers.len();
+    /// A registry for `shards` shards, these providers and these public models.
+    pub fn new(shards: usize, providers: Vec<Arc<str>>, models: Vec<Arc<str>>) -> Self {
+        let (n, m) = (providers.len(), models.len());
         Self {
             shards: (0..shards)
-                .map(|_| Arc::new(ShardMetrics::new(n)))
+                .map(|_| Arc::new(ShardMetrics::new(n, m)))
                 .collect(),
             providers: providers.into(),
+            models: models.into(),
         }
     }
 }

@@ -152,6 +152,34 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             "gateway_tokens_total{{provider=\"{name}\",direction=\"output\"}} {o}"
         );
     }
+    out.push_str("# HELP gateway_model_tokens_total Tokens by public model and type (input includes cached_input, output includes reasoning).\n# TYPE gateway_model_tokens_total counter\n");
+    for (i, name) in reg.models.iter().enumerate() {
+        let get = |f: fn(&crate::metrics::ModelMetrics) -> u64| {
+            sum(shards, |s| s.models.get(i).map_or(0, f))
+        };
+        for (kind, n) in [
+            ("input", get(|m| m.input_tokens.get())),
+            ("output", get(|m| m.output_tokens.get())),
+            ("cached_input", get(|m| m.cached_input_tokens.get())),
+            ("reasoning", get(|m| m.reasoning_tokens.get())),
+        ] {
+            let _ = writeln!(
+                out,
+                "gateway_model_tokens_total{{model=\"{name}\",type=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    out.push_str("# HELP gateway_cost_usd_total Spend by public model, from the configured prices.\n# TYPE gateway_cost_usd_total counter\n");
+    for (i, name) in reg.models.iter().enumerate() {
+        let nano = sum(shards, |s| {
+            s.models.get(i).map_or(0, |m| m.cost_nano_usd.get())
+        });
+        let _ = writeln!(
+            out,
+            "gateway_cost_usd_total{{model=\"{name}\"}} {}",
+            crate::budget::Cost(nano).usd()
+        );
+    }
 
     let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -251,7 +279,7 @@ mod tests {
 
     #[test]
     fn aggregates_over_shards() {
-        let reg = Registry::new(2, vec!["p".into()]);
+        let reg = Registry::new(2, vec!["p".into()], vec!["m".into()]);
         reg.shards[0].request(Route::ChatCompletions, 200, Duration::from_millis(1));
         reg.shards[1].request(Route::ChatCompletions, 200, Duration::from_millis(2));
         reg.shards[1].request(Route::ChatCompletions, 502, Duration::from_millis(2));

@@ -7,24 +7,27 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Response};
 
-use crate::api::{ChatHead, Usage};
+use crate::api::Usage;
+use crate::api::embeddings::EmbeddingsRequest;
 use crate::config::{ModelRoute, ProviderConfig};
 use crate::error::GatewayError;
 use crate::http::body::ResBody;
-use crate::http::context::RequestCtx;
 use crate::http::state::ShardState;
 use crate::metrics::labels::UpstreamOutcome;
 use crate::mock::{DEFAULT_CHUNKS, Knobs, Reply};
+use crate::providers::exchange::Answer;
 use crate::scoring::Outcome;
 
-/// Answer a chat request from the built-in mock.
+/// Answer a chat request from the built-in mock. `body` is an OpenAI-shaped request (the
+/// client's, or a translation of it); `answer` says how the reply reaches the client.
+#[allow(clippy::too_many_arguments)]
 pub fn chat(
     state: &Rc<ShardState>,
-    _ctx: &RequestCtx,
     model: &ModelRoute,
     provider: &ProviderConfig,
-    head: &ChatHead,
     body: &Bytes,
+    stream: bool,
+    answer: &Answer,
     headers: &HeaderMap,
 ) -> Result<Response<ResBody>, GatewayError> {
     let started = Instant::now();
@@ -70,24 +73,69 @@ pub fn chat(
         latency: started.elapsed(),
         ttfb: started.elapsed(),
         usage: Some(usage),
+        cost: None,
         at: Instant::now(),
     };
-    state.record_attempt(model.provider, outcome, UpstreamOutcome::Ok);
-    let res = if head.stream {
-        reply.include_usage = head.include_usage;
-        let mut res = Response::new(ResBody::chunks(
-            reply.events(knobs.chunks.unwrap_or(DEFAULT_CHUNKS)),
-        ));
+    state.record_attempt(model.provider, model.index, outcome, UpstreamOutcome::Ok);
+    let res = if stream {
+        if matches!(answer, Answer::Translate { .. }) {
+            // The translation reads usage from the stream, and adds it back only if asked.
+            reply.include_usage = true;
+        }
+        let (events, _) = answer.events(reply.events(knobs.chunks.unwrap_or(DEFAULT_CHUNKS)));
+        let mut res = Response::new(ResBody::chunks(events));
         res.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         res.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res
     } else {
-        let mut res = Response::new(ResBody::full(reply.completion()));
+        let (body, _) = answer.whole(reply.completion())?;
+        let mut res = Response::new(ResBody::full(body));
         res.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res
     };
+    Ok(res)
+}
+
+/// Answer an embeddings request from the built-in mock: the same deterministic vectors as
+/// `shardgate-mock` (8 dimensions unless asked otherwise).
+pub fn embeddings(
+    state: &Rc<ShardState>,
+    model: &ModelRoute,
+    req: &EmbeddingsRequest,
+) -> Result<Response<ResBody>, GatewayError> {
+    let texts = req.texts("mock")?;
+    let dims = req.dimensions.map_or(8, |d| d as usize).clamp(1, 4096);
+    let vectors: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| crate::mock::embeddings::vector(t, dims))
+        .collect();
+    let tokens = crate::api::embeddings::estimate_tokens(&texts);
+    let usage = Usage {
+        input_tokens: tokens,
+        ..Usage::default()
+    };
+    let outcome = Outcome {
+        deployment: model.deployment.clone(),
+        ok: true,
+        status: 200,
+        latency: std::time::Duration::ZERO,
+        ttfb: std::time::Duration::ZERO,
+        usage: Some(usage),
+        cost: None,
+        at: Instant::now(),
+    };
+    state.record_attempt(model.provider, model.index, outcome, UpstreamOutcome::Ok);
+    let body = crate::api::embeddings::openai_answer(
+        model.public.as_str(),
+        &vectors,
+        req.base64(),
+        tokens,
+    );
+    let mut res = Response::new(ResBody::full(Bytes::from(body)));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(res)
 }

@@ -320,6 +320,8 @@ pub struct Outcome {
     pub ttfb: Duration,
     /// Usage, when reported.
     pub usage: Option<crate::api::Usage>,
+    /// What the usage cost, for models with a price.
+    pub cost: Option<crate::budget::Cost>,
     /// When it ended.
     pub at: Instant,
 }

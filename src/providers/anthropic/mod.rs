@@ -1,0 +1,13 @@
+//! Anthropic-kind upstreams (the Messages API), and the Anthropic dialect clients speak on
+//! `POST /v1/messages`.
+//!
+//! Owns: the wire types ([`wire`]), translation to and from the canonical request and answer
+//! ([`translate`]), and the SSE event sequence both ways ([`stream`]).
+//! Does not: do IO (see `providers::exchange`).
+
+pub mod stream;
+pub mod translate;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
