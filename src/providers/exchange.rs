@@ -330,13 +330,18 @@ impl Answer {
         }
     }
 
-    /// Translate a whole run of stream events at once (the in-process mock's streams);
-    /// returns the client's events and the usage.
-    pub fn events(&self, events: Vec<Bytes>) -> (Vec<Bytes>, Option<Usage>) {
+    /// Run a whole stream through this answer's relay logic at once, from chunks split
+    /// anywhere (as reads arrive): the bytes the client gets, the usage, and whether the
+    /// stream ended cleanly. The relay does the same, one read at a time.
+    pub fn transcode(&self, chunks: impl IntoIterator<Item = Bytes>) -> Transcoded {
         let mut mode = self.stream_mode();
-        let mut out = Vec::with_capacity(events.len() + 1);
-        for e in events {
-            match mode.events(e) {
+        let mut splitter = EventSplitter::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let Some(events) = splitter.push(chunk) else {
+                continue;
+            };
+            match mode.events(events) {
                 Ok(Some(b)) => out.push(b),
                 Ok(None) => {}
                 Err(e) => {
@@ -345,20 +350,56 @@ impl Answer {
                         ErrorKind::UpstreamProtocol,
                         &e.to_string(),
                     ));
-                    return (out, mode.usage());
+                    return Transcoded {
+                        events: out,
+                        usage: mode.usage(),
+                        complete: false,
+                    };
                 }
             }
         }
-        match mode.finish() {
-            Ok(Some(b)) => out.push(b),
-            Ok(None) => {}
-            Err(()) => out.push(mode.fail(
-                self.dialect(),
-                ErrorKind::UpstreamProtocol,
-                "The upstream ended the stream before it was complete.",
-            )),
+        let finished = if splitter.pending_len() == 0 {
+            mode.finish()
+        } else {
+            Err(())
+        };
+        let complete = match finished {
+            Ok(tail) => {
+                out.extend(tail);
+                true
+            }
+            Err(()) => {
+                out.push(mode.fail(
+                    self.dialect(),
+                    ErrorKind::UpstreamProtocol,
+                    "The upstream ended the stream before it was complete.",
+                ));
+                false
+            }
+        };
+        Transcoded {
+            events: out,
+            usage: mode.usage(),
+            complete,
         }
-        (out, mode.usage())
+    }
+}
+
+/// A whole stream run through [`Answer::transcode`].
+#[derive(Debug)]
+pub struct Transcoded {
+    /// What the client gets, frame by frame.
+    pub events: Vec<Bytes>,
+    /// The usage the upstream reported.
+    pub usage: Option<Usage>,
+    /// Did the upstream stream end as its API documents?
+    pub complete: bool,
+}
+
+impl Transcoded {
+    /// All the bytes the client gets.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.events.concat()
     }
 }
 
@@ -509,7 +550,7 @@ pub async fn send(
 }
 
 /// The `error.message` of a provider's error body (the same path in all three formats).
-fn provider_message(body: &[u8]) -> Option<String> {
+pub(crate) fn provider_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.get("error")?
         .get("message")?

@@ -82,7 +82,9 @@ pub fn chat(
             // The translation reads usage from the stream, and adds it back only if asked.
             reply.include_usage = true;
         }
-        let (events, _) = answer.events(reply.events(knobs.chunks.unwrap_or(DEFAULT_CHUNKS)));
+        let events = answer
+            .transcode(reply.events(knobs.chunks.unwrap_or(DEFAULT_CHUNKS)))
+            .events;
         let mut res = Response::new(ResBody::chunks(events));
         res.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

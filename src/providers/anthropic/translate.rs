@@ -460,7 +460,9 @@ pub fn from_client(body: &[u8]) -> Result<ChatRequest, TranslateError> {
                                         match b {
                                             Block::Text { text, .. } => s.push_str(&text),
                                             _ => {
-                                                return refuse("non-text blocks in a `tool_result`");
+                                                return refuse(
+                                                    "non-text blocks in a `tool_result`",
+                                                );
                                             }
                                         }
                                     }
