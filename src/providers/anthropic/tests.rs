@@ -6,7 +6,10 @@ use super::translate::{from_client, to_wire};
 use crate::api::ChatRequest;
 
 fn fixture(kind: &str, name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{kind}/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/{kind}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
@@ -18,15 +21,24 @@ fn documented_requests_survive_the_round_trip() {
     for name in ["request_tool_result.json", "request_image.json"] {
         let doc = fixture("anthropic", name);
         let canonical = from_client(doc.to_string().as_bytes()).unwrap();
-        let back = serde_json::to_value(to_wire(&canonical, doc["model"].as_str().unwrap()).unwrap()).unwrap();
+        let back =
+            serde_json::to_value(to_wire(&canonical, doc["model"].as_str().unwrap()).unwrap())
+                .unwrap();
         assert_eq!(back["model"], doc["model"], "{name}");
         assert_eq!(back["max_tokens"], doc["max_tokens"], "{name}");
-        assert_eq!(back["tools"], doc.get("tools").cloned().unwrap_or(Value::Null), "{name}");
+        assert_eq!(
+            back["tools"],
+            doc.get("tools").cloned().unwrap_or(Value::Null),
+            "{name}"
+        );
         let norm = |m: &Value| match &m["content"] {
             Value::String(s) => json!([{"type": "text", "text": s}]),
             other => other.clone(),
         };
-        let (a, b) = (back["messages"].as_array().unwrap(), doc["messages"].as_array().unwrap());
+        let (a, b) = (
+            back["messages"].as_array().unwrap(),
+            doc["messages"].as_array().unwrap(),
+        );
         assert_eq!(a.len(), b.len(), "{name}: {back}");
         for (x, y) in a.iter().zip(b) {
             assert_eq!(x["role"], y["role"], "{name}");
@@ -50,7 +62,10 @@ fn openai_tool_results_become_tool_result_blocks() {
     let req = ChatRequest::from_json(doc.to_string().as_bytes()).unwrap();
     let e = to_wire(&req, "claude").unwrap_err();
     assert!(e.to_string().contains("strict"), "{e}");
-    doc["tools"][0]["function"].as_object_mut().unwrap().remove("strict");
+    doc["tools"][0]["function"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strict");
     let req = ChatRequest::from_json(doc.to_string().as_bytes()).unwrap();
     let w = serde_json::to_value(to_wire(&req, "claude").unwrap()).unwrap();
     let call = &doc["messages"][1]["tool_calls"][0];
@@ -67,7 +82,10 @@ fn openai_tool_results_become_tool_result_blocks() {
     assert_eq!(result["type"], "tool_result");
     assert_eq!(result["tool_use_id"], call["id"]);
     assert_eq!(result["content"], "14");
-    assert_eq!(w["tools"][0]["input_schema"], doc["tools"][0]["function"]["parameters"]);
+    assert_eq!(
+        w["tools"][0]["input_schema"],
+        doc["tools"][0]["function"]["parameters"]
+    );
     assert_eq!(w["max_tokens"], super::translate::DEFAULT_MAX_TOKENS);
 }
 
@@ -90,7 +108,10 @@ fn openai_images_become_base64_image_blocks() {
         .find(|b| b["type"] == "image")
         .unwrap()
         .clone();
-    assert_eq!(image["source"], json!({"type": "base64", "media_type": mime, "data": data}));
+    assert_eq!(
+        image["source"],
+        json!({"type": "base64", "media_type": mime, "data": data})
+    );
 }
 
 #[test]
@@ -99,11 +120,21 @@ fn features_without_an_anthropic_equivalent_are_named() {
     for (extra, feature) in [
         (r#""seed":1"#, "seed"),
         (r#""presence_penalty":0.5"#, "presence_penalty"),
-        (r#""response_format":{"type":"json_object"}"#, "response_format"),
+        (
+            r#""response_format":{"type":"json_object"}"#,
+            "response_format",
+        ),
         (r#""reasoning_effort":"high""#, "reasoning_effort"),
-        (r#""messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}],"model":"m""#, "input_audio"),
+        (
+            r#""messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}],"model":"m""#,
+            "input_audio",
+        ),
     ] {
-        let body = if extra.contains("\"messages\"") { format!("{{{extra}}}") } else { format!("{{{base},{extra}}}") };
+        let body = if extra.contains("\"messages\"") {
+            format!("{{{extra}}}")
+        } else {
+            format!("{{{base},{extra}}}")
+        };
         let req = ChatRequest::from_json(body.as_bytes()).unwrap();
         let e = to_wire(&req, "claude").unwrap_err().to_string();
         assert!(e.contains(feature), "{e}");
@@ -115,20 +146,25 @@ fn features_without_an_anthropic_equivalent_are_named() {
     )
     .unwrap();
     let w = serde_json::to_value(to_wire(&req, "claude").unwrap()).unwrap();
-    assert_eq!(w["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        w["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
     assert_eq!(w["stop_sequences"], json!(["END"]));
     assert_eq!(w["metadata"], json!({"user_id": "u1"}));
 }
 
 #[test]
 fn anthropic_clients_need_max_tokens_and_get_named_refusals() {
-    let e = from_client(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+    let e =
+        from_client(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
     assert!(e.to_string().contains("max_tokens"), "{e}");
     let e = from_client(
         br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
     )
     .unwrap_err();
     assert!(e.to_string().contains("web_search_20250305"), "{e}");
-    let e = from_client(br#"{"model":"m","max_tokens":5,"messages":[],"frobnicate":true}"#).unwrap_err();
+    let e = from_client(br#"{"model":"m","max_tokens":5,"messages":[],"frobnicate":true}"#)
+        .unwrap_err();
     assert!(e.to_string().contains("frobnicate"), "{e}");
 }

@@ -6,7 +6,10 @@ use super::translate::to_wire;
 use crate::api::ChatRequest;
 
 fn fixture(kind: &str, name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{kind}/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/{kind}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
@@ -42,13 +45,17 @@ fn shape(contents: &Value) -> Vec<(String, Vec<String>)> {
 /// turn, a model `functionCall`, a user `functionResponse` naming the same function.
 #[test]
 fn tool_results_take_gemini_s_documented_shape() {
-    let w = serde_json::to_value(to_wire(&openai_doc("request_tool_result.json")).unwrap()).unwrap();
+    let w =
+        serde_json::to_value(to_wire(&openai_doc("request_tool_result.json")).unwrap()).unwrap();
     let doc = fixture("gemini", "request_tool_result.json");
     assert_eq!(shape(&w["contents"]), shape(&doc["contents"]));
     let call = &w["contents"][1]["parts"][0]["functionCall"];
     let answer = &w["contents"][2]["parts"][0]["functionResponse"];
     assert_eq!(call["name"], "get_weather");
-    assert_eq!(call["args"], json!({"latitude": 48.8566, "longitude": 2.3522}));
+    assert_eq!(
+        call["args"],
+        json!({"latitude": 48.8566, "longitude": 2.3522})
+    );
     assert_eq!(answer["name"], call["name"]);
     assert_eq!(answer["response"], json!({"result": 14}));
     assert_eq!(
@@ -86,7 +93,10 @@ fn settings_map_and_gaps_are_named() {
     )
     .unwrap();
     let w = serde_json::to_value(to_wire(&req).unwrap()).unwrap();
-    assert_eq!(w["systemInstruction"], json!({"parts": [{"text": "be brief"}]}));
+    assert_eq!(
+        w["systemInstruction"],
+        json!({"parts": [{"text": "be brief"}]})
+    );
     let g = &w["generationConfig"];
     assert_eq!(g["maxOutputTokens"], 9);
     assert_eq!(g["stopSequences"], json!(["END"]));
@@ -99,12 +109,26 @@ fn settings_map_and_gaps_are_named() {
         json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}})
     );
     for (body, feature) in [
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":"u"}"#, "user"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3}"#, "`n`"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"parallel_tool_calls":false}"#, "parallel_tool_calls"),
-        (r#"{"model":"m","messages":[{"role":"tool","tool_call_id":"nope","content":"x"}]}"#, "nope"),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":"u"}"#,
+            "user",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3}"#,
+            "`n`",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"parallel_tool_calls":false}"#,
+            "parallel_tool_calls",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"tool","tool_call_id":"nope","content":"x"}]}"#,
+            "nope",
+        ),
     ] {
-        let e = to_wire(&ChatRequest::from_json(body.as_bytes()).unwrap()).unwrap_err().to_string();
+        let e = to_wire(&ChatRequest::from_json(body.as_bytes()).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(feature), "{body}: {e}");
     }
 }

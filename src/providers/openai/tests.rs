@@ -18,18 +18,38 @@ fn streams_always_ask_for_usage_and_budgets_become_efforts() {
     assert_eq!(w["reasoning_effort"], "medium");
     assert!(w.get("thinking_budget").is_none() && w.get("top_k").is_none());
     req.top_k = Some(3);
-    assert!(to_wire(&req, "gpt-x").unwrap_err().to_string().contains("top_k"));
+    assert!(
+        to_wire(&req, "gpt-x")
+            .unwrap_err()
+            .to_string()
+            .contains("top_k")
+    );
 }
 
 #[test]
 fn answers_round_trip_through_the_canonical_response() {
-    let path = format!("{}/tests/fixtures/openai/tool_call.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/openai/tool_call.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let doc = std::fs::read(path).unwrap();
     let r = from_wire(&doc).unwrap();
     let again: Value = serde_json::from_slice(&to_client(&r, "m", 7)).unwrap();
     let want: Value = serde_json::from_slice(&doc).unwrap();
-    assert_eq!(again["choices"][0]["message"]["tool_calls"], want["choices"][0]["message"]["tool_calls"]);
-    assert_eq!(again["choices"][0]["finish_reason"], want["choices"][0]["finish_reason"]);
-    assert_eq!(again["usage"]["prompt_tokens"], want["usage"]["prompt_tokens"]);
-    assert_eq!(again["usage"]["completion_tokens"], want["usage"]["completion_tokens"]);
+    assert_eq!(
+        again["choices"][0]["message"]["tool_calls"],
+        want["choices"][0]["message"]["tool_calls"]
+    );
+    assert_eq!(
+        again["choices"][0]["finish_reason"],
+        want["choices"][0]["finish_reason"]
+    );
+    assert_eq!(
+        again["usage"]["prompt_tokens"],
+        want["usage"]["prompt_tokens"]
+    );
+    assert_eq!(
+        again["usage"]["completion_tokens"],
+        want["usage"]["completion_tokens"]
+    );
 }
