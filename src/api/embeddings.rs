@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings` requests (OpenAI's shape), and the answer built from plain vectors.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::translate::TranslateError;
 
@@ -82,26 +82,55 @@ pub fn openai_answer(
     base64: bool,
     prompt_tokens: u64,
 ) -> Vec<u8> {
-    let data: Vec<Value> = vectors
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Vector<'a> {
+        // Serialised as f32, so the digits are the float's own (`0.6654361`), as OpenAI's.
+        Floats(&'a [f32]),
+        Base64(String),
+    }
+    #[derive(serde::Serialize)]
+    struct Item<'a> {
+        object: &'static str,
+        index: usize,
+        embedding: Vector<'a>,
+    }
+    let data: Vec<Item<'_>> = vectors
         .iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                Value::from(base64_f32(v))
+        .map(|(index, v)| Item {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                Vector::Base64(base64_f32(v))
             } else {
-                json!(v)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                Vector::Floats(v)
+            },
         })
         .collect();
-    json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    })
-    .to_string()
-    .into_bytes()
+    #[derive(serde::Serialize)]
+    struct Usage {
+        prompt_tokens: u64,
+        total_tokens: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<Item<'a>>,
+        model: &'a str,
+        usage: Usage,
+    }
+    let list = List {
+        object: "list",
+        data,
+        model,
+        usage: Usage {
+            prompt_tokens,
+            total_tokens: prompt_tokens,
+        },
+    };
+    // Serialising plain structs into a Vec cannot fail.
+    serde_json::to_vec(&list).unwrap_or_default()
 }
 
 /// Little-endian f32 bytes, base64 (standard alphabet, padded), as OpenAI sends them.
