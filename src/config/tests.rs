@@ -142,3 +142,36 @@ fn every_toml_in_the_repo_loads() {
         "expected the shipped tuning profiles and configs, saw {seen}"
     );
 }
+
+#[test]
+fn kinds_choose_their_key_header_and_prices_are_checked() {
+    let env = |_: &str| Some("k".to_owned());
+    let text = "[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\napi_key_env = \"K\"\n[providers.g]\nkind = \"gemini\"\nbase_url = \"https://generativelanguage.googleapis.com/v1beta\"\n[models.m]\nprovider = \"a\"\nprice = { input = 3.0, output = 15.0 }\n";
+    let c = Config::from_toml(text, "c", &env).unwrap();
+    assert_eq!(c.providers[0].key_header, crate::config::KeyHeader::XApiKey);
+    assert_eq!(
+        c.providers[1].key_header,
+        crate::config::KeyHeader::XGoogApiKey
+    );
+    let p = c.models[0].price.unwrap();
+    assert_eq!(
+        (p.input, p.cached_input, p.output),
+        (3_000_000, 3_000_000, 15_000_000)
+    );
+    let e = Config::from_toml(
+        "[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://h/v1\"\nkey_header = \"api-key\"\n",
+        "c",
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("providers.a.key_header"), "{e}");
+    let e = Config::from_toml(
+        "[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://h/v1\"\n[models.m]\nprovider = \"a\"\nprice = { input = -1.0, output = 1.0 }\n",
+        "c",
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("models.m.price.input"), "{e}");
+}
