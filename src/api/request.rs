@@ -183,6 +183,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message's text (text parts joined; none is empty), or an error naming the
+    /// first non-text part of message `index`.
+    pub fn plain_text(&self, index: usize) -> Result<String, TranslateError> {
+        self.content
+            .as_ref()
+            .map(|c| c.plain_text(&format!("messages[{index}].content")))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
     /// A message with text content and nothing else.
     pub fn text(role: Role, text: impl Into<String>) -> Self {
         Self {

@@ -54,13 +54,7 @@ pub fn to_wire(req: &ChatRequest, model: &str) -> Result<wire::Request, Translat
                 if !messages.is_empty() {
                     return refuse("system messages after the conversation started");
                 }
-                let text = m
-                    .content
-                    .as_ref()
-                    .map(|c| c.plain_text(&at("content")))
-                    .transpose()?
-                    .unwrap_or_default();
-                system.push(text_block(text));
+                system.push(text_block(m.plain_text(i)?));
             }
             Role::User => {
                 let blocks = match &m.content {
@@ -117,15 +111,9 @@ pub fn to_wire(req: &ChatRequest, model: &str) -> Result<wire::Request, Translat
                 let id = m.tool_call_id.clone().ok_or_else(|| {
                     TranslateError::invalid(format!("{} is missing", at("tool_call_id")))
                 })?;
-                let text = m
-                    .content
-                    .as_ref()
-                    .map(|c| c.plain_text(&at("content")))
-                    .transpose()?
-                    .unwrap_or_default();
                 let block = Block::ToolResult {
                     tool_use_id: id,
-                    content: Some(Content::Text(text)),
+                    content: Some(Content::Text(m.plain_text(i)?)),
                     is_error: None,
                     cache_control: None,
                 };

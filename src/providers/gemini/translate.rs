@@ -40,12 +40,7 @@ pub fn to_wire(req: &ChatRequest) -> Result<wire::Request, TranslateError> {
                 if !contents.is_empty() {
                     return refuse("system messages after the conversation started");
                 }
-                let text = m
-                    .content
-                    .as_ref()
-                    .map(|c| c.plain_text(&at("content")))
-                    .transpose()?;
-                system.push(text_part(text.unwrap_or_default()));
+                system.push(text_part(m.plain_text(i)?));
             }
             Role::User => {
                 let parts = match &m.content {
@@ -105,12 +100,7 @@ pub fn to_wire(req: &ChatRequest) -> Result<wire::Request, TranslateError> {
                         at("tool_call_id")
                     ))
                 })?;
-                let text = m
-                    .content
-                    .as_ref()
-                    .map(|c| c.plain_text(&at("content")))
-                    .transpose()?
-                    .unwrap_or_default();
+                let text = m.plain_text(i)?;
                 // Gemini wants an object: a JSON object result goes as it is, anything else
                 // is wrapped as `{"result": …}`.
                 let response = match serde_json::from_str::<Value>(&text) {
