@@ -10,9 +10,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${need_apt[@]}"; fi
 fi
-if ! python3 -c 'import openai' >/dev/null 2>&1; then
-  echo "test.sh: installing the official openai Python SDK (PyPI)"
-  python3 -m pip install -q --disable-pip-version-check openai
+if ! python3 -c 'import openai, anthropic' >/dev/null 2>&1; then
+  echo "test.sh: installing the official openai and anthropic Python SDKs (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check openai anthropic
 fi
 scripts/check-env.sh
 log=$(mktemp)
