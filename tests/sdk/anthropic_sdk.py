@@ -23,9 +23,11 @@ from harness import PNG_B64, Probe, check, finish, model_tokens, post_raw, secti
 gateway, probe, prefix, mock_addr = sys.argv[1], Probe(sys.argv[2]), sys.argv[3], sys.argv[4]
 assert prefix in ("gpt", "claude"), prefix
 PASS_THROUGH = prefix == "claude"
-client = anthropic.Anthropic(base_url=gateway, api_key="sk-ant-test-not-a-real-key", max_retries=0, timeout=20)
+KEY = "sk-ant-test-not-a-real-key"
+client = anthropic.Anthropic(base_url=gateway, api_key=KEY, max_retries=0, timeout=20)
 MOCK, CHUNKS, USAGE = f"{prefix}-mock", f"{prefix}-chunks", f"{prefix}-usage"
 PREFIX_TEXT = "This is a mock reply to: "
+TRICKY = 'météo "à" Paris \\ ☀️ 日本\nnext\tline </script> \u2028 end'
 
 TOOLS = [
     {
@@ -73,6 +75,9 @@ def plain():
     m = client.messages.create(model=MOCK, max_tokens=64, messages=user("hello from the sdk"))
     exp = probe.usage()
     upstream_format("message")
+    headers = probe.chat()["headers"]
+    check("message: the client's key is not sent upstream", not any(KEY in v for v in headers.values()), headers)
+    check("message: anthropic-version upstream", ("anthropic-version" in headers) == PASS_THROUGH, headers)
     check("message: type and role", m.type == "message" and m.role == "assistant", m)
     check("message: one text block", len(m.content) == 1 and m.content[0].type == "text", m.content)
     check("message: text", m.content[0].text == PREFIX_TEXT + "hello from the sdk", m.content)
@@ -150,6 +155,11 @@ def streaming():
     deltas = [e.delta.text for e in events if e.type == "content_block_delta"]
     check("stream events: text deltas join to the reply", "".join(deltas) == PREFIX_TEXT + "events", deltas)
 
+    whole = client.messages.create(model=CHUNKS, max_tokens=64, messages=user(TRICKY)).content[0].text
+    with client.messages.stream(model=CHUNKS, max_tokens=64, messages=user(TRICKY)) as s:
+        text = "".join(s.text_stream)
+    check("stream: escapes and multi-byte text survive", whole == PREFIX_TEXT + TRICKY and text == whole, (text, whole))
+
 
 def tools():
     question = "weather in Paris?"
@@ -172,7 +182,9 @@ def tools():
 
 
 def tools_streamed():
-    question = "weather in Paris and in Lyon?"
+    # Quotes, a backslash, a newline, a tab and multi-byte characters: the pieces are cut
+    # anywhere (inside escapes and characters), the whole must still parse to the same object.
+    question = TRICKY
     with client.messages.stream(model=CHUNKS, max_tokens=64, messages=user(question), tools=TOOLS) as s:
         events = list(s)
         final = s.get_final_message()
@@ -222,6 +234,7 @@ def errors():
         check("error: upstream 429 raises", False, "no exception")
     except anthropic.RateLimitError as e:
         check("error: upstream 429 is RateLimitError", e.status_code == 429, e)
+        check("error: 429 keeps the upstream's retry-after", e.response.headers.get("retry-after") == "1", dict(e.response.headers))
         check("error: Anthropic-shaped body", isinstance(e.body, dict) and e.body.get("type") == "error" and e.body["error"].get("type") == "rate_limit_error", e.body)
     try:
         client.messages.create(model=f"{prefix}-500", max_tokens=64, messages=user("x"))

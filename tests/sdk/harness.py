@@ -87,9 +87,11 @@ def settled_delta(gateway, model, before, want, tries=50):
     """The token delta since `before`, read again (up to `tries` times, 0.05 s apart) while
     it differs from `want`: a streamed answer may be booked just after the client read its
     last event. Returns the last delta read; the caller compares it."""
-    for _ in range(tries):
+    for i in range(tries):
         d = delta(before, model_tokens(gateway, model))
         if all(d[k] == v for k, v in want.items()):
+            if i:
+                print(f"note {model}: /metrics caught up after {i + 1} reads")
             return d
         time.sleep(0.05)
     return d

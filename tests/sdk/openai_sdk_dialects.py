@@ -20,12 +20,14 @@ from harness import PNG_B64, Probe, check, delta, finish, model_tokens, section,
 
 gateway, probe, prefix = sys.argv[1], Probe(sys.argv[2]), sys.argv[3]
 assert prefix in ("claude", "gemini"), prefix
-client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="sk-test-not-a-real-key", max_retries=0, timeout=20)
+KEY = "sk-test-not-a-real-key"
+client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0, timeout=20)
 MOCK, CHUNKS, USAGE = f"{prefix}-mock", f"{prefix}-chunks", f"{prefix}-usage"
 # Anthropic folds thinking into output_tokens and has no separate count, so a gateway in front
 # of it cannot know the reasoning share; Gemini reports it (thoughtsTokenCount).
 REASONING_KNOWN = prefix == "gemini"
 PREFIX_TEXT = "This is a mock reply to: "
+TRICKY = 'météo "à" Paris \\ ☀️ 日本\nnext\tline </script> \u2028 end'
 
 TOOLS = [
     {
@@ -85,6 +87,8 @@ def plain():
     r = client.chat.completions.create(model=MOCK, messages=user("hello from the sdk"))
     exp = probe.usage()
     upstream_path_is_translated("chat")
+    headers = probe.chat()["headers"]
+    check("chat: the client's key is not sent upstream", not any(KEY in v for v in headers.values()), headers)
     check("chat: object", r.object == "chat.completion", r)
     check("chat: content", r.choices[0].message.content == PREFIX_TEXT + "hello from the sdk", r)
     check("chat: role", r.choices[0].message.role == "assistant", r)
@@ -170,6 +174,11 @@ def streaming():
     check("stream, no include_usage: no chunk has usage", all(c.usage is None for c in chunks), [c.usage for c in chunks if c.usage])
     check("stream, no include_usage: every chunk has a choice", all(len(c.choices) == 1 for c in chunks), chunks[-1])
 
+    whole = client.chat.completions.create(model=CHUNKS, messages=user(TRICKY)).choices[0].message.content
+    chunks = client.chat.completions.create(model=CHUNKS, messages=user(TRICKY), stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check("stream: escapes and multi-byte text survive", whole == PREFIX_TEXT + TRICKY and text == whole, (text, whole))
+
 
 def tools():
     before = model_tokens(gateway, MOCK)
@@ -201,7 +210,9 @@ def tools():
 
 
 def tools_streamed():
-    question = "weather in Paris and in Lyon?"
+    # Quotes, a backslash, a newline, a tab and multi-byte characters: the pieces are cut
+    # anywhere (inside escapes and characters), the whole must still parse to the same object.
+    question = TRICKY
     want = {"query": question}
     stream = client.chat.completions.create(model=CHUNKS, messages=user(question), tools=TOOLS, stream=True)
     calls, arg_deltas, finish = {}, 0, []
@@ -319,6 +330,7 @@ def errors():
         check("error: upstream 429 raises", False, "no exception")
     except openai.RateLimitError as e:
         check("error: upstream 429 is RateLimitError", e.status_code == 429, e)
+        check("error: 429 keeps the upstream's retry-after", e.response.headers.get("retry-after") == "1", dict(e.response.headers))
         check("error: 429 has an OpenAI-shaped body", isinstance(e.body, dict) and bool(e.message), e.body)
     try:
         client.chat.completions.create(model=f"{prefix}-429", messages=user("x"), stream=True)
