@@ -3,13 +3,100 @@
     clippy::disallowed_methods,
     reason = "test clients run on plain threads, not shards"
 )]
-//! The official `openai` Python SDK (from PyPI) as a real client. Missing SDK = failure.
+//! The official `openai` and `anthropic` Python SDKs (from PyPI) as real clients, in both
+//! dialects and across provider kinds (translated and relayed). Missing SDK = failure.
+//!
+//! The scripts under `tests/sdk/` print one line per check and `N passed, M failed`; to rerun
+//! one by hand, start a gateway with [`dialects_config`] and pass the arguments their
+//! docstrings name.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
 
 use common::*;
+
+/// Run one script under `tests/sdk/` with `args`; fail the test with its whole output unless
+/// every check passed.
+fn run_script(script: &str, args: &[String]) {
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with `--nocapture`.
+    println!("{script} {args:?}\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("passed, 0 failed"),
+        "{script} {args:?}: checks failed (are `openai` and `anthropic` installed? .ci/run \
+         installs them)\n{stdout}\n{stderr}"
+    );
+}
+
+/// The upstream names every SDK script expects, as `<prefix>-<suffix>`.
+const SCRIPT_MODELS: [(&str, &str); 6] = [
+    ("mock", "mock"),
+    ("chunks", "mock;chunks=5"),
+    ("usage", "mock;cached_tokens=4;reasoning_tokens=3"),
+    ("429", "mock;status=429"),
+    ("500", "mock;status=500"),
+    ("cut", "mock;error_after=2"),
+];
+
+/// Three providers of three kinds on one mock: `up` (OpenAI), `claude` (Anthropic) and `gem`
+/// (Gemini), with [`SCRIPT_MODELS`] on each as `gpt-*`, `claude-*` and `gemini-*`.
+fn dialects_config(mock: SocketAddr) -> String {
+    let mut extra = provider("claude", "anthropic", mock) + &provider("gem", "gemini", mock);
+    for (prefix, provider) in [("gpt", "up"), ("claude", "claude"), ("gemini", "gem")] {
+        for (suffix, upstream) in SCRIPT_MODELS {
+            // `gpt-mock` is in `upstream_config` already.
+            if (prefix, suffix) != ("gpt", "mock") {
+                extra += &model_on(provider, &format!("{prefix}-{suffix}"), upstream);
+            }
+        }
+    }
+    upstream_config(mock, &extra)
+}
+
+/// Start a mock and a gateway on [`dialects_config`], then run `script` with the gateway's
+/// root, the mock probe, `prefix` and the mock's address.
+fn run_against(script: &str, prefix: &str) {
+    let mock = mock();
+    let gw = Gateway::start(&dialects_config(mock.addr), ONE_SHARD);
+    with_probe(&mock, |probe| {
+        let args = [
+            format!("http://{}", gw.addr),
+            probe.to_string(),
+            prefix.to_owned(),
+            mock.addr.to_string(),
+        ];
+        run_script(script, &args);
+    });
+}
+
+#[test]
+fn openai_sdk_on_anthropic_upstream() {
+    run_against("openai_sdk_dialects.py", "claude");
+}
+
+#[test]
+fn openai_sdk_on_gemini_upstream() {
+    run_against("openai_sdk_dialects.py", "gemini");
+}
+
+#[test]
+fn anthropic_sdk_on_openai_upstream() {
+    run_against("anthropic_sdk.py", "gpt");
+}
+
+#[test]
+fn anthropic_sdk_relays_anthropic_upstream_untouched() {
+    run_against("anthropic_sdk.py", "claude");
+}
 
 #[test]
 fn openai_python_sdk_round_trips() {

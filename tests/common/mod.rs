@@ -359,3 +359,108 @@ pub fn stream_text(events: &[String]) -> String {
         })
         .collect()
 }
+
+/// `[providers.<id>]` of `kind` (`openai`, `anthropic` or `gemini`) pointing at `mock`, with
+/// the path prefix that kind's clients expect (`/v1`, or `/v1beta` for Gemini).
+pub fn provider(id: &str, kind: &str, mock: SocketAddr) -> String {
+    let prefix = if kind == "gemini" { "v1beta" } else { "v1" };
+    format!(
+        "[providers.{id}]\nkind = \"{kind}\"\nbase_url = \"http://{mock}/{prefix}\"\nprotocol = \"http1\"\n\
+         connect_timeout_ms = 1000\nfirst_byte_timeout_ms = 5000\nidle_timeout_ms = 5000\n"
+    )
+}
+
+/// A `[models.<name>]` entry on `provider`, sent upstream as `upstream`.
+pub fn model_on(provider: &str, name: &str, upstream: &str) -> String {
+    format!("[models.{name}]\nprovider = \"{provider}\"\nmodel = \"{upstream}\"\n")
+}
+
+/// Run `f` while a loopback HTTP endpoint lets an out-of-process client (an SDK script) read
+/// what `mock` recorded: `GET /usage` is the last answer's usage
+/// (`{"input","output","cached_input","reasoning"}`, or `null`), `GET /chat` the last chat
+/// request as the mock received it (`{"path","headers":{name:value},"body":"<text>"}`, or
+/// `null`). The endpoint stops when `f` returns.
+pub fn with_probe<R>(mock: &MockServer, f: impl FnOnce(SocketAddr) -> R) -> R {
+    use std::sync::atomic::AtomicBool;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(conn) = conn {
+                    serve_probe(mock, conn);
+                }
+            }
+        });
+        // Stop the endpoint even when `f` panics, or the scope would wait for it forever.
+        let _stop = StopProbe(&stop, addr);
+        f(addr)
+    })
+}
+
+struct StopProbe<'a>(&'a std::sync::atomic::AtomicBool, SocketAddr);
+
+impl Drop for StopProbe<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.1);
+    }
+}
+
+fn serve_probe(mock: &MockServer, mut conn: TcpStream) {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    // Skip the rest of the head.
+    let mut h = String::new();
+    while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+        h.clear();
+    }
+    let path = line.split(' ').nth(1).unwrap_or("");
+    let stats = mock.stats();
+    let body = match path {
+        "/usage" => match stats.last_usage.load_full() {
+            Some(u) => serde_json::json!({
+                "input": u.input_tokens,
+                "output": u.output_tokens,
+                "cached_input": u.cached_input_tokens,
+                "reasoning": u.reasoning_tokens,
+            }),
+            None => serde_json::Value::Null,
+        },
+        "/chat" => match stats.last_chat.load_full() {
+            Some(r) => serde_json::json!({
+                "path": r.path_and_query,
+                "headers": r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        (k.as_str().to_owned(), serde_json::Value::String(v))
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
+                "body": String::from_utf8_lossy(&r.body),
+            }),
+            None => serde_json::Value::Null,
+        },
+        _ => {
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            return;
+        }
+    }
+    .to_string();
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
