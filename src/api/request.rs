@@ -193,6 +193,22 @@ impl Message {
             .map(Option::unwrap_or_default)
     }
 
+    /// A system or developer message's text, for providers that take instructions only
+    /// before the conversation (`started`: a turn came before it).
+    pub fn system_text(
+        &self,
+        index: usize,
+        started: bool,
+        target: &str,
+    ) -> Result<String, TranslateError> {
+        if started {
+            return Err(TranslateError::unsupported(format!(
+                "system messages after the conversation started with a {target} model"
+            )));
+        }
+        self.plain_text(index)
+    }
+
     /// A message with text content and nothing else.
     pub fn text(role: Role, text: impl Into<String>) -> Self {
         Self {
@@ -518,6 +534,9 @@ impl ChatRequest {
         for m in &self.messages {
             if m.audio.is_some() || m.function_call.is_some() || m.role == Role::Function {
                 return refuse("function or audio messages");
+            }
+            if m.name.is_some() {
+                return refuse("message `name`");
             }
         }
         Ok(())

@@ -51,11 +51,7 @@ impl Dialect {
     pub fn error_event(self, kind: ErrorKind, message: &str) -> Bytes {
         match self {
             Self::OpenAi => crate::http::respond::error_event(kind, message),
-            Self::Anthropic => {
-                let mut out = Vec::new();
-                anthropic::stream::Encoder::new("").fail(kind.status(), message, &mut out);
-                Bytes::from(out)
-            }
+            Self::Anthropic => Bytes::from(anthropic::stream::error_event(kind.status(), message)),
         }
     }
 

@@ -334,10 +334,17 @@ impl Encoder {
             return;
         }
         self.ended = true;
-        Self::event(
-            out,
-            "error",
-            &json!({"type": "error", "error": {"type": error_type(status), "message": message}}),
-        );
+        out.extend_from_slice(&error_event(status, message));
     }
+}
+
+/// Anthropic's `error` event for a failure with this HTTP status.
+pub fn error_event(status: u16, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 96);
+    Encoder::event(
+        &mut out,
+        "error",
+        &json!({"type": "error", "error": {"type": error_type(status), "message": message}}),
+    );
+    out
 }

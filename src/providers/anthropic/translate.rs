@@ -46,15 +46,13 @@ pub fn to_wire(req: &ChatRequest, model: &str) -> Result<wire::Request, Translat
     let mut messages: Vec<wire::Message> = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let at = |what: &str| format!("messages[{i}].{what}");
-        if m.name.is_some() {
-            return refuse("message `name`");
-        }
         match m.role {
             Role::System | Role::Developer => {
-                if !messages.is_empty() {
-                    return refuse("system messages after the conversation started");
-                }
-                system.push(text_block(m.plain_text(i)?));
+                system.push(text_block(m.system_text(
+                    i,
+                    !messages.is_empty(),
+                    "anthropic",
+                )?));
             }
             Role::User => {
                 let blocks = match &m.content {

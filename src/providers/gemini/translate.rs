@@ -32,15 +32,13 @@ pub fn to_wire(req: &ChatRequest) -> Result<wire::Request, TranslateError> {
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     for (i, m) in req.messages.iter().enumerate() {
         let at = |what: &str| format!("messages[{i}].{what}");
-        if m.name.is_some() {
-            return refuse("message `name`");
-        }
         match m.role {
             Role::System | Role::Developer => {
-                if !contents.is_empty() {
-                    return refuse("system messages after the conversation started");
-                }
-                system.push(text_part(m.plain_text(i)?));
+                system.push(text_part(m.system_text(
+                    i,
+                    !contents.is_empty(),
+                    "gemini",
+                )?));
             }
             Role::User => {
                 let parts = match &m.content {
