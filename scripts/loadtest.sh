@@ -2,8 +2,10 @@
 # Run a load scenario three ways on loopback, side by side: straight at the mock ("direct"),
 # through nginx proxy_pass ("nginx"), and through shardgate ("gateway").
 #
-#   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway]
+#   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway] [--against REV]
 #
+# --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
+# target/against/) as target "before", on the same mock, and prints gateway/before ratios.
 # One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
 # LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
 # writes the plot to tuning/results/SCENARIO.svg (RESULTS_DIR overrides the folder). Runs are
@@ -11,16 +13,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCENARIO=$1
 shift
 SCALE=1
 TARGETS=direct,nginx,gateway
+AGAINST=
 while [ $# -gt 0 ]; do
     case $1 in
         --scale) SCALE=$2; shift 2 ;;
         --targets) TARGETS=$2; shift 2 ;;
+        --against) AGAINST=$2; TARGETS=$TARGETS,before; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -34,6 +38,14 @@ fi
 export PATH=$PATH:/usr/sbin
 
 cargo build --release --locked -q -p shardgate -p shardgate-loadtest
+if [ -n "$AGAINST" ]; then
+    REV=$(git rev-parse --short "$AGAINST^{commit}")
+    TREE=target/against/$REV
+    [ -d "$TREE" ] || git worktree add -q --detach "$TREE" "$REV"
+    echo "building the shardgate of $REV in $TREE..." >&2
+    (cd "$TREE" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked -q -p shardgate)
+    BEFORE_BIN=target/against/target/release/shardgate
+fi
 OUT=target/loadtest/$SCENARIO-$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS_DIR:-tuning/results}
 mkdir -p "$OUT" "$RESULTS"
@@ -91,6 +103,13 @@ CONF
     load nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX,$WORKERS"
     stop "$NGINX"
     RUNS+=("$OUT/nginx.json")
+fi
+
+if [[ $TARGETS == *before* ]]; then
+    start_gateway "$OUT" "$BEFORE_BIN"
+    load before "http://127.0.0.1:$GW_PORT" "$GW"
+    stop "$GW"
+    RUNS+=("$OUT/before.json")
 fi
 
 if [[ $TARGETS == *gateway* ]]; then

@@ -195,16 +195,17 @@ fn find<'a>(reports: &'a [RunReport], label: &str) -> Option<&'a RunReport> {
     reports.iter().find(|r| r.target == label)
 }
 
-/// Side by side: every target per step, then the ratios the targets are judged by
-/// (gateway against nginx and against direct; latency added over direct).
+/// The proxies judged against the references: this build, and (with `--against`) an earlier one.
+const PROXIES: [&str; 2] = ["gateway", "before"];
+
+/// Side by side: every target per step, then the ratios the targets are judged by (each proxy
+/// against nginx, direct and the earlier build; latency added over direct).
 pub fn compare(reports: &[RunReport]) -> String {
     let Some(first) = reports.first() else {
         return String::new();
     };
     let mut out = format!("scenario {}\n", first.scenario);
     let direct = find(reports, "direct");
-    let nginx = find(reports, "nginx");
-    let gateway = find(reports, "gateway");
     for (i, step) in first.steps.iter().enumerate() {
         let _ = writeln!(out, "\n── {}\n{HEADER}", step.label);
         for r in reports {
@@ -212,26 +213,26 @@ pub fn compare(reports: &[RunReport]) -> String {
                 row(&mut out, &r.target, s);
             }
         }
-        let at = |r| step_at(r, i);
+        let at = |label| step_at(find(reports, label), i);
         let cpu = |s: &StepReport| s.process.as_ref().map(|p| p.cpu_us_per_request);
-        if let Some(g) = at(gateway) {
-            for (name, other) in [("nginx", at(nginx)), ("direct", at(direct))] {
-                let Some(o) = other else { continue };
-                let cpu_ratio = match (cpu(g), cpu(o)) {
-                    (Some(a), Some(b)) => ratio(a, b),
-                    _ => "-".into(),
-                };
-                let _ = writeln!(
-                    out,
-                    "gateway/{name}: req/s {}, CPU per request {cpu_ratio}",
-                    ratio(g.throughput, o.throughput)
-                );
-            }
+        for (proxy, other) in pairs() {
+            let (Some(g), Some(o)) = (at(proxy), at(other)) else {
+                continue;
+            };
+            let cpu_ratio = match (cpu(g), cpu(o)) {
+                (Some(a), Some(b)) => ratio(a, b),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{proxy}/{other}: req/s {}, CPU per request {cpu_ratio}",
+                ratio(g.throughput, o.throughput)
+            );
         }
-        if let Some(d) = at(direct) {
+        if let Some(d) = step_at(direct, i) {
             let mut added = Vec::new();
-            for (name, r) in [("gateway", at(gateway)), ("nginx", at(nginx))] {
-                let Some(s) = r else { continue };
+            for name in ["gateway", "before", "nginx"] {
+                let Some(s) = at(name) else { continue };
                 let delta = |a: u64, b: u64| fmt_delta(a as i64 - b as i64);
                 let mut line = format!(
                     "{name} p50 {} p99 {}",
@@ -263,11 +264,23 @@ pub fn compare(reports: &[RunReport]) -> String {
             }
         }
         let _ = writeln!(out, "\npeak throughput: {}", parts.join(" · "));
-        if let (Some(g), Some(n)) = (gateway.and_then(peak), nginx.and_then(peak)) {
-            let _ = writeln!(out, "peak gateway/nginx: {}", ratio(g.0, n.0));
+        let peak_of = |label| find(reports, label).and_then(peak).map(|p| p.0);
+        for (proxy, other) in pairs() {
+            if let (Some(g), Some(o)) = (peak_of(proxy), peak_of(other)) {
+                let _ = writeln!(out, "peak {proxy}/{other}: {}", ratio(g, o));
+            }
         }
     }
     out
+}
+
+/// (proxy, reference) pairs in print order: each proxy against nginx and direct, then this build
+/// against the earlier one.
+fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    PROXIES
+        .into_iter()
+        .flat_map(|p| [(p, "nginx"), (p, "direct")])
+        .chain([("gateway", "before")])
 }
 
 /// Where and when a run happened, for the CSV.
@@ -543,6 +556,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("peak gateway/nginx: 0.92×"), "{text}");
+    }
+
+    #[test]
+    fn compare_judges_an_earlier_build_beside_this_one() {
+        let rs = [
+            report(
+                "direct",
+                vec![
+                    step("c8", 2000.0, 1, 2, 5.0),
+                    step("c64", 4000.0, 1, 2, 5.0),
+                ],
+            ),
+            report(
+                "before",
+                vec![
+                    step("c8", 1000.0, 1, 2, 20.0),
+                    step("c64", 1600.0, 1, 2, 20.0),
+                ],
+            ),
+            report(
+                "gateway",
+                vec![
+                    step("c8", 1100.0, 1, 2, 18.0),
+                    step("c64", 1500.0, 1, 2, 19.0),
+                ],
+            ),
+        ];
+        let text = compare(&rs);
+        assert!(
+            text.contains("before/direct: req/s 0.50×, CPU per request 4.00×"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway/before: req/s 1.10×, CPU per request 0.90×"),
+            "{text}"
+        );
+        assert!(text.contains("peak gateway/direct: 0.38×"), "{text}");
+        assert!(text.contains("peak before/direct: 0.40×"), "{text}");
+        assert!(text.contains("peak gateway/before: 0.94×"), "{text}");
+        assert!(!text.contains("nginx"), "{text}");
     }
 
     #[test]
