@@ -100,26 +100,51 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// Append `s` to `out` as a JSON string literal (with quotes).
+/// Append `s` to `out` as a JSON string literal (with quotes). Runs of bytes that need no
+/// escape are copied whole (UTF-8 continuation bytes never do).
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    let mut run = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let short: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[run..i]);
+        run = i + 1;
+        if short.is_empty() {
+            let hex = [HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]];
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&hex);
+        } else {
+            out.extend_from_slice(short);
         }
     }
+    out.extend_from_slice(&b[run..]);
     out.push(b'"');
+}
+
+/// Append `n` in decimal.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 #[cfg(test)]
@@ -173,5 +198,31 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "\"a\\\"b\\\\c\\n\\u0001é\""
         );
+    }
+
+    #[test]
+    fn write_string_reads_back_as_the_same_text() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        for text in [
+            "",
+            "plain",
+            every_ascii.as_str(),
+            "é中\u{1F600}\u{2028}\"end",
+            "\\\\\"\"\n\n\u{7f}",
+        ] {
+            let mut out = Vec::new();
+            write_string(&mut out, text);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn write_u64_is_decimal() {
+        for n in [0, 7, 10, 4096, u64::MAX] {
+            let mut out = b"x".to_vec();
+            write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::translate::{block_deltas, error_type, finish_reason, usage_from_wire, usage_json};
 use super::wire::{self, BlockDelta, StreamEvent};
+use crate::api::json::{self, write_string, write_u64};
 use crate::api::response::{Delta, FinishReason};
 use crate::api::{TranslateError, Usage};
 
@@ -31,8 +32,18 @@ pub struct Parser {
 impl Parser {
     /// Read one event's `data` (the JSON carries its own `type`).
     pub fn parse_chunk(&mut self, data: &[u8], out: &mut Vec<Delta>) -> Result<(), TranslateError> {
-        let ev: StreamEvent = serde_json::from_slice(data)
-            .map_err(|e| TranslateError::upstream(format!("a malformed Anthropic event ({e})")))?;
+        let malformed = |e| TranslateError::upstream(format!("a malformed Anthropic event ({e})"));
+        let is_delta = json::top_level_value(data, b"type")
+            .is_some_and(|t| data[t] == *b"\"content_block_delta\"");
+        let ev = if is_delta {
+            let d: wire::DeltaEvent = serde_json::from_slice(data).map_err(malformed)?;
+            StreamEvent::ContentBlockDelta {
+                index: d.index,
+                delta: d.delta,
+            }
+        } else {
+            serde_json::from_slice(data).map_err(malformed)?
+        };
         match ev {
             StreamEvent::MessageStart { message } => {
                 if let Some(u) = message.usage {
@@ -192,11 +203,11 @@ impl Encoder {
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.open.take() {
-            Self::event(
-                out,
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
+            out.extend_from_slice(
+                b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":",
             );
+            write_u64(out, index as u64);
+            out.extend_from_slice(b"}\n\n");
         }
     }
 
@@ -218,12 +229,20 @@ impl Encoder {
         index
     }
 
-    fn delta(out: &mut Vec<u8>, index: usize, delta: Value) {
-        Self::event(
-            out,
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+    /// A `content_block_delta` whose delta is `{"type": kind, field: text}`: every delta kind
+    /// has this shape, and they are most of a stream, so they are written directly.
+    fn delta(out: &mut Vec<u8>, index: usize, kind: &str, field: &str, text: &str) {
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
         );
+        write_u64(out, index as u64);
+        out.extend_from_slice(b",\"delta\":{\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"");
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_string(out, text);
+        out.extend_from_slice(b"}}\n\n");
     }
 
     /// Write one delta.
@@ -243,7 +262,7 @@ impl Encoder {
             Delta::Start { .. } => {}
             Delta::Text(text) => {
                 let i = self.open(Open::Text, json!({"type": "text", "text": ""}), out);
-                Self::delta(out, i, json!({"type": "text_delta", "text": text}));
+                Self::delta(out, i, "text_delta", "text", &text);
             }
             Delta::Reasoning(thinking) => {
                 let i = self.open(
@@ -251,19 +270,11 @@ impl Encoder {
                     json!({"type": "thinking", "thinking": "", "signature": ""}),
                     out,
                 );
-                Self::delta(
-                    out,
-                    i,
-                    json!({"type": "thinking_delta", "thinking": thinking}),
-                );
+                Self::delta(out, i, "thinking_delta", "thinking", &thinking);
             }
             Delta::ReasoningSignature(signature) => {
                 if let Some((i, Open::Thinking)) = self.open {
-                    Self::delta(
-                        out,
-                        i,
-                        json!({"type": "signature_delta", "signature": signature}),
-                    );
+                    Self::delta(out, i, "signature_delta", "signature", &signature);
                 }
             }
             Delta::ToolStart { index, id, name } => {
@@ -276,11 +287,7 @@ impl Encoder {
             }
             Delta::ToolArgs { index, json } => match self.open {
                 Some((i, Open::Tool(t))) if t == index => {
-                    Self::delta(
-                        out,
-                        i,
-                        json!({"type": "input_json_delta", "partial_json": json}),
-                    );
+                    Self::delta(out, i, "input_json_delta", "partial_json", &json);
                 }
                 _ => {
                     return Err(TranslateError::upstream(

@@ -168,3 +168,51 @@ fn anthropic_clients_need_max_tokens_and_get_named_refusals() {
         .unwrap_err();
     assert!(e.to_string().contains("frobnicate"), "{e}");
 }
+
+#[test]
+fn block_deltas_are_read_flat_and_checked() {
+    use crate::api::response::Delta;
+
+    use super::stream::Parser;
+
+    let start =
+        br#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+    let run = |events: &[&[u8]]| {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        let mut last = Ok(());
+        for e in events {
+            last = p.parse_chunk(e, &mut out);
+        }
+        last.map(|()| out)
+    };
+    // Member order is free, and an escaped text arrives unescaped.
+    let out = run(&[
+        start,
+        br#"{"delta":{"text":"a\"b\u00e9","type":"text_delta"},"index":0,"type":"content_block_delta"}"#,
+    ])
+    .unwrap();
+    assert!(
+        matches!(out.last(), Some(Delta::Text(t)) if t == "a\"bé"),
+        "{out:?}"
+    );
+    // Newer delta kinds are skipped, not refused.
+    let out = run(&[
+        start,
+        br#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{}}}"#,
+    ])
+    .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    // A known kind without its member is malformed, and the error names it.
+    let err = run(&[
+        start,
+        br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("`text`"), "{err}");
+    let err = run(&[
+        start,
+        br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+    ]);
+    assert!(err.is_err());
+}

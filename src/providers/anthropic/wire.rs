@@ -383,9 +383,20 @@ pub enum StreamEvent {
     Other,
 }
 
+/// A `content_block_delta` event's data, most of a stream: read on its own (see
+/// `stream::Parser`), since reading it as a [`StreamEvent`] buffers the whole event first to
+/// find its `type`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeltaEvent {
+    /// Block index.
+    pub index: usize,
+    /// The piece.
+    pub delta: BlockDelta,
+}
+
 /// A block delta.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(try_from = "FlatDelta")]
 pub enum BlockDelta {
     /// Text.
     TextDelta {
@@ -410,6 +421,43 @@ pub enum BlockDelta {
     /// Anything else (citations, …).
     #[serde(other)]
     Other,
+}
+
+/// Every block delta has one string member besides its `type`: read them flat, so that serde
+/// need not buffer the object to find its tag.
+#[derive(Deserialize)]
+struct FlatDelta {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+    partial_json: Option<String>,
+    thinking: Option<String>,
+    signature: Option<String>,
+}
+
+impl TryFrom<FlatDelta> for BlockDelta {
+    type Error = String;
+
+    fn try_from(d: FlatDelta) -> Result<Self, String> {
+        let need = |v: Option<String>, field: &str| {
+            v.ok_or_else(|| format!("missing field `{field}` in a {}", d.kind))
+        };
+        Ok(match d.kind.as_str() {
+            "text_delta" => Self::TextDelta {
+                text: need(d.text, "text")?,
+            },
+            "input_json_delta" => Self::InputJsonDelta {
+                partial_json: need(d.partial_json, "partial_json")?,
+            },
+            "thinking_delta" => Self::ThinkingDelta {
+                thinking: need(d.thinking, "thinking")?,
+            },
+            "signature_delta" => Self::SignatureDelta {
+                signature: need(d.signature, "signature")?,
+            },
+            _ => Self::Other,
+        })
+    }
 }
 
 /// `message_delta.delta`.

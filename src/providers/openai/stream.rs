@@ -2,10 +2,9 @@
 //! into deltas (for Anthropic clients); [`Encoder`] writes deltas as the chunks an OpenAI
 //! client expects (for the other kinds). Pass-through streams use neither.
 
-use serde_json::{Value, json};
-
 use super::translate::chunk_deltas;
 use super::wire;
+use crate::api::json::{write_string, write_u64};
 use crate::api::response::Delta;
 use crate::api::{TranslateError, Usage};
 use crate::error::ErrorKind;
@@ -41,11 +40,16 @@ impl Parser {
 }
 
 /// Writes deltas as OpenAI chunks.
+///
+/// Every chunk starts with the same bytes (`id`, `object`, `created`, `model`, the choice's
+/// index), kept ready in `head`; the frequent deltas (text, reasoning, tool arguments) are
+/// written straight after it, so an event costs one escape of its text and no allocation.
 #[derive(Debug)]
 pub struct Encoder {
     id: String,
     model: String,
     created: u64,
+    head: Vec<u8>,
     include_usage: bool,
     usage: Option<Usage>,
     ended: bool,
@@ -55,32 +59,54 @@ impl Encoder {
     /// An encoder naming `model` until the upstream names its own; `include_usage` when the
     /// client asked for the usage chunk.
     pub fn new(model: &str, created: u64, include_usage: bool) -> Self {
-        Self {
+        let mut e = Self {
             id: String::from("chatcmpl-shardgate"),
             model: model.to_owned(),
             created,
+            head: Vec::new(),
             include_usage,
             usage: None,
             ended: false,
+        };
+        e.set_head();
+        e
+    }
+
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,` for every chunk.
+    fn set_head(&mut self) {
+        let h = &mut self.head;
+        h.clear();
+        h.extend_from_slice(b"data: {\"id\":");
+        write_string(h, &self.id);
+        h.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        write_u64(h, self.created);
+        h.extend_from_slice(b",\"model\":");
+        write_string(h, &self.model);
+        h.push(b',');
+    }
+
+    /// One chunk with one choice whose `delta` the closure writes (a JSON object).
+    fn chunk(&self, out: &mut Vec<u8>, finish: Option<&str>, delta: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
+        delta(out);
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => write_string(out, f),
+            None => out.extend_from_slice(b"null"),
         }
+        out.extend_from_slice(b"}]}\n\n");
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let body = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    /// A delta object with one string member: `{"key":"text"}`.
+    fn text_chunk(&self, out: &mut Vec<u8>, key: &[u8], text: &str) {
+        self.chunk(out, None, |o| {
+            o.extend_from_slice(b"{\"");
+            o.extend_from_slice(key);
+            o.extend_from_slice(b"\":");
+            write_string(o, text);
+            o.push(b'}');
         });
-        Self::data(out, &body);
-    }
-
-    fn data(out: &mut Vec<u8>, v: &Value) {
-        out.extend_from_slice(b"data: ");
-        // Serialising a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, v);
-        out.extend_from_slice(b"\n\n");
     }
 
     /// Write one delta.
@@ -96,24 +122,34 @@ impl Encoder {
                 if !model.is_empty() {
                     self.model = model;
                 }
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+                self.set_head();
+                self.chunk(out, None, |o| {
+                    o.extend_from_slice(br#"{"role":"assistant","content":""}"#);
+                });
             }
-            Delta::Text(t) => self.chunk(out, json!({"content": t}), None),
-            Delta::Reasoning(t) => self.chunk(out, json!({"reasoning_content": t}), None),
+            Delta::Text(t) => self.text_chunk(out, b"content", &t),
+            Delta::Reasoning(t) => self.text_chunk(out, b"reasoning_content", &t),
             // OpenAI's format has no place for a reasoning signature.
             Delta::ReasoningSignature(_) => {}
-            Delta::ToolStart { index, id, name } => self.chunk(
-                out,
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                    "function": {"name": name, "arguments": ""}}]}),
-                None,
-            ),
-            Delta::ToolArgs { index, json } => self.chunk(
-                out,
-                json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]}),
-                None,
-            ),
-            Delta::Finish { reason, .. } => self.chunk(out, json!({}), Some(reason.openai())),
+            Delta::ToolStart { index, id, name } => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"tool_calls":[{"index":"#);
+                write_u64(o, index as u64);
+                o.extend_from_slice(br#","id":"#);
+                write_string(o, &id);
+                o.extend_from_slice(br#","type":"function","function":{"name":"#);
+                write_string(o, &name);
+                o.extend_from_slice(br#","arguments":""}}]}"#);
+            }),
+            Delta::ToolArgs { index, json } => self.chunk(out, None, |o| {
+                o.extend_from_slice(br#"{"tool_calls":[{"index":"#);
+                write_u64(o, index as u64);
+                o.extend_from_slice(br#","function":{"arguments":"#);
+                write_string(o, &json);
+                o.extend_from_slice(b"}}]}");
+            }),
+            Delta::Finish { reason, .. } => {
+                self.chunk(out, Some(reason.openai()), |o| o.extend_from_slice(b"{}"));
+            }
             Delta::Usage(u) => self.usage = Some(u),
             Delta::Error(message) => {
                 self.ended = true;
@@ -133,15 +169,11 @@ impl Encoder {
         }
         self.ended = true;
         if self.include_usage {
-            let body = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage.unwrap_or_default().openai_json(),
-            });
-            Self::data(out, &body);
+            out.extend_from_slice(&self.head);
+            out.extend_from_slice(b"\"choices\":[],\"usage\":");
+            // Serialising plain numbers into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &self.usage.unwrap_or_default().openai_json());
+            out.extend_from_slice(b"}\n\n");
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }

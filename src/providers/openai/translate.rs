@@ -107,12 +107,12 @@ pub fn to_client(r: &ChatResponse, model: &str, created: u64) -> Vec<u8> {
 }
 
 /// The deltas of one stream chunk (used by the stream parser).
-pub(super) fn chunk_deltas(c: wire::Chunk, started: &mut bool, out: &mut Vec<Delta>) {
+pub(super) fn chunk_deltas(c: wire::Chunk<'_>, started: &mut bool, out: &mut Vec<Delta>) {
     if !*started {
         *started = true;
         out.push(Delta::Start {
-            id: c.id,
-            model: c.model,
+            id: c.id.into_owned(),
+            model: c.model.into_owned(),
         });
     }
     if let Some(e) = c.error {

@@ -2,6 +2,8 @@
 //! ([`crate::api::ChatRequest`]); answers and stream chunks parse leniently (fields the gateway
 //! does not need are skipped).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -54,13 +56,13 @@ pub struct AnswerMessage {
 
 /// One stream chunk.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Chunk {
-    /// `chatcmpl-…`.
-    #[serde(default)]
-    pub id: String,
-    /// Model.
-    #[serde(default)]
-    pub model: String,
+pub struct Chunk<'a> {
+    /// `chatcmpl-…` (borrowed: every chunk repeats it, only the first is kept).
+    #[serde(default, borrow)]
+    pub id: Cow<'a, str>,
+    /// Model (borrowed, as `id`).
+    #[serde(default, borrow)]
+    pub model: Cow<'a, str>,
     /// Choices.
     #[serde(default)]
     pub choices: Vec<ChunkChoice>,
