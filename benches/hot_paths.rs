@@ -84,7 +84,7 @@ fn sse(c: &mut Criterion) {
             }
         })
     });
-    let payloads: Vec<Vec<u8>> = data_payloads(&joined).collect();
+    let payloads: Vec<Vec<u8>> = data_payloads(&joined).map(|d| d.into_owned()).collect();
     g.bench_function("reframe_20_payloads", |b| {
         b.iter(|| {
             for p in &payloads {

@@ -3,6 +3,8 @@
 //! The gateway relays only whole events downstream, so that an upstream failure can always be
 //! followed by one clean error event (never a half event glued to it).
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 
 /// Index one past the end of the last complete event in `buf` (after a blank line).
@@ -58,7 +60,7 @@ impl EventSplitter {
 
 /// The `data` payloads of each event in a run of whole events (multi-line data joined by
 /// `\n`). Comments, `event:`, `id:` and `retry:` lines are skipped.
-pub fn data_payloads(events: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+pub fn data_payloads(events: &[u8]) -> impl Iterator<Item = Cow<'_, [u8]>> + '_ {
     each_event(events).filter_map(event_data)
 }
 
@@ -76,19 +78,28 @@ fn each_event(events: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// One event's `data`, or `None` when it has no data line.
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in event.split(|&b| b == b'\n') {
+/// One event's `data`, or `None` when it has no data line: borrowed from the event when it has
+/// one data line (nearly always), joined by `\n` when it has several.
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', event).chain([event.len()]) {
+        let line = &event[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(v) = line.strip_prefix(b"data:") {
-            let v = v.strip_prefix(b" ").unwrap_or(v);
-            let d = data.get_or_insert_with(Vec::new);
-            if !d.is_empty() {
+        let Some(v) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let v = v.strip_prefix(b" ").unwrap_or(v);
+        data = Some(match data {
+            None => Cow::Borrowed(v),
+            Some(d) => {
+                let mut d = d.into_owned();
                 d.push(b'\n');
+                d.extend_from_slice(v);
+                Cow::Owned(d)
             }
-            d.extend_from_slice(v);
-        }
+        });
     }
     data
 }
@@ -154,9 +165,21 @@ mod tests {
     #[test]
     fn payloads_in_order() {
         let got: Vec<String> = data_payloads(STREAM.as_bytes())
-            .map(|d| String::from_utf8(d).unwrap())
+            .map(|d| String::from_utf8(d.into_owned()).unwrap())
             .collect();
         assert_eq!(got, vec!["{\"a\":1}", "{\"b\":\n2}", "[DONE]"]);
+    }
+
+    #[test]
+    fn one_line_payloads_are_borrowed_several_are_joined() {
+        let got: Vec<Cow<'_, [u8]>> = data_payloads(STREAM.as_bytes()).collect();
+        let borrowed: Vec<bool> = got.iter().map(|d| matches!(d, Cow::Borrowed(_))).collect();
+        assert_eq!(borrowed, [true, false, true]);
+        assert_eq!(&*got[1], b"{\"b\":\n2}");
+        assert_eq!(
+            data_payloads(b"data:x\n\ndata:\n\n").collect::<Vec<_>>(),
+            [&b"x"[..], b""]
+        );
     }
 
     #[test]

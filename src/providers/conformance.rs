@@ -36,7 +36,7 @@ fn fixture(kind: &str, name: &str) -> Vec<u8> {
 
 fn data_events(sse: &[u8]) -> Vec<Value> {
     crate::api::sse::data_payloads(sse)
-        .filter(|d| d.as_slice() != b"[DONE]")
+        .filter(|d| **d != *b"[DONE]")
         .map(|d| {
             serde_json::from_slice(&d)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&d)))
