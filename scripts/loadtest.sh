@@ -24,10 +24,11 @@ while [ $# -gt 0 ]; do
     case $1 in
         --scale) SCALE=$2; shift 2 ;;
         --targets) TARGETS=$2; shift 2 ;;
-        --against) AGAINST=$2; TARGETS=$TARGETS,before; shift 2 ;;
+        --against) AGAINST=$2; shift 2 ;;
         *) usage ;;
     esac
 done
+[ -z "$AGAINST" ] || TARGETS=$TARGETS,before
 FILE=loadtest/scenarios/$SCENARIO.toml
 [ -f "$FILE" ] || { echo "no scenario $FILE (have: $(ls loadtest/scenarios | sed 's/.toml//' | tr '\n' ' '))" >&2; exit 2; }
 
