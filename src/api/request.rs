@@ -193,6 +193,22 @@ impl Message {
             .map(Option::unwrap_or_default)
     }
 
+    /// A user message's content as a provider's items: plain text through `text`, each part
+    /// through `part` (given the field path for its errors); missing content is an error.
+    pub fn user_items<T>(
+        &self,
+        index: usize,
+        text: impl FnOnce(String) -> T,
+        part: impl Fn(&Part, &str) -> Result<T, TranslateError>,
+    ) -> Result<Vec<T>, TranslateError> {
+        let field = format!("messages[{index}].content");
+        match &self.content {
+            Some(Content::Text(t)) => Ok(vec![text(t.clone())]),
+            Some(Content::Parts(parts)) => parts.iter().map(|p| part(p, &field)).collect(),
+            None => Err(TranslateError::invalid(format!("{field} is missing"))),
+        }
+    }
+
     /// A system or developer message's text, for providers that take instructions only
     /// before the conversation (`started`: a turn came before it).
     pub fn system_text(
@@ -554,6 +570,42 @@ fn non_empty(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_items_map_text_and_parts_and_name_missing_content() {
+        let kinds = |m: &Message| {
+            m.user_items(
+                3,
+                |t| format!("text:{t}"),
+                |p, field| match p {
+                    Part::Text { text } => Ok(format!("part:{text}")),
+                    other => Err(TranslateError::unsupported(format!(
+                        "`{}` parts in {field}",
+                        other.kind()
+                    ))),
+                },
+            )
+        };
+        let m: Message = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
+        assert_eq!(kinds(&m).unwrap(), ["text:hi"]);
+        let m: Message = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(kinds(&m).unwrap(), ["part:a", "part:b"]);
+        let m: Message = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}"#,
+        )
+        .unwrap();
+        let err = kinds(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("`image_url` parts in messages[3].content"),
+            "{err}"
+        );
+        let m: Message = serde_json::from_str(r#"{"role":"user"}"#).unwrap();
+        let err = kinds(&m).unwrap_err().to_string();
+        assert!(err.contains("messages[3].content is missing"), "{err}");
+    }
 
     #[test]
     fn parses_every_content_shape() {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use super::{MockError, Reply, Turn, push_num, split_pieces};
-use crate::api::json::write_string;
+use super::{MockError, Reply, Turn, split_pieces};
+use crate::api::json::{write_string, write_u64};
 
 /// The header every Anthropic request must carry.
 pub const VERSION_HEADER: &str = "anthropic-version";
@@ -29,7 +29,7 @@ pub fn parse(body: &mut [u8], headers: &http::HeaderMap) -> Result<Reply, MockEr
     let model = v
         .get_str("model")
         .ok_or_else(|| MockError("model: Field required".into()))?;
-    let model = model.split(';').next().unwrap_or(model).to_owned();
+    let model = super::base_model(model);
     let messages = v
         .get_array("messages")
         .ok_or_else(|| MockError("messages: Field required".into()))?;
@@ -130,11 +130,11 @@ fn stop_reason(r: &Reply) -> &str {
 /// Anthropic usage: `input_tokens` excludes cache reads; `output_tokens` includes thinking.
 fn usage_json(out: &mut Vec<u8>, r: &Reply, output_tokens: u64) {
     out.extend_from_slice(b"{\"input_tokens\":");
-    push_num(out, r.prompt_tokens - r.cached_tokens);
+    write_u64(out, r.prompt_tokens - r.cached_tokens);
     out.extend_from_slice(b",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":");
-    push_num(out, r.cached_tokens);
+    write_u64(out, r.cached_tokens);
     out.extend_from_slice(b",\"output_tokens\":");
-    push_num(out, output_tokens);
+    write_u64(out, output_tokens);
     out.push(b'}');
 }
 
@@ -237,7 +237,7 @@ pub fn events(r: &Reply, chunks: usize) -> Vec<Bytes> {
     let mut d = b"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":".to_vec();
     write_string(&mut d, stop_reason(r));
     d.extend_from_slice(b",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
-    push_num(&mut d, r.completion_tokens());
+    write_u64(&mut d, r.completion_tokens());
     d.extend_from_slice(b"}}");
     out.push(event("message_delta", &d));
     out.push(event("message_stop", b"{\"type\":\"message_stop\"}"));

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use super::{MockError, push_num};
-use crate::api::json::write_string;
+use super::MockError;
+use crate::api::json::{write_string, write_u64};
 
 /// Vector length when the request names none.
 pub const DEFAULT_DIMENSIONS: usize = 8;
@@ -59,7 +59,7 @@ impl Request {
         let model = v
             .get_str("model")
             .ok_or_else(|| MockError("you must provide a model parameter".into()))?;
-        let model = model.split(';').next().unwrap_or(model).to_owned();
+        let model = super::base_model(model);
         let input = v
             .get("input")
             .ok_or_else(|| MockError("you must provide an input parameter".into()))?;
@@ -96,7 +96,7 @@ impl Request {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"object\":\"embedding\",\"index\":");
-            push_num(&mut out, i as u64);
+            write_u64(&mut out, i as u64);
             out.extend_from_slice(b",\"embedding\":");
             let values = vector(text, self.dimensions);
             if self.base64 {
@@ -111,9 +111,9 @@ impl Request {
         write_string(&mut out, &self.model);
         let p = self.prompt_tokens();
         out.extend_from_slice(b",\"usage\":{\"prompt_tokens\":");
-        push_num(&mut out, p);
+        write_u64(&mut out, p);
         out.extend_from_slice(b",\"total_tokens\":");
-        push_num(&mut out, p);
+        write_u64(&mut out, p);
         out.extend_from_slice(b"}}");
         Bytes::from(out)
     }

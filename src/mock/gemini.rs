@@ -7,8 +7,8 @@ use bytes::Bytes;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use super::{MockError, Reply, Turn, push_num, split_pieces};
-use crate::api::json::write_string;
+use super::{MockError, Reply, Turn, split_pieces};
+use crate::api::json::{write_string, write_u64};
 
 /// The mock's `responseId`.
 pub const RESPONSE_ID: &str = "mock-response";
@@ -102,7 +102,7 @@ pub fn parse(model: &str, stream: bool, body: &mut [u8]) -> Result<Reply, MockEr
         .ok_or_else(|| {
             MockError("* GenerateContentRequest.contents: contents is not specified".into())
         })?;
-    let model = model.split(';').next().unwrap_or(model).to_owned();
+    let model = super::base_model(model);
     Ok(Reply::new(model, stream, len, turn(contents, &v)))
 }
 
@@ -172,18 +172,18 @@ fn is_blocking(reason: &str) -> bool {
 fn usage_full(out: &mut Vec<u8>, r: &Reply) {
     let o = r.output_tokens();
     out.extend_from_slice(b"{\"promptTokenCount\":");
-    push_num(out, r.prompt_tokens);
+    write_u64(out, r.prompt_tokens);
     out.extend_from_slice(b",\"candidatesTokenCount\":");
-    push_num(out, o);
+    write_u64(out, o);
     out.extend_from_slice(b",\"totalTokenCount\":");
-    push_num(out, r.prompt_tokens + o + r.reasoning_tokens);
+    write_u64(out, r.prompt_tokens + o + r.reasoning_tokens);
     if r.cached_tokens > 0 {
         out.extend_from_slice(b",\"cachedContentTokenCount\":");
-        push_num(out, r.cached_tokens);
+        write_u64(out, r.cached_tokens);
     }
     if r.reasoning_tokens > 0 {
         out.extend_from_slice(b",\"thoughtsTokenCount\":");
-        push_num(out, r.reasoning_tokens);
+        write_u64(out, r.reasoning_tokens);
     }
     out.push(b'}');
 }
@@ -191,9 +191,9 @@ fn usage_full(out: &mut Vec<u8>, r: &Reply) {
 /// `usageMetadata` of a chunk before the last: the prompt only.
 fn usage_prompt(out: &mut Vec<u8>, r: &Reply) {
     out.extend_from_slice(b"{\"promptTokenCount\":");
-    push_num(out, r.prompt_tokens);
+    write_u64(out, r.prompt_tokens);
     out.extend_from_slice(b",\"totalTokenCount\":");
-    push_num(out, r.prompt_tokens);
+    write_u64(out, r.prompt_tokens);
     out.push(b'}');
 }
 
@@ -320,7 +320,7 @@ fn rpc_status(status: u16) -> &'static str {
 /// A Google-shaped error body: `{"error":{"code":..,"message":..,"status":..}}`.
 pub fn error_body(status: u16, message: &str) -> Bytes {
     let mut out = b"{\"error\":{\"code\":".to_vec();
-    push_num(&mut out, u64::from(status));
+    write_u64(&mut out, u64::from(status));
     out.extend_from_slice(b",\"message\":");
     write_string(&mut out, message);
     out.extend_from_slice(b",\"status\":\"");

@@ -250,9 +250,9 @@ fn split_pieces(s: &str, n: usize) -> Vec<&str> {
     out
 }
 
-/// Append a JSON number.
-fn push_num(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+/// A request's model name without its knob suffix (`mock;latency_ms=5` → `mock`).
+fn base_model(model: &str) -> String {
+    model.split(';').next().unwrap_or(model).to_owned()
 }
 
 /// How the mock misbehaves, per process (flags) and per request (model suffix

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use super::{MockError, Reply, Turn, push_num, split_pieces};
-use crate::api::json::write_string;
+use super::{MockError, Reply, Turn, split_pieces};
+use crate::api::json::{write_string, write_u64};
 
 /// Fixed `created` timestamp, so answers are byte-for-byte deterministic.
 const CREATED: u64 = 1_700_000_000;
@@ -24,7 +24,7 @@ impl Reply {
         let model = v
             .get_str("model")
             .ok_or_else(|| MockError("you must provide a model parameter".into()))?;
-        let model = model.split(';').next().unwrap_or(model).to_owned();
+        let model = super::base_model(model);
         let messages = v
             .get_array("messages")
             .ok_or_else(|| MockError("you must provide a messages parameter".into()))?;
@@ -44,20 +44,20 @@ impl Reply {
     fn usage_json(&self, out: &mut Vec<u8>) {
         let completion = self.completion_tokens();
         out.extend_from_slice(b"{\"prompt_tokens\":");
-        push_num(out, self.prompt_tokens);
+        write_u64(out, self.prompt_tokens);
         out.extend_from_slice(b",\"completion_tokens\":");
-        push_num(out, completion);
+        write_u64(out, completion);
         out.extend_from_slice(b",\"total_tokens\":");
-        push_num(out, self.prompt_tokens + completion);
+        write_u64(out, self.prompt_tokens + completion);
         // The details objects appear only when their count is not zero.
         if self.cached_tokens > 0 {
             out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
-            push_num(out, self.cached_tokens);
+            write_u64(out, self.cached_tokens);
             out.push(b'}');
         }
         if self.reasoning_tokens > 0 {
             out.extend_from_slice(b",\"completion_tokens_details\":{\"reasoning_tokens\":");
-            push_num(out, self.reasoning_tokens);
+            write_u64(out, self.reasoning_tokens);
             out.push(b'}');
         }
         out.push(b'}');

@@ -55,19 +55,7 @@ pub fn to_wire(req: &ChatRequest, model: &str) -> Result<wire::Request, Translat
                 )?));
             }
             Role::User => {
-                let blocks = match &m.content {
-                    Some(request::Content::Text(t)) => vec![text_block(t.clone())],
-                    Some(request::Content::Parts(parts)) => parts
-                        .iter()
-                        .map(|p| user_part(p, &at("content")))
-                        .collect::<Result<_, _>>()?,
-                    None => {
-                        return Err(TranslateError::invalid(format!(
-                            "{} is missing",
-                            at("content")
-                        )));
-                    }
-                };
+                let blocks = m.user_items(i, text_block, user_part)?;
                 push_blocks(&mut messages, WireRole::User, blocks);
             }
             Role::Assistant => {

@@ -41,19 +41,7 @@ pub fn to_wire(req: &ChatRequest) -> Result<wire::Request, TranslateError> {
                 )?));
             }
             Role::User => {
-                let parts = match &m.content {
-                    Some(request::Content::Text(t)) => vec![text_part(t.clone())],
-                    Some(request::Content::Parts(ps)) => ps
-                        .iter()
-                        .map(|p| user_part(p, &at("content")))
-                        .collect::<Result<_, _>>()?,
-                    None => {
-                        return Err(TranslateError::invalid(format!(
-                            "{} is missing",
-                            at("content")
-                        )));
-                    }
-                };
+                let parts = m.user_items(i, text_part, user_part)?;
                 push_parts(&mut contents, "user", parts);
             }
             Role::Assistant => {
