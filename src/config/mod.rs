@@ -6,6 +6,7 @@
 //! Key types: [`Config`], [`ProviderConfig`], [`ModelRoute`], [`Tuning`], [`Secret`].
 
 pub mod raw;
+pub mod secrets;
 pub mod tuning;
 mod validate;
 

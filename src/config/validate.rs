@@ -257,18 +257,20 @@ fn provider(
 
 /// Parse a base URL into an [`Endpoint`]. Only `http` and `https`, no user info, no query.
 pub(crate) fn endpoint(url: &str) -> Result<Endpoint, String> {
+    // Messages quote the URL without any `user:pass@`, even when it does not parse.
+    let shown = super::secrets::without_userinfo(url);
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+        .map_err(|e| format!("invalid URL `{shown}`: {e}"))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::Http,
         Some("https") => Scheme::Https,
         Some(other) => return Err(format!("unsupported scheme `{other}` (use http or https)")),
-        None => return Err(format!("invalid URL `{url}`: missing scheme")),
+        None => return Err(format!("invalid URL `{shown}`: missing scheme")),
     };
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("invalid URL `{url}`: missing host"))?;
+        .ok_or_else(|| format!("invalid URL `{shown}`: missing host"))?;
     if authority.as_str().contains('@') {
         return Err("credentials in the URL are not allowed; use api_key_env".into());
     }
@@ -280,7 +282,7 @@ pub(crate) fn endpoint(url: &str) -> Result<Endpoint, String> {
         .trim_start_matches('[')
         .trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("invalid URL `{url}`: missing host"));
+        return Err(format!("invalid URL `{shown}`: missing host"));
     }
     let port = authority.port_u16().unwrap_or(match scheme {
         Scheme::Http => 80,
@@ -293,4 +295,30 @@ pub(crate) fn endpoint(url: &str) -> Result<Endpoint, String> {
         base_path: uri.path().trim_end_matches('/').into(),
         authority: authority.as_str().into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn messages_never_quote_user_info() {
+        for url in [
+            "https://user:hunter2-secret@api.example.com:99999/v1",
+            "https://user:hunter2-secret@exa mple.com/v1",
+            "user:hunter2-secret@api.example.com/v1",
+            "ftp://user:hunter2-secret@api.example.com/v1",
+            "https://user:hunter2-secret@api.example.com/v1",
+            "https://user:hunter2-secret@/v1",
+        ] {
+            let e = endpoint(url).err().unwrap_or_default();
+            assert!(!e.is_empty(), "{url} must be refused");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+        let e = endpoint("https://api.exa mple.com/v1").unwrap_err();
+        assert!(
+            e.contains("api.exa mple.com"),
+            "the rest is still quoted: {e}"
+        );
+    }
 }
