@@ -169,6 +169,7 @@ struct Inner {
     retry: RetryPolicy,
     message: Cow<'static, str>,
     retry_after: Option<Duration>,
+    close: bool,
     cause: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -184,6 +185,7 @@ impl GatewayError {
             retry: kind.default_retry(),
             message: message.into(),
             retry_after: None,
+            close: false,
             cause: None,
         }))
     }
@@ -218,6 +220,23 @@ impl GatewayError {
     /// The `Retry-After` hint, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         self.0.retry_after
+    }
+
+    /// The connection cannot carry another request after this error's answer (its framing
+    /// is broken or its body was left unread).
+    pub fn closing(mut self) -> Self {
+        self.0.close = true;
+        self
+    }
+
+    /// Whether the answer to this error must close the downstream connection: a body left
+    /// unread (413, a body timeout) or framing that cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        self.0.close
+            || matches!(
+                self.0.kind,
+                ErrorKind::PayloadTooLarge | ErrorKind::RequestTimeout | ErrorKind::HeadersTooLarge
+            )
     }
 
     /// Shorthand for a 400.

@@ -175,6 +175,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Request head byte limit.
     pub max_header_bytes: usize,
+    /// Request header field count limit.
+    pub max_headers: usize,
     /// Request body byte limit.
     pub max_body_bytes: usize,
     /// Request head read timeout.

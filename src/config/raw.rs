@@ -9,6 +9,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default cap on request head (request line + headers) bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Default cap on request header fields (hyper's own default, kept on its allocation-free path).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Default cap on request body bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Default time a client has to send a whole request head.
@@ -51,6 +53,8 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// Request head (request line + headers) byte limit; over it the client gets 431.
     pub max_header_bytes: Option<usize>,
+    /// Request header field count limit; over it the client gets 431.
+    pub max_headers: Option<usize>,
     /// Request body byte limit; over it the client gets 413 before the body is read.
     pub max_body_bytes: Option<usize>,
     /// Time a client has to send a complete request head once it started (408).

@@ -38,6 +38,13 @@ pub fn validate(
             "must be at least 1024".into(),
         ));
     }
+    let max_headers = s.max_headers.unwrap_or(raw::DEFAULT_MAX_HEADERS);
+    if !(8..=10_000).contains(&max_headers) {
+        return Err(invalid(
+            "server.max_headers".into(),
+            format!("must be between 8 and 10000, got {max_headers}"),
+        ));
+    }
     let max_body_bytes = s.max_body_bytes.unwrap_or(raw::DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         return Err(invalid(
@@ -54,6 +61,7 @@ pub fn validate(
     let server = ServerConfig {
         listen,
         max_header_bytes,
+        max_headers,
         max_body_bytes,
         header_timeout: ms(
             s.header_timeout_ms,

@@ -116,6 +116,35 @@ async fn discard(mut body: Incoming, max: usize) {
     }
 }
 
+/// A request body that failed to arrive: broken chunked framing or a body cut short is the
+/// client's error (400, and the connection closes: its framing can no longer be trusted);
+/// a reset or other socket error means the client is gone.
+fn body_error(e: hyper::Error) -> GatewayError {
+    let io_kind = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let framing = e.is_incomplete_message()
+        || matches!(
+            io_kind,
+            Some(
+                std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        );
+    if framing {
+        GatewayError::bad_request(
+            "The request body's framing is invalid (a bad chunk size or line, or a body \
+             shorter than declared).",
+        )
+        .with_cause(e)
+        .closing()
+    } else {
+        GatewayError::new(ErrorKind::ClientGone, "The request body could not be read.")
+            .with_cause(e)
+    }
+}
+
 /// Read a whole request body, bounded in bytes and time. Zero-copy when it came in one frame.
 async fn read_body(
     mut body: Incoming,
@@ -125,10 +154,7 @@ async fn read_body(
     let read = async {
         let mut collected = BodyCollector::default();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                GatewayError::new(ErrorKind::ClientGone, "The request body could not be read.")
-                    .with_cause(e)
-            })?;
+            let frame = frame.map_err(body_error)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };

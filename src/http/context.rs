@@ -14,6 +14,8 @@ pub struct RequestCtx {
     pub start: Instant,
     /// Time spent waiting on upstreams so far (excluded from the overhead figure).
     pub upstream: Cell<Duration>,
+    /// The provider (index) of the last upstream attempt, if any (keys error log limits).
+    pub provider: Cell<Option<usize>>,
 }
 
 impl RequestCtx {
@@ -23,6 +25,7 @@ impl RequestCtx {
             id,
             start: Instant::now(),
             upstream: Cell::new(Duration::ZERO),
+            provider: Cell::new(None),
         }
     }
 

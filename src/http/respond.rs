@@ -5,10 +5,18 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+
 use super::body::ResBody;
 use super::context::RequestCtx;
+use super::state::ShardState;
 use crate::api::json::write_string;
+use crate::config::ServerConfig;
+use crate::config::secrets::Redactor;
 use crate::error::{ErrorKind, ErrorSource, GatewayError, UserFacing};
+use crate::metrics::labels::error_index;
 use crate::providers::Dialect;
 use crate::shard::rt::HeadAnswers;
 
@@ -36,9 +44,20 @@ pub fn error_json(kind: ErrorKind, message: &str) -> Vec<u8> {
 
 /// The response for an error before any byte was sent, in the client's dialect.
 pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<ResBody> {
+    error_response_redacted(err, dialect, &Redactor::default())
+}
+
+/// [`error_response`], with every configured secret blanked from the message (which may
+/// quote upstream text).
+pub fn error_response_redacted(
+    err: &GatewayError,
+    dialect: Dialect,
+    redactor: &Redactor,
+) -> Response<ResBody> {
     let kind = err.kind();
+    let message = err.to_client_string();
     let mut res = Response::new(ResBody::full(Bytes::from(
-        dialect.error_body(kind, &err.to_client_string()),
+        dialect.error_body(kind, &redactor.redact_str(&message)),
     )));
     *res.status_mut() =
         StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -58,14 +77,146 @@ pub fn error_event(kind: ErrorKind, message: &str) -> Bytes {
     crate::api::sse::frame_data(&error_json(kind, message))
 }
 
-/// Log an error once, with the request id, and count it.
-pub fn log_error(ctx: &RequestCtx, err: &GatewayError) {
+/// The rescue of a request that failed before its response started: log the error (rate
+/// limited, secrets blanked), count it, and render it in the client's dialect.
+pub fn rescue(
+    state: &ShardState,
+    ctx: &RequestCtx,
+    err: &GatewayError,
+    dialect: Dialect,
+) -> Response<ResBody> {
+    log_error(state, ctx, err);
+    state.count_error(err.kind());
+    error_response_redacted(err, dialect, &state.redactor)
+}
+
+/// Log an error once, with the request id; metrics count it elsewhere. Upstream and internal
+/// errors go through the shard's [`LogLimiter`] (per provider and kind), debug lines are
+/// formatted only when enabled, and every line has the configured secrets blanked.
+pub fn log_error(state: &ShardState, ctx: &RequestCtx, err: &GatewayError) {
+    let side = err.source_side();
+    let enabled = match side {
+        ErrorSource::Internal => tracing::enabled!(tracing::Level::ERROR),
+        ErrorSource::Upstream => tracing::enabled!(tracing::Level::WARN),
+        ErrorSource::Downstream => tracing::enabled!(tracing::Level::DEBUG),
+    };
+    if !enabled {
+        return;
+    }
+    let provider = ctx.provider.get();
+    let suppressed = if side == ErrorSource::Downstream {
+        0
+    } else {
+        let key = LogKey::new(provider, err.kind());
+        match state.log_limit.borrow_mut().admit(key, Instant::now()) {
+            Some(n) => n,
+            None => return,
+        }
+    };
     let id = ctx.id.to_str().unwrap_or("-");
-    match err.source_side() {
-        ErrorSource::Internal => tracing::error!(request_id = id, error = %err, "Request failed."),
-        ErrorSource::Upstream => tracing::warn!(request_id = id, error = %err, "Upstream failed."),
+    let text = err.to_string();
+    let text = state.redactor.redact_str(&text);
+    let provider = provider
+        .and_then(|i| state.config.providers.get(i))
+        .map_or("-", |p| p.id.as_str());
+    match side {
+        ErrorSource::Internal => tracing::error!(
+            request_id = id,
+            provider,
+            suppressed,
+            error = %text,
+            "Request failed."
+        ),
+        ErrorSource::Upstream => tracing::warn!(
+            request_id = id,
+            provider,
+            suppressed,
+            error = %text,
+            "Upstream failed."
+        ),
         ErrorSource::Downstream => {
-            tracing::debug!(request_id = id, error = %err, "Request rejected.")
+            tracing::debug!(request_id = id, error = %text, "Request rejected.")
+        }
+    }
+}
+
+/// How often a line of one kind per provider may be logged.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a rate-limited log line is about: a provider (by index; `None` when the request never
+/// reached one) and an error kind (by its index in the fixed list of kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogKey {
+    provider: Option<usize>,
+    kind: usize,
+}
+
+impl LogKey {
+    /// The key of an error of `kind` at `provider`.
+    pub fn new(provider: Option<usize>, kind: ErrorKind) -> Self {
+        Self {
+            provider,
+            kind: error_index(kind),
+        }
+    }
+}
+
+/// At most one line per key per interval; the next line that gets through says how many of
+/// that key were suppressed since the last one. Pure (time is passed in), one per shard.
+/// Keys come from the config's providers and the fixed list of error kinds, so it is bounded.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: Duration,
+    keys: HashMap<LogKey, LogSlot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LogSlot {
+    last: Instant,
+    suppressed: u64,
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        Self::new(LOG_INTERVAL)
+    }
+}
+
+impl LogLimiter {
+    /// A limiter letting one line per key through every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// May a line for `key` be written at `now`? `Some(n)`: yes, and `n` lines of this key
+    /// were suppressed since the last one written; `None`: no (it is counted).
+    pub fn admit(&mut self, key: LogKey, now: Instant) -> Option<u64> {
+        match self.keys.get_mut(&key) {
+            None => {
+                self.keys.insert(
+                    key,
+                    LogSlot {
+                        last: now,
+                        suppressed: 0,
+                    },
+                );
+                Some(0)
+            }
+            Some(slot) if now.saturating_duration_since(slot.last) >= self.interval => {
+                let n = slot.suppressed;
+                *slot = LogSlot {
+                    last: now,
+                    suppressed: 0,
+                };
+                Some(n)
+            }
+            Some(slot) => {
+                slot.suppressed += 1;
+                None
+            }
         }
     }
 }
@@ -93,9 +244,13 @@ fn static_response(status: &str, kind: ErrorKind, message: &str) -> Vec<u8> {
     out
 }
 
-/// The answers the IO layer writes itself: head timeout (408), head too large (431),
-/// malformed head (400). Made once per shard at start-up and kept for the process lifetime.
-pub fn head_answers(timeout_ms: u64, max_header_bytes: usize) -> &'static HeadAnswers {
+/// The answers the IO layer writes itself: head timeout (408), head too large or with too
+/// many fields (431), malformed head (400). Made once per shard at start-up and kept for the
+/// process lifetime.
+pub fn head_answers(server: &ServerConfig) -> &'static HeadAnswers {
+    let timeout_ms = server.header_timeout.as_millis();
+    let max_header_bytes = server.max_header_bytes.max(8192);
+    let max_headers = server.max_headers;
     Box::leak(Box::new(HeadAnswers {
         timeout: static_response(
             "408 Request Timeout",
@@ -106,6 +261,14 @@ pub fn head_answers(timeout_ms: u64, max_header_bytes: usize) -> &'static HeadAn
             "431 Request Header Fields Too Large",
             ErrorKind::HeadersTooLarge,
             &format!("The request head is over the limit of {max_header_bytes} bytes."),
+        ),
+        too_many_headers: static_response(
+            "431 Request Header Fields Too Large",
+            ErrorKind::HeadersTooLarge,
+            &format!(
+                "The request has more header fields than the limit of {max_headers} \
+                 (server.max_headers)."
+            ),
         ),
         malformed: static_response(
             "400 Bad Request",
@@ -143,6 +306,49 @@ mod tests {
         let res = error_response(&e, Dialect::OpenAi);
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()[RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn messages_are_redacted_when_rendered() {
+        let r = Redactor::new(&[crate::config::Secret::new("sk-canary-12345678")]);
+        let e = GatewayError::bad_request("The upstream said: bad key sk-canary-12345678.");
+        let res = error_response_redacted(&e, Dialect::Anthropic, &r);
+        let body = futures_lite::future::block_on(res.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("sk-canary"), "{text}");
+        assert!(text.contains("bad key [REDACTED]."), "{text}");
+    }
+
+    #[test]
+    fn log_limiter_lets_one_line_per_key_per_interval_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let s = Duration::from_millis;
+        let mut l = LogLimiter::new(Duration::from_secs(1));
+        let a = LogKey::new(Some(0), ErrorKind::UpstreamStatus(500));
+        let a503 = LogKey::new(Some(0), ErrorKind::UpstreamStatus(503));
+        let b = LogKey::new(Some(1), ErrorKind::UpstreamStatus(500));
+        let t = LogKey::new(Some(0), ErrorKind::UpstreamTimeout);
+        assert_eq!(a, a503, "statuses share the kind's fixed label");
+        assert_eq!(l.admit(a, t0), Some(0), "the first line passes");
+        for i in 1..=50 {
+            assert_eq!(l.admit(a, t0 + s(i * 10)), None, "then {i} is suppressed");
+        }
+        // Other providers and other kinds have their own budget.
+        assert_eq!(l.admit(b, t0 + s(10)), Some(0));
+        assert_eq!(l.admit(t, t0 + s(10)), Some(0));
+        assert_eq!(l.admit(b, t0 + s(20)), None);
+        // After the interval, the next line passes and reports the count.
+        assert_eq!(l.admit(a, t0 + s(999)), None);
+        assert_eq!(l.admit(a, t0 + s(1000)), Some(51));
+        assert_eq!(l.admit(a, t0 + s(1500)), None);
+        assert_eq!(l.admit(a, t0 + s(2000)), Some(1), "the count restarts");
+        assert_eq!(l.admit(b, t0 + s(5000)), Some(1));
+        // A quiet key passes at once with nothing suppressed.
+        assert_eq!(l.admit(a, t0 + s(9000)), Some(0));
+        // Time going backwards (it cannot with Instant, but be safe) suppresses, never panics.
+        assert_eq!(l.admit(t, t0), None);
     }
 
     #[test]

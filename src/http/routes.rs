@@ -5,14 +5,14 @@ use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::body::{Finish, ResBody};
 use super::chat;
 use super::context::RequestCtx;
-use super::respond::{error_response, log_error, stamp};
+use super::respond::{error_response, rescue, stamp};
 use super::state::ShardState;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::labels::Route;
@@ -47,19 +47,29 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let ctx = RequestCtx::new(state.next_request_id());
     let (route, method_ok) = route_of(req.method(), req.uri().path());
-    let mut finish = Finish::begin(state.clone(), watch, route, ctx.start);
+    // hyper reads a request with both framing fields as chunked and drops the length; the
+    // IO layer saw both, and such a request is refused unread.
+    let smuggled = watch.as_ref().is_some_and(|w| w.conflicting_framing());
+    let mut finish = Finish::begin(state.clone(), watch.clone(), route, ctx.start);
     let dialect = if route == Route::Messages {
         Dialect::Anthropic
     } else {
         Dialect::OpenAi
     };
-    let result = shard::guarded("request", dispatch(&state, &ctx, route, method_ok, req)).await;
+    let result = if smuggled {
+        Some(Err(GatewayError::bad_request(
+            "The request has both Content-Length and Transfer-Encoding; send exactly one.",
+        )
+        .closing()))
+    } else {
+        shard::guarded("request", dispatch(&state, &ctx, route, method_ok, req)).await
+    };
+    let mut closing = false;
     let mut res = match result {
         Some(Ok(res)) => res,
         Some(Err(err)) => {
-            log_error(&ctx, &err);
-            state.count_error(err.kind());
-            error_response(&err, dialect)
+            closing = err.closes_connection();
+            rescue(&state, &ctx, &err, dialect)
         }
         None => {
             state.metrics.panics.inc();
@@ -68,6 +78,13 @@ pub async fn handle(
             error_response(&err, dialect)
         }
     };
+    if closing {
+        res.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        if let Some(w) = &watch {
+            w.close_after_response();
+        }
+    }
     stamp(&mut res, &ctx);
     finish.set_status(res.status().as_u16());
     Ok(res.map(|b| b.with_finish(finish)))

@@ -82,11 +82,21 @@ pub async fn run(
 fn builder(state: &ShardState) -> auto::Builder<ShardExec> {
     let mut b = auto::Builder::new(ShardExec);
     let max_head = state.config.server.max_header_bytes;
-    b.http1()
-        .keep_alive(true)
+    let mut h1 = b.http1();
+    if state.config.server.max_headers != crate::config::raw::DEFAULT_MAX_HEADERS {
+        // hyper parses into a stack array at its default (100) and allocates per request
+        // for any other limit: only pay for it when the operator asked.
+        h1.max_headers(state.config.server.max_headers);
+    }
+    h1.keep_alive(true)
         .half_close(false)
         .max_buf_size(max_head.max(8192))
-        .pipeline_flush(true);
+        // No `pipeline_flush`: hyper 1.x then skips a flush while its read buffer holds
+        // bytes (awaiting the next pipelined request), and a connection that closes after
+        // the answer (`Connection: close`, HTTP/1.0) shuts down with the answer unwritten
+        // when the client sent anything after its request. Clients rarely pipeline; the
+        // flush per answer costs them nothing else.
+        .pipeline_flush(false);
     b.http2()
         .max_concurrent_streams(state.tuning.h2_max_concurrent_streams)
         .max_header_list_size(max_head.min(u32::MAX as usize) as u32);

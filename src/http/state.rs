@@ -7,8 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
+use super::respond::LogLimiter;
 use crate::ShardId;
 use crate::api::DecodeScratch;
+use crate::config::secrets::Redactor;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
 use crate::metrics::{Registry, ShardMetrics};
@@ -49,6 +51,10 @@ pub struct ShardState {
     pub models_body: Bytes,
     /// Answers the IO layer writes itself (head timeout, head too large, bad head).
     pub head_answers: &'static HeadAnswers,
+    /// Blanks every configured secret from upstream bytes bound for an error or a log line.
+    pub redactor: Redactor,
+    /// Rate limit of repeated error log lines (per provider and kind).
+    pub log_limit: RefCell<LogLimiter>,
     seq: Cell<u64>,
     boot: u32,
 }
@@ -67,10 +73,8 @@ impl ShardState {
         boot: u32,
     ) -> Rc<Self> {
         let models_body = models_json(&config);
-        let head_answers = super::respond::head_answers(
-            config.server.header_timeout.as_millis() as u64,
-            config.server.max_header_bytes.max(8192),
-        );
+        let redactor = Redactor::from_config(&config);
+        let head_answers = super::respond::head_answers(&config.server);
         Rc::new(Self {
             id,
             metrics: registry.shards[id.0 as usize].clone(),
@@ -86,6 +90,8 @@ impl ShardState {
             drain: Signal::default(),
             models_body,
             head_answers,
+            redactor,
+            log_limit: RefCell::new(LogLimiter::default()),
             seq: Cell::new(0),
             boot,
         })

@@ -140,11 +140,15 @@ impl Format {
 
     /// The in-band error event a stream ends with under the `error_after` knob.
     pub fn stream_error(self) -> Bytes {
-        const MESSAGE: &str = "mock in-band error";
+        self.stream_error_with("mock in-band error")
+    }
+
+    /// The in-band error event, with this message.
+    pub fn stream_error_with(self, message: &str) -> Bytes {
         match self {
-            Self::OpenAi => crate::api::sse::frame_data(&openai::error_body(500, MESSAGE)),
-            Self::Anthropic => anthropic::stream_error(MESSAGE),
-            Self::Gemini => gemini::stream_error(MESSAGE),
+            Self::OpenAi => crate::api::sse::frame_data(&openai::error_body(500, message)),
+            Self::Anthropic => anthropic::stream_error(message),
+            Self::Gemini => gemini::stream_error(message),
         }
     }
 }
@@ -286,6 +290,10 @@ pub struct Knobs {
     /// `max_tokens`...). Gemini answers with a blocking reason (`SAFETY`, `RECITATION`, ...)
     /// carry no content.
     pub finish: Option<String>,
+    /// Echo the request's credential headers (`authorization`, `x-api-key`,
+    /// `x-goog-api-key`, `api-key`) in the error message of the `status` knob and of the
+    /// `error_after` in-band error, as some providers do (`echo_auth=1`).
+    pub echo_auth: bool,
 }
 
 /// A delay: fixed, or drawn per use from a distribution (the mock's latency model).
@@ -405,6 +413,13 @@ impl Knobs {
                     return Err(bad());
                 }
                 self.finish = Some(value.to_owned())
+            }
+            "echo_auth" | "echo-auth" => {
+                self.echo_auth = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad()),
+                }
             }
             _ => return Err(MockError(format!("unknown mock knob `{key}`"))),
         }
@@ -631,7 +646,11 @@ mod tests {
         k.apply_headers(&h).unwrap();
         assert_eq!(k.cached_tokens, 9);
         assert_eq!(k.finish.as_deref(), Some("length"));
+        assert!(!k.echo_auth);
+        k.apply_model_suffix("mock;echo_auth=1").unwrap();
+        assert!(k.echo_auth);
         for bad in [
+            "mock;echo_auth=yes",
             "mock;cached_tokens=-1",
             "mock;reasoning_tokens=x",
             "mock;finish=",

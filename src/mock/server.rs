@@ -365,7 +365,11 @@ fn request_knobs(
 
 /// The faults that come before any answer: stall before the head, latency, and the `status`
 /// knob (an error in `format`'s shape). `Some` is the error response to send.
-async fn early_faults(knobs: &Knobs, format: Format) -> Option<Response<MockBody>> {
+async fn early_faults(
+    knobs: &Knobs,
+    format: Format,
+    headers: &http::HeaderMap,
+) -> Option<Response<MockBody>> {
     if knobs.stall == Some(Stall::Head) {
         std::future::pending::<()>().await;
     }
@@ -374,10 +378,12 @@ async fn early_faults(knobs: &Knobs, format: Format) -> Option<Response<MockBody
     }
     let status = knobs.status.filter(|s| !(200..300).contains(s))?;
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = json(
-        code,
-        format.error_body(status, &format!("mock error {status}")),
-    );
+    let mut message = format!("mock error {status}");
+    if knobs.echo_auth {
+        message.push_str("; you sent ");
+        message.push_str(&credentials(headers));
+    }
+    let mut res = json(code, format.error_body(status, &message));
     if status == 429 {
         res.headers_mut().insert(
             RETRY_AFTER,
@@ -385,6 +391,17 @@ async fn early_faults(knobs: &Knobs, format: Format) -> Option<Response<MockBody
         );
     }
     Some(res)
+}
+
+/// The request's credential headers as `name: value` pairs (knob `echo_auth`).
+fn credentials(headers: &http::HeaderMap) -> String {
+    let mut out = Vec::new();
+    for name in ["authorization", "x-api-key", "x-goog-api-key", "api-key"] {
+        for v in headers.get_all(name) {
+            out.push(format!("{name}: {}", String::from_utf8_lossy(v.as_bytes())));
+        }
+    }
+    out.join(", ")
 }
 
 fn bad_request(format: Format, e: &MockError) -> Response<MockBody> {
@@ -429,7 +446,7 @@ async fn chat(
         Err(e) => return Ok(bad_request(format, &e)),
     };
     reply.apply_knobs(&knobs);
-    if let Some(res) = early_faults(&knobs, format).await {
+    if let Some(res) = early_faults(&knobs, format, &parts.headers).await {
         return Ok(res);
     }
     if !reply.stream {
@@ -439,12 +456,15 @@ async fn chat(
     stats.streams.fetch_add(1, Relaxed);
     let events = format.events(&reply, knobs.chunks.unwrap_or(DEFAULT_CHUNKS));
     let done = (stats.clone(), reply.usage());
-    let mut res = Response::new(MockBody::stream(
-        events,
-        knobs,
-        format.stream_error(),
-        Some(done),
-    ));
+    let error_event = if knobs.echo_auth {
+        format.stream_error_with(&format!(
+            "mock in-band error; you sent {}",
+            credentials(&parts.headers)
+        ))
+    } else {
+        format.stream_error()
+    };
+    let mut res = Response::new(MockBody::stream(events, knobs, error_event, Some(done)));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     Ok(res)
@@ -484,7 +504,7 @@ async fn embeddings(
         Ok(k) => k,
         Err(e) => return Ok(bad_request(format, &e)),
     };
-    if let Some(res) = early_faults(&knobs, format).await {
+    if let Some(res) = early_faults(&knobs, format, &parts.headers).await {
         return Ok(res);
     }
     Ok(json(StatusCode::OK, answer))

@@ -437,6 +437,7 @@ pub async fn send(
         .and_then(Option::as_ref)
         .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
     let (origin, absolute) = call.uris.as_ref().unwrap_or(&target.chat);
+    ctx.provider.set(Some(model.provider));
     let build = |h2: bool| {
         let mut req = Request::new(ReqBody::new(call.body.clone()));
         *req.method_mut() = Method::POST;
@@ -574,6 +575,8 @@ fn upstream_error(
                 // The provider's verdict on the client's request, in the client's dialect:
                 // relayed as it is (no x-shardgate-error), and no mark against the deployment.
                 attempt.record(code, None, UpstreamOutcome::Ok);
+                // Some providers echo the request's credentials: never relay our key.
+                let body = attempt.state.redactor.redact_bytes(body);
                 let mut res = Response::new(ResBody::full(body));
                 *res.status_mut() = status;
                 res.headers_mut()
@@ -588,6 +591,7 @@ fn upstream_error(
                     _ => ErrorKind::BadRequest,
                 };
                 let message = provider_message(&body).unwrap_or_else(|| "no message".to_owned());
+                let message = attempt.state.redactor.redact_str(&message);
                 return Err(GatewayError::new(
                     kind,
                     format!("The upstream provider rejected the request: {message}"),
@@ -705,7 +709,11 @@ impl Mode {
                 usage,
                 saw_error,
             } => {
-                if memmem::find(&events, b"[DONE]").is_some() {
+                // Only an event whose whole data payload is `[DONE]` ends the stream; the
+                // bytes inside a chunk's text do not.
+                if memmem::find(&events, b"[DONE]").is_some()
+                    && data_payloads(&events).any(|d| *d == *b"[DONE]")
+                {
                     *saw_done = true;
                 }
                 let interesting = memmem::find(&events, b"\"usage\"").is_some()
@@ -852,7 +860,8 @@ impl Relay {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let result = UpstreamOutcome::from_error(kind);
         let already = self.mode.saw_error();
-        let event = self.mode.fail(self.dialect, kind, message);
+        let message = self.attempt.state.redactor.redact_str(message);
+        let event = self.mode.fail(self.dialect, kind, &message);
         self.end(result);
         if already {
             return Poll::Ready(None);
@@ -886,7 +895,16 @@ impl Body for Relay {
                         continue;
                     };
                     match this.mode.events(events) {
-                        Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(Some(out)) => {
+                            // A healthy stream is the model's answer and is not scanned; once
+                            // the upstream reported an error in-band, what follows is.
+                            let out = if this.mode.saw_error() {
+                                this.attempt.state.redactor.redact_bytes(out)
+                            } else {
+                                out
+                            };
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
                         Ok(None) => {}
                         Err(e) => return this.fail(ErrorKind::UpstreamProtocol, &e.to_string()),
                     }

@@ -139,6 +139,11 @@ pub struct ConnWatch {
     h2: Cell<bool>,
     read_any: Cell<bool>,
     wrote_in_head: Cell<bool>,
+    /// The answer being written closes the connection: later bytes are the rest of a body
+    /// nobody reads, never a new request head to answer.
+    closing: Cell<bool>,
+    /// Framing headers seen in the current request head.
+    framing: RefCell<FramingScan>,
 }
 
 /// Static answers the IO layer writes itself, when hyper has no request to answer.
@@ -148,6 +153,8 @@ pub struct HeadAnswers {
     pub timeout: Vec<u8>,
     /// The request head is over the limit (431).
     pub too_large: Vec<u8>,
+    /// The request head has more fields than allowed (431).
+    pub too_many_headers: Vec<u8>,
     /// The request head could not be parsed (400).
     pub malformed: Vec<u8>,
     /// Head bytes at or over which a refused head counts as too large.
@@ -168,13 +175,46 @@ impl ConnWatch {
             wrote_in_head: Cell::new(false),
             h2: Cell::new(false),
             read_any: Cell::new(false),
+            closing: Cell::new(false),
+            framing: RefCell::new(FramingScan::default()),
+        })
+    }
+
+    /// The answer now being written ends the connection (hyper closes after it): nothing
+    /// read afterwards starts a request head, and no head answer may follow it.
+    pub fn close_after_response(&self) {
+        self.closing.set(true);
+    }
+
+    /// Whether the current request head carried both `Content-Length` and
+    /// `Transfer-Encoding` (hyper drops the length and reads chunked; we refuse it).
+    pub fn conflicting_framing(&self) -> bool {
+        self.framing.borrow().conflicting()
+    }
+
+    /// hyper's own answer to a head it refused, replaced by ours (which says why): `None`
+    /// when `buf` is not such an answer or one was already written for this head.
+    fn head_error_answer(&self, buf: &[u8]) -> Option<&'static [u8]> {
+        if self.h2.get() || !matches!(self.phase.get(), Phase::Head(_)) || self.wrote_in_head.get()
+        {
+            return None;
+        }
+        let status = buf.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+        Some(match status {
+            b"431" if self.head_bytes.get() >= self.answers.limit => &self.answers.too_large,
+            b"431" => &self.answers.too_many_headers,
+            b"400" => &self.answers.malformed,
+            _ => return None,
         })
     }
 
     /// What to write when hyper closes the connection during a request head without
     /// answering it (hyper drops its own 431 on an over-long head).
     fn unanswered_head(&self) -> Option<&'static [u8]> {
-        if self.h2.get() || !matches!(self.phase.get(), Phase::Head(_)) || self.wrote_in_head.get()
+        if self.h2.get()
+            || self.closing.get()
+            || !matches!(self.phase.get(), Phase::Head(_))
+            || self.wrote_in_head.get()
         {
             return None;
         }
@@ -202,15 +242,22 @@ impl ConnWatch {
         });
     }
 
-    fn on_bytes_read(&self, n: usize) {
+    /// `bytes` were just read from the client.
+    fn on_bytes_read(&self, bytes: &[u8]) {
+        let n = bytes.len();
         match self.phase.get() {
+            _ if self.closing.get() => return,
             Phase::Idle(_) => {
                 self.phase.set(Phase::Head(Instant::now()));
                 self.head_bytes.set(n);
                 self.wrote_in_head.set(false);
+                *self.framing.borrow_mut() = FramingScan::default();
             }
             Phase::Head(_) => self.head_bytes.set(self.head_bytes.get() + n),
-            Phase::Busy(_) => {}
+            Phase::Busy(_) => return,
+        }
+        if !self.h2.get() {
+            self.framing.borrow_mut().feed(bytes);
         }
     }
 
@@ -261,6 +308,152 @@ impl ConnWatch {
                 Some(Expired::Head)
             }
             _ => None,
+        }
+    }
+}
+
+/// The field names [`FramingScan`] looks for, lower case, with their colon.
+const FRAMING_NAMES: [&[u8]; 2] = [b"content-length:", b"transfer-encoding:"];
+/// Bytes of a line start that decide whether it names a framing field.
+const FRAMING_PREFIX: usize = 18;
+
+/// Finds `Content-Length` and `Transfer-Encoding` among the fields of one request head, fed
+/// the head's bytes read by read (a name split between two reads is still found), and stops
+/// at the blank line that ends the head. hyper drops `Content-Length` from a request that
+/// also has `Transfer-Encoding` (and reads it chunked), so the request path cannot see the
+/// conflict any more: the IO layer notes it on its way past. It only jumps from line to
+/// line with `memchr` and looks at the first bytes of each: a few dozen ns per head.
+#[derive(Debug, Default)]
+pub struct FramingScan {
+    content_length: bool,
+    transfer_encoding: bool,
+    /// The blank line was seen.
+    done: bool,
+    /// The last read ended inside a line already judged.
+    mid_line: bool,
+    /// The start of a line too short to judge yet.
+    carry: [u8; FRAMING_PREFIX],
+    carry_len: usize,
+}
+
+/// What the first bytes of a line say.
+enum LineStart {
+    /// The blank line ending the head.
+    End,
+    /// A framing field name (index into [`FRAMING_NAMES`]).
+    Field(usize),
+    /// Another line.
+    Other,
+    /// Too few bytes to tell.
+    NeedMore,
+}
+
+fn judge_line_start(window: &[u8]) -> LineStart {
+    let line = match memchr::memchr(b'\n', window) {
+        Some(i) => &window[..=i],
+        None => window,
+    };
+    let complete =
+        line.len() < window.len() || line.ends_with(b"\n") || line.len() == FRAMING_PREFIX;
+    match line {
+        [b'\n', ..] | [b'\r', b'\n', ..] => return LineStart::End,
+        [] | [b'\r'] => return LineStart::NeedMore,
+        [first, ..] if !matches!(first | 0x20, b'c' | b't') => return LineStart::Other,
+        _ => {}
+    }
+    for (i, name) in FRAMING_NAMES.iter().enumerate() {
+        let n = name.len().min(line.len());
+        if line[..n].eq_ignore_ascii_case(&name[..n]) {
+            if n == name.len() {
+                return LineStart::Field(i);
+            }
+            if !complete {
+                return LineStart::NeedMore;
+            }
+        }
+    }
+    LineStart::Other
+}
+
+impl FramingScan {
+    /// Whether the head had both framing fields.
+    pub fn conflicting(&self) -> bool {
+        self.content_length && self.transfer_encoding
+    }
+
+    /// Judge one line start; `false` once the head is over.
+    fn judge(&mut self, window: &[u8]) -> Option<bool> {
+        match judge_line_start(window) {
+            LineStart::End => {
+                self.done = true;
+                Some(false)
+            }
+            LineStart::Field(0) => {
+                self.content_length = true;
+                Some(true)
+            }
+            LineStart::Field(_) => {
+                self.transfer_encoding = true;
+                Some(true)
+            }
+            LineStart::Other => Some(true),
+            LineStart::NeedMore => None,
+        }
+    }
+
+    /// Feed the next bytes read on the connection.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.done {
+            return;
+        }
+        let mut pos = 0;
+        if self.carry_len > 0 {
+            let mut window = [0u8; FRAMING_PREFIX];
+            let have = self.carry_len;
+            window[..have].copy_from_slice(&self.carry[..have]);
+            let take = (FRAMING_PREFIX - have).min(bytes.len());
+            window[have..have + take].copy_from_slice(&bytes[..take]);
+            match self.judge(&window[..have + take]) {
+                Some(false) => return,
+                Some(true) => {
+                    self.carry_len = 0;
+                    self.mid_line = true;
+                }
+                None => {
+                    self.carry[..have + take].copy_from_slice(&window[..have + take]);
+                    self.carry_len = have + take;
+                    return;
+                }
+            }
+        }
+        if self.mid_line {
+            match memchr::memchr(b'\n', bytes) {
+                Some(i) => {
+                    pos = i + 1;
+                    self.mid_line = false;
+                }
+                None => return,
+            }
+        }
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            let window = &rest[..rest.len().min(FRAMING_PREFIX)];
+            match self.judge(window) {
+                Some(false) => return,
+                Some(true) => {}
+                None => {
+                    self.carry[..window.len()].copy_from_slice(window);
+                    self.carry_len = window.len();
+                    return;
+                }
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => pos += i + 1,
+                None => {
+                    self.mid_line = true;
+                    return;
+                }
+            }
         }
     }
 }
@@ -331,6 +524,8 @@ pub struct Io<S> {
     watch: Option<Rc<ConnWatch>>,
     write_closed: bool,
     lingered: usize,
+    /// Our answer to a refused head, written in place of hyper's (the rest still to write).
+    replacement: &'static [u8],
 }
 
 /// Most bytes a closing downstream connection reads and drops while waiting for the
@@ -345,7 +540,22 @@ impl<S> Io<S> {
             watch,
             write_closed: false,
             lingered: 0,
+            replacement: &[],
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Io<S> {
+    /// Write what is left of a replacement answer.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.replacement.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, self.replacement))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.replacement = &self.replacement[n..];
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -392,13 +602,15 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         };
-        // SAFETY: the reader initialised the first `n` bytes of the cursor.
-        unsafe { buf.advance(n) };
         if n > 0
             && let Some(w) = &this.watch
         {
-            w.on_bytes_read(n);
+            // SAFETY: the reader initialised the first `n` bytes of the cursor.
+            let read = unsafe { &*(&buf.as_mut()[..n] as *const [MaybeUninit<u8>] as *const [u8]) };
+            w.on_bytes_read(read);
         }
+        // SAFETY: the reader initialised the first `n` bytes of the cursor.
+        unsafe { buf.advance(n) };
         Poll::Ready(Ok(()))
     }
 }
@@ -413,14 +625,28 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
         if let Some(w) = &this.watch {
+            if let Some(answer) = w.head_error_answer(buf) {
+                // hyper answers a refused head with a bare status; ours says which limit
+                // or rule was broken. hyper closes the connection after it.
+                w.wrote_in_head.set(true);
+                this.replacement = answer;
+                // What the socket does not take now goes out with the next flush.
+                if let Poll::Ready(Err(e)) = this.poll_replacement(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
             w.wrote_in_head.set(true);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     /// Half-close (FIN after the answer); a downstream connection then reads and drops what
@@ -429,6 +655,7 @@ where
     /// the answer instead of a reset.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
         if !this.write_closed {
             if let Some(answer) = this.watch.as_ref().and_then(|w| w.unanswered_head()) {
                 // Best effort, once: a small answer fits the socket buffer.
@@ -509,5 +736,52 @@ impl<C: GracefulConnection> Future for Watched<C> {
             this.conn.as_mut().graceful_shutdown();
         }
         this.conn.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_in_pieces(head: &[u8], cuts: &[usize]) -> FramingScan {
+        let mut scan = FramingScan::default();
+        let mut at = 0;
+        for &cut in cuts.iter().chain([head.len()].iter()) {
+            scan.feed(&head[at..cut]);
+            at = cut;
+        }
+        scan
+    }
+
+    #[test]
+    fn framing_conflict_is_found_in_any_case_and_any_split() {
+        let both = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncOnTeNt-LeNgTh: 5\r\nX-A: b\r\nTRANSFER-ENCODING: chunked\r\n\r\n0\r\n\r\n";
+        for i in 0..=both.len() {
+            for j in i..=both.len() {
+                let scan = scan_in_pieces(both, &[i, j]);
+                assert!(scan.conflicting(), "missed with cuts at {i} and {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn framing_single_fields_and_body_bytes_are_not_a_conflict() {
+        let cases: [&[u8]; 4] = [
+            b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1e\r\ncontent-length: 5\r\n",
+            b"POST / HTTP/1.1\nContent-Type: x\nTransfer-Encodings: x\ncontent-length: 3\n\nabc",
+            b"POST / HTTP/1.1\r\nX-Content-Length: 3\r\nX-Transfer-Encoding: chunked\r\n\r\n",
+        ];
+        for head in cases {
+            for i in 0..=head.len() {
+                assert!(
+                    !scan_in_pieces(head, &[i]).conflicting(),
+                    "{} cut at {i}",
+                    String::from_utf8_lossy(head)
+                );
+            }
+        }
+        let lf_only = b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n";
+        assert!(scan_in_pieces(lf_only, &[]).conflicting());
     }
 }

@@ -156,8 +156,9 @@ impl EndpointPool {
     }
 
     /// Send a request built by `build(h2)` (h2 needs an absolute URI), with the connect and
-    /// first-byte timeouts. A request that never left on a reused connection that turned
-    /// out to be closed is sent once more on a fresh one.
+    /// first-byte timeouts. A request that never left (hyper returned it unsent) on a reused
+    /// connection that turned out to be closed is sent once more on a fresh one; nothing that
+    /// may have been written is ever sent twice.
     pub async fn send(
         self: &Rc<Self>,
         build: impl Fn(bool) -> Request<ReqBody>,
@@ -195,9 +196,11 @@ impl EndpointPool {
                     });
                 }
                 Ok(Err(mut e)) => {
+                    // Only a request hyper hands back unsent never left: one that may have
+                    // reached the upstream (an incomplete answer, a reset after the write) is
+                    // never sent again here. Trying elsewhere is the router's decision.
                     let unsent = e.take_message().is_some();
-                    let stale = reused && (unsent || e.error().is_incomplete_message());
-                    if stale && !retried {
+                    if reused && unsent && !retried {
                         retried = true;
                         continue;
                     }
