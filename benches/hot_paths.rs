@@ -12,6 +12,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shardgate::api::chat::rewrite_model;
 use shardgate::api::sse::{EventSplitter, data_payloads, frame_data};
 use shardgate::api::{DecodeScratch, Usage, decode_chat};
+use shardgate::config::Secret;
+use shardgate::config::secrets::Redactor;
 use shardgate::metrics::Histogram;
 use shardgate::mock::Reply;
 use shardgate::scoring::{DeploymentStats, Observation};
@@ -129,5 +131,32 @@ fn scoring_and_metrics(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, rewrite, sse, scoring_and_metrics);
+/// Redaction of an upstream error body (three provider keys configured, as with one provider
+/// of each kind): a clean 1 KB body (the common case, borrowed, no allocation) and one that
+/// echoes a key.
+fn redact(c: &mut Criterion) {
+    let keys = [
+        Secret::new("sk-proj-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"),
+        Secret::new("sk-ant-api03-0123456789abcdefghijklmnopqrstuvwxyz"),
+        Secret::new("AIzaSy0123456789abcdefghijklmnopqrstu"),
+    ];
+    let r = Redactor::new(&keys);
+    let filler =
+        "The request is invalid: the field `messages` must be a non-empty array. ".repeat(14);
+    let clean =
+        format!("{{\"error\":{{\"message\":\"{filler}\",\"type\":\"invalid_request_error\"}}}}");
+    let dirty = format!(
+        "{{\"error\":{{\"message\":\"{filler} You sent: Bearer {}\",\"type\":\"invalid_request_error\"}}}}",
+        keys[0].expose()
+    );
+    let mut g = c.benchmark_group("redact");
+    for (name, body) in [("1KB_clean", clean), ("1KB_dirty", dirty)] {
+        let body = Bytes::from(body);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| r.redact_bytes(black_box(body.clone()))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, rewrite, sse, scoring_and_metrics, redact);
 criterion_main!(benches);
