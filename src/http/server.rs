@@ -21,9 +21,13 @@ pub async fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let builder = Rc::new(builder(&state));
-    let sem = Rc::new(Semaphore::new(
-        state.tuning.max_connections_per_shard as u64,
-    ));
+    let cap = state.tuning.max_connections_per_shard;
+    let sem = Rc::new(Semaphore::new(cap as u64));
+    // Near the cap the connections that have waited longest on their client (silent, slow
+    // or idle) are shed, a batch at a time, so that a live client always finds room
+    // (nginx and Envoy's overload manager do the same in spirit).
+    let high_water = cap - (cap / 16).max(1).min(cap - 1);
+    let shed_batch = (cap / 64).max(1);
     spawn_sweep(&state);
     let drain_delay = state.config.server.drain_delay;
     let stop_accepting = async {
@@ -43,6 +47,11 @@ pub async fn run(
         match accept.or(stop_accepting.as_mut()).await {
             None => break,
             Some(Ok((stream, permit))) => {
+                let live = cap - sem.available() as usize;
+                if live >= high_water {
+                    let shed = state.watches.shed(shed_batch);
+                    state.metrics.connections_shed.add(shed as u64);
+                }
                 let state = state.clone();
                 let builder = builder.clone();
                 let tls = tls.clone();
@@ -68,15 +77,28 @@ pub async fn run(
     tracing::info!(shard = %state.id, connections = state.watches.len(), "Listener closed; draining connections.");
     state.watches.drain_all();
     let deadline = Instant::now() + state.config.server.shutdown_grace;
-    while !state.watches.is_empty() && Instant::now() < deadline {
-        shard::sleep(Duration::from_millis(10)).await;
-    }
+    wait_closed(&state, deadline).await;
     if !state.watches.is_empty() {
-        tracing::warn!(shard = %state.id, connections = state.watches.len(), "Shutdown grace over; closing connections.");
+        tracing::warn!(shard = %state.id, connections = state.watches.len(), "Shutdown grace over; ending streams and closing connections.");
+        // Streams still running end with one error event and a terminated body; then
+        // whatever is left is closed.
+        state.cut.set(true);
+        state.watches.wake_all();
+        wait_closed(&state, Instant::now() + CUT_GRACE).await;
         state.watches.expire_all(Expired::Shutdown, false);
         shard::sleep(Duration::from_millis(50)).await;
     }
     state.outcomes.flush();
+}
+
+/// How long streams cut at the end of the shutdown grace get to write their final event.
+const CUT_GRACE: Duration = Duration::from_millis(500);
+
+/// Wait until every connection is closed, or `deadline`.
+async fn wait_closed(state: &ShardState, deadline: Instant) {
+    while !state.watches.is_empty() && Instant::now() < deadline {
+        shard::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn builder(state: &ShardState) -> auto::Builder<ShardExec> {
@@ -134,19 +156,29 @@ where
     }
 }
 
+/// Connections the sweep closes at most per tick: thousands of connections opened together
+/// time out together, and closing them in one go would stall the shard for milliseconds.
+const SWEEP_BUDGET: usize = 64;
+
 /// The coarse per-shard timer: header and idle timeouts for every connection, checked a few
-/// times per timeout period instead of a timer per request.
+/// times per timeout period instead of a timer per request. Expiries are spread: at most
+/// [`SWEEP_BUDGET`] per tick, and a tick that used its budget is followed by a short one.
 fn spawn_sweep(state: &Rc<ShardState>) {
     let server = &state.config.server;
     let (header, idle) = (server.header_timeout, server.idle_timeout);
     let tick = (header.min(idle) / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let catch_up = Duration::from_millis(20).min(tick);
     let weak = Rc::downgrade(state);
     shard::spawn_background("timeout sweep", async move {
+        let mut wait = tick;
         loop {
-            shard::sleep(tick).await;
+            shard::sleep(wait).await;
             let Some(state) = weak.upgrade() else { return };
-            let n = state.watches.sweep(Instant::now(), header, idle);
+            let n = state
+                .watches
+                .sweep(Instant::now(), header, idle, SWEEP_BUDGET);
             state.metrics.timeouts.add(n as u64);
+            wait = if n == SWEEP_BUDGET { catch_up } else { tick };
         }
     });
 }

@@ -47,6 +47,8 @@ pub struct ShardState {
     pub watches: WatchList,
     /// Fired when the shard starts draining.
     pub drain: Signal,
+    /// Set when the shutdown grace is over: running streams end with an error event.
+    pub cut: Rc<Cell<bool>>,
     /// The `GET /v1/models` body.
     pub models_body: Bytes,
     /// Answers the IO layer writes itself (head timeout, head too large, bad head).
@@ -88,6 +90,7 @@ impl ShardState {
             scratch: RefCell::new(DecodeScratch::default()),
             watches: WatchList::default(),
             drain: Signal::default(),
+            cut: Rc::new(Cell::new(false)),
             models_body,
             head_answers,
             redactor,

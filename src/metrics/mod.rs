@@ -155,6 +155,8 @@ pub struct ShardMetrics {
     pub connections_total: Counter,
     /// Connections closed by the header or idle sweep.
     pub timeouts: Counter,
+    /// Waiting connections closed near the connection cap to make room.
+    pub connections_shed: Counter,
     /// Panics caught while handling a request.
     pub panics: Counter,
     /// Per provider, in config order.
@@ -175,6 +177,7 @@ impl ShardMetrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             timeouts: Counter::default(),
+            connections_shed: Counter::default(),
             panics: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),

@@ -216,6 +216,12 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     );
     counter(
         &mut out,
+        "gateway_connections_shed_total",
+        "Silent, slow or idle connections closed near the connection cap to make room.",
+        sum(shards, |s| s.connections_shed.get()),
+    );
+    counter(
+        &mut out,
         "gateway_panics_total",
         "Panics caught while handling requests.",
         sum(shards, |s| s.panics.get()),

@@ -3,6 +3,7 @@
 //! event by event), accounting usage and the attempt's outcome on the way. A failure after
 //! the first streamed byte ends the stream with one error event in the client's dialect.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -508,6 +509,7 @@ pub async fn send(
             deadline,
             dialect: call.answer.dialect(),
             mode: call.answer.stream_mode(),
+            cut: state.cut.clone(),
         };
         let mut res = Response::new(ResBody::stream(Box::pin(relay)));
         res.headers_mut()
@@ -835,6 +837,8 @@ struct Relay {
     deadline: Instant,
     dialect: Dialect,
     mode: Mode,
+    /// The shard's shutdown grace is over: end with an error event.
+    cut: Rc<Cell<bool>>,
 }
 
 impl Relay {
@@ -879,6 +883,12 @@ impl Body for Relay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
+        if this.cut.get() && this.upstream.is_some() {
+            return this.fail(
+                ErrorKind::Draining,
+                "The gateway is shutting down; the stream was ended before it was complete.",
+            );
+        }
         loop {
             // `upstream` is `None` once the relay has ended.
             let Some(upstream) = this.upstream.as_mut() else {

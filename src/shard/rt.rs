@@ -113,10 +113,15 @@ pub enum Expired {
     Head,
     /// Shutdown grace is over.
     Shutdown,
+    /// Shed near the connection cap to make room (idle, silent or slow): close quietly.
+    Shed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Accepted at this instant; no byte read yet. The header timeout applies: a connection
+    /// that never speaks is not kept for the idle timeout.
+    Fresh(Instant),
     /// No request in progress since this instant.
     Idle(Instant),
     /// Request bytes arrived at this instant; the handler has not started yet.
@@ -166,7 +171,7 @@ impl ConnWatch {
     /// effort) when its request head times out or is refused unanswered.
     pub fn new(answers: &'static HeadAnswers) -> Rc<Self> {
         Rc::new(Self {
-            phase: Cell::new(Phase::Idle(Instant::now())),
+            phase: Cell::new(Phase::Fresh(Instant::now())),
             expired: Cell::new(None),
             draining: Cell::new(false),
             waker: RefCell::new(None),
@@ -213,6 +218,7 @@ impl ConnWatch {
     fn unanswered_head(&self) -> Option<&'static [u8]> {
         if self.h2.get()
             || self.closing.get()
+            || self.expired.get().is_some()
             || !matches!(self.phase.get(), Phase::Head(_))
             || self.wrote_in_head.get()
         {
@@ -247,6 +253,11 @@ impl ConnWatch {
         let n = bytes.len();
         match self.phase.get() {
             _ if self.closing.get() => return,
+            // The first head's clock runs from accept.
+            Phase::Fresh(since) => {
+                self.phase.set(Phase::Head(since));
+                self.head_bytes.set(n);
+            }
             Phase::Idle(_) => {
                 self.phase.set(Phase::Head(Instant::now()));
                 self.head_bytes.set(n);
@@ -263,7 +274,19 @@ impl ConnWatch {
 
     /// Whether no request is in progress.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase.get(), Phase::Idle(_))
+        matches!(self.phase.get(), Phase::Idle(_) | Phase::Fresh(_))
+    }
+
+    /// When this connection last started waiting on its client (accept, the end of its last
+    /// answer, or the first byte of a head), unless it is serving a request or already ending.
+    fn waiting_since(&self) -> Option<Instant> {
+        if self.expired.get().is_some() {
+            return None;
+        }
+        match self.phase.get() {
+            Phase::Fresh(t) | Phase::Idle(t) | Phase::Head(t) => Some(t),
+            Phase::Busy(_) => None,
+        }
     }
 
     /// Ask the connection to finish its current requests and close (graceful shutdown).
@@ -297,7 +320,13 @@ impl ConnWatch {
         header_timeout: Duration,
         idle_timeout: Duration,
     ) -> Option<Expired> {
+        if self.expired.get().is_some() {
+            return None;
+        }
         match self.phase.get() {
+            Phase::Fresh(since) if now.saturating_duration_since(since) >= header_timeout => {
+                Some(Expired::Idle)
+            }
             Phase::Idle(since) if now.saturating_duration_since(since) >= idle_timeout => {
                 Some(Expired::Idle)
             }
@@ -470,13 +499,23 @@ impl WatchList {
         self.list.borrow_mut().push(Rc::downgrade(w));
     }
 
-    /// Expire what timed out; drop closed connections from the list.
-    pub fn sweep(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> usize {
+    /// Expire what timed out, at most `budget` connections (the rest wait for the next
+    /// sweep, so that thousands of connections opened together do not all close in one
+    /// burst that stalls the shard); drop closed connections from the list.
+    pub fn sweep(
+        &self,
+        now: Instant,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        budget: usize,
+    ) -> usize {
         let mut expired = 0;
         self.list.borrow_mut().retain(|w| match w.upgrade() {
             None => false,
             Some(w) => {
-                if let Some(why) = w.check(now, header_timeout, idle_timeout) {
+                if expired < budget
+                    && let Some(why) = w.check(now, header_timeout, idle_timeout)
+                {
                     w.expire(why);
                     expired += 1;
                 }
@@ -486,12 +525,49 @@ impl WatchList {
         expired
     }
 
+    /// Make room near the connection cap: expire up to `count` of the connections that have
+    /// waited longest on their client (silent, slow or idle; never one serving a request),
+    /// less those already shed and still closing. Returns how many were shed now.
+    pub fn shed(&self, count: usize) -> usize {
+        let list = self.list.borrow();
+        let live = list.iter().filter_map(Weak::upgrade);
+        let mut closing = 0;
+        let mut waiting: Vec<(Instant, Rc<ConnWatch>)> = Vec::new();
+        for w in live {
+            if w.expired.get() == Some(Expired::Shed) {
+                closing += 1;
+            } else if let Some(since) = w.waiting_since() {
+                waiting.push((since, w));
+            }
+        }
+        let count = count.saturating_sub(closing).min(waiting.len());
+        if count == 0 {
+            return 0;
+        }
+        if count < waiting.len() {
+            waiting.select_nth_unstable_by_key(count - 1, |(since, _)| *since);
+        }
+        for (_, w) in &waiting[..count] {
+            w.expire(Expired::Shed);
+        }
+        count
+    }
+
     /// Expire every connection with `why` (used at the end of the shutdown grace, and with
     /// `Idle` at the start of a drain for connections between requests).
     pub fn expire_all(&self, why: Expired, only_idle: bool) {
         for w in self.list.borrow().iter().filter_map(Weak::upgrade) {
             if !only_idle || w.is_idle() {
                 w.expire(why);
+            }
+        }
+    }
+
+    /// Wake every connection's task (it polls its response body again).
+    pub fn wake_all(&self) {
+        for w in self.list.borrow().iter().filter_map(Weak::upgrade) {
+            if let Some(waker) = w.waker.borrow_mut().take() {
+                waker.wake();
             }
         }
     }
@@ -572,8 +648,11 @@ where
         if let Some(w) = &this.watch {
             match w.expired.get() {
                 None => {}
-                Some(Expired::Idle) | Some(Expired::Shutdown) => return Poll::Ready(Ok(())),
+                Some(Expired::Idle | Expired::Shutdown | Expired::Shed) => {
+                    return Poll::Ready(Ok(()));
+                }
                 Some(Expired::Head) => {
+                    w.wrote_in_head.set(true);
                     // Best effort: the socket buffer takes a small response at once.
                     let _ = Pin::new(&mut this.inner).poll_write(cx, &w.answers.timeout);
                     return Poll::Ready(Err(io::Error::new(
@@ -673,7 +752,12 @@ where
         };
         let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
         loop {
-            if watch.expired.get().is_some() || this.lingered > LINGER_MAX_BYTES {
+            // No lingering once the shard drains: a client holding its side open must not
+            // hold the process (an answered connection has nothing unread to reset on).
+            if watch.expired.get().is_some()
+                || watch.draining.get()
+                || this.lingered > LINGER_MAX_BYTES
+            {
                 return Poll::Ready(Ok(()));
             }
             match Pin::new(&mut this.inner).poll_read_uninit(cx, &mut scratch) {
