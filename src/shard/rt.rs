@@ -837,6 +837,118 @@ mod tests {
         scan
     }
 
+    fn answers() -> &'static HeadAnswers {
+        Box::leak(Box::new(HeadAnswers {
+            timeout: b"408".to_vec(),
+            too_large: b"431a".to_vec(),
+            too_many_headers: b"431b".to_vec(),
+            malformed: b"400".to_vec(),
+            limit: 100,
+        }))
+    }
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_silent_connection_gets_the_header_timeout_not_the_idle_one() {
+        let w = ConnWatch::new(answers());
+        let t0 = Instant::now();
+        assert_eq!(w.check(t0 + HEAD / 2, HEAD, IDLE), None);
+        assert_eq!(w.check(t0 + HEAD, HEAD, IDLE), Some(Expired::Idle));
+        // The first head's clock runs from accept, not from its first byte.
+        let w = ConnWatch::new(answers());
+        w.phase.set(Phase::Fresh(t0));
+        w.on_bytes_read(b"GE");
+        assert_eq!(w.check(t0 + HEAD, HEAD, IDLE), Some(Expired::Head));
+        // Between requests, the idle timeout applies.
+        w.request_started();
+        w.request_finished();
+        assert_eq!(w.check(Instant::now() + HEAD, HEAD, IDLE), None);
+        assert!(w.check(Instant::now() + IDLE, HEAD, IDLE).is_some());
+    }
+
+    #[test]
+    fn shedding_takes_the_longest_waiting_and_never_a_busy_connection() {
+        let list = WatchList::default();
+        let t0 = Instant::now();
+        let conns: Vec<_> = (0..6).map(|_| ConnWatch::new(answers())).collect();
+        for (i, w) in conns.iter().enumerate() {
+            list.add(w);
+            w.phase.set(Phase::Idle(t0 + Duration::from_secs(i as u64)));
+        }
+        conns[0].request_started(); // the oldest is busy
+        conns[3].phase.set(Phase::Head(t0)); // a slow head, as old as it gets
+        assert_eq!(list.shed(2), 2);
+        let shed: Vec<usize> = (0..6)
+            .filter(|&i| conns[i].expired.get() == Some(Expired::Shed))
+            .collect();
+        assert_eq!(shed, vec![1, 3]);
+        // Those two are still closing: asking for two again sheds nothing more.
+        assert_eq!(list.shed(2), 0);
+        assert_eq!(list.shed(3), 1);
+        assert_eq!(conns[2].expired.get(), Some(Expired::Shed));
+        assert_eq!(conns[0].expired.get(), None);
+        // Closed connections no longer count.
+        drop(conns);
+        assert_eq!(list.shed(5), 0);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_expires_at_most_its_budget_per_tick() {
+        let list = WatchList::default();
+        let conns: Vec<_> = (0..10).map(|_| ConnWatch::new(answers())).collect();
+        for w in &conns {
+            list.add(w);
+        }
+        let later = Instant::now() + HEAD;
+        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 4);
+        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 4);
+        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 2);
+        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 0);
+    }
+
+    #[test]
+    fn no_head_answer_follows_a_closing_answer_or_an_expiry() {
+        let w = ConnWatch::new(answers());
+        w.on_bytes_read(b"POST / HTTP/1.1\r\n");
+        assert!(w.unanswered_head().is_some());
+        w.close_after_response();
+        assert!(w.unanswered_head().is_none());
+        let w = ConnWatch::new(answers());
+        w.request_started();
+        w.close_after_response();
+        w.request_finished();
+        w.on_bytes_read(b"rest of an unread body");
+        assert!(w.unanswered_head().is_none());
+        assert!(w.is_idle());
+        let w = ConnWatch::new(answers());
+        w.on_bytes_read(b"GET");
+        w.expire(Expired::Shed);
+        assert!(w.unanswered_head().is_none());
+    }
+
+    #[test]
+    fn hypers_own_head_errors_are_replaced_by_ours() {
+        let w = ConnWatch::new(answers());
+        w.on_bytes_read(&[b'x'; 50]);
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n";
+        assert_eq!(w.head_error_answer(hyper_431), Some(&b"431b"[..]));
+        w.on_bytes_read(&[b'x'; 60]);
+        assert_eq!(w.head_error_answer(hyper_431), Some(&b"431a"[..]));
+        assert_eq!(
+            w.head_error_answer(b"HTTP/1.1 400 Bad Request\r\n"),
+            Some(&b"400"[..])
+        );
+        assert_eq!(
+            w.head_error_answer(b"HTTP/1.1 501 Not Implemented\r\n"),
+            None
+        );
+        w.wrote_in_head.set(true);
+        assert_eq!(w.head_error_answer(hyper_431), None);
+    }
+
     #[test]
     fn framing_conflict_is_found_in_any_case_and_any_split() {
         let both = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncOnTeNt-LeNgTh: 5\r\nX-A: b\r\nTRANSFER-ENCODING: chunked\r\n\r\n0\r\n\r\n";
