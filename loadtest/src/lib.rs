@@ -4,10 +4,12 @@
 //! intended send time ([`schedule`]), the HTTP/1.1 and HTTP/2 clients ([`client`]), running
 //! steps on generator threads ([`run`]), HdrHistogram statistics ([`stats`]), CPU/RSS of the
 //! processes under test ([`procstat`]) and reports: summary, side-by-side comparison, CSV and
-//! SVG ([`report`]).
+//! SVG ([`report`]); connection exhaustion and slowloris with a normal client alongside
+//! ([`exhaust`]).
 //! Does not: start the processes under test (`scripts/loadtest.sh` does).
 
 pub mod client;
+pub mod exhaust;
 pub mod procstat;
 pub mod report;
 pub mod run;
