@@ -175,3 +175,25 @@ fn kinds_choose_their_key_header_and_prices_are_checked() {
     .to_string();
     assert!(e.contains("models.m.price.input"), "{e}");
 }
+
+#[test]
+fn server_limits_are_checked_with_their_floors() {
+    for (field, value, want) in [
+        ("max_header_bytes", "512", "at least 1024"),
+        ("max_headers", "3", "between 8 and 10000"),
+        ("max_headers", "100000", "between 8 and 10000"),
+    ] {
+        let text = format!("[server]\n{field} = {value}\n");
+        let e = Config::from_toml(&text, "c", &env_none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("server.{field}")) && e.contains(want),
+            "{e}"
+        );
+    }
+    let c = Config::from_toml("[server]\nmax_headers = 20\n", "c", &env_none).unwrap();
+    assert_eq!(c.server.max_headers, 20);
+    let c = Config::from_toml("", "c", &env_none).unwrap();
+    assert_eq!(c.server.max_headers, super::raw::DEFAULT_MAX_HEADERS);
+}

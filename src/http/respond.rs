@@ -249,7 +249,7 @@ fn static_response(status: &str, kind: ErrorKind, message: &str) -> Vec<u8> {
 /// process lifetime.
 pub fn head_answers(server: &ServerConfig) -> &'static HeadAnswers {
     let timeout_ms = server.header_timeout.as_millis();
-    let max_header_bytes = server.max_header_bytes.max(8192);
+    let max_header_bytes = server.max_header_bytes;
     let max_headers = server.max_headers;
     Box::leak(Box::new(HeadAnswers {
         timeout: static_response(

@@ -56,11 +56,19 @@ pub async fn handle(
     } else {
         Dialect::OpenAi
     };
+    let limit = state.config.server.max_header_bytes;
     let result = if smuggled {
         Some(Err(GatewayError::bad_request(
             "The request has both Content-Length and Transfer-Encoding; send exactly one.",
         )
         .closing()))
+    } else if head_size(&req) > limit {
+        Some(Err(GatewayError::new(
+            ErrorKind::HeadersTooLarge,
+            format!(
+                "The request head is over the limit of {limit} bytes (server.max_header_bytes)."
+            ),
+        )))
     } else {
         shard::guarded("request", dispatch(&state, &ctx, route, method_ok, req)).await
     };
@@ -88,6 +96,20 @@ pub async fn handle(
     stamp(&mut res, &ctx);
     finish.set_status(res.status().as_u16());
     Ok(res.map(|b| b.with_finish(finish)))
+}
+
+/// The size of a request head as sent (request line and fields, CRLFs included). hyper's
+/// own limit is its read buffer, which has a floor of 8 KiB and grows by whole reads, so the
+/// configured limit is checked here, exactly.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path().len() + 12;
+    let query = req.uri().query().map_or(0, |q| q.len() + 1);
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + query + fields + 2
 }
 
 async fn dispatch(
@@ -153,6 +175,19 @@ pub fn json(body: Bytes) -> Response<ResBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_size_counts_the_head_as_sent() {
+        let raw = "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: gw\r\nx-a: bc\r\n\r\n";
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/chat/completions?x=1")
+            .header("host", "gw")
+            .header("x-a", "bc")
+            .body(())
+            .unwrap();
+        assert_eq!(head_size(&req), raw.len());
+    }
 
     #[test]
     fn routes_and_methods() {
