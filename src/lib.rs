@@ -41,6 +41,9 @@ pub mod api;
 pub mod budget;
 pub mod config;
 pub mod error;
+/// Fuzz entry points (one function per target), shared by the fuzzer and `tests/fuzz.rs`.
+#[doc(hidden)]
+pub mod fuzz_logic;
 pub mod http;
 pub mod metrics;
 pub mod mock;

@@ -7,9 +7,15 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
-/// Index one past the end of the last complete event in `buf` (after a blank line).
+/// Index one past the end of the last complete event in `buf` (after a blank line). `buf`
+/// starts at a line start (an event boundary), so a blank line there ends an (empty) event too:
+/// where the reads fall must not decide where an event ends.
 pub fn last_event_end(buf: &[u8]) -> Option<usize> {
-    let mut end = None;
+    let mut end = match buf {
+        [b'\n', ..] => Some(1),
+        [b'\r', b'\n', ..] => Some(2),
+        _ => None,
+    };
     let mut i = 0;
     while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + off;
@@ -180,6 +186,23 @@ mod tests {
             data_payloads(b"data:x\n\ndata:\n\n").collect::<Vec<_>>(),
             [&b"x"[..], b""]
         );
+    }
+
+    #[test]
+    fn a_blank_line_in_a_read_of_its_own_ends_an_event() {
+        // Found by fuzzing: the last `\n` of `[DONE]\n\n\n` in a read of its own was held
+        // back as an unfinished event, so the stream looked cut after its end.
+        let mut s = EventSplitter::default();
+        assert!(s.push(Bytes::from_static(b"data: [DONE]\n\n")).is_some());
+        assert_eq!(
+            s.push(Bytes::from_static(b"\n")).as_deref(),
+            Some(&b"\n"[..])
+        );
+        assert_eq!(
+            s.push(Bytes::from_static(b"\r\n")).as_deref(),
+            Some(&b"\r\n"[..])
+        );
+        assert_eq!(s.pending_len(), 0);
     }
 
     #[test]
