@@ -95,7 +95,7 @@ impl Usage {
         serde_json::json!({
             "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
+            "total_tokens": self.input_tokens.saturating_add(self.output_tokens),
             "prompt_tokens_details": {"cached_tokens": self.cached_input_tokens},
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         })

@@ -274,12 +274,15 @@ pub fn finish_reason(s: &str) -> FinishReason {
 }
 
 /// Anthropic usage, normalised: input counts every prompt token (cache reads and writes too).
+/// Sums saturate: an upstream's absurd counts must not wrap into a small bill (or panic).
 pub fn usage_from_wire(u: &wire::Usage) -> Usage {
     let cached = u.cache_read_input_tokens.unwrap_or(0);
     Usage {
-        input_tokens: u.input_tokens.unwrap_or(0)
-            + u.cache_creation_input_tokens.unwrap_or(0)
-            + cached,
+        input_tokens: u
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(u.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(cached),
         output_tokens: u.output_tokens.unwrap_or(0),
         cached_input_tokens: cached,
         reasoning_tokens: 0,

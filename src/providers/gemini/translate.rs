@@ -287,13 +287,19 @@ pub fn finish_reason(s: &str, called_tools: bool) -> FinishReason {
     }
 }
 
-/// Gemini usage, normalised: output counts thoughts too.
+/// Gemini usage, normalised: output counts thoughts too. Sums saturate: an upstream's absurd
+/// counts must not wrap into a small bill (or panic).
 pub fn usage_from_wire(u: &wire::UsageMetadata) -> Usage {
     let thoughts = u.thoughts_token_count.unwrap_or(0);
     Usage {
-        input_tokens: u.prompt_token_count.unwrap_or(0)
-            + u.tool_use_prompt_token_count.unwrap_or(0),
-        output_tokens: u.candidates_token_count.unwrap_or(0) + thoughts,
+        input_tokens: u
+            .prompt_token_count
+            .unwrap_or(0)
+            .saturating_add(u.tool_use_prompt_token_count.unwrap_or(0)),
+        output_tokens: u
+            .candidates_token_count
+            .unwrap_or(0)
+            .saturating_add(thoughts),
         cached_input_tokens: u.cached_content_token_count.unwrap_or(0),
         reasoning_tokens: thoughts,
     }
