@@ -15,8 +15,9 @@
 # structured mutator of tests/fuzz.rs (fixtures flipped, spliced, cut, with dictionary tokens)
 # for the same time per target: no coverage feedback, but the same promises checked.
 #
-# Seeds: the fixtures named by each target (tests/fixtures/) and tests/fuzz-corpus/<target>/;
-# dictionary: tests/fuzz-corpus/fuzz.dict. A crash (a panic, or a broken promise, which the
+# Seeds: the fixtures named by each target (tests/fixtures/), tests/fuzz-corpus/<target>/, and
+# the queue the previous run of the target left in target/fuzz/work/ (runs add up; FUZZ_FRESH=1
+# starts over); dictionary: tests/fuzz-corpus/fuzz.dict. A crash (a panic, or a broken promise, which the
 # harness turns into a panic) is copied to target/fuzz/crashes/<target>/ and the script exits 1;
 # keep it as a regression by copying it into tests/fuzz-corpus/<target>/ once fixed
 # (tests/fuzz.rs replays that folder in `cargo test`).
@@ -69,9 +70,16 @@ summary=()
 for t in "${targets[@]}"; do
   in="$work/$t/in"
   out="$work/$t/out"
-  rm -rf "$in" "$out"
+  rm -rf "$in"
   mkdir -p "$in"
   n=0
+  # Runs add up: the queue a previous run of this target left is part of the seeds.
+  if [ -d "$out/default/queue" ] && [ "${FUZZ_FRESH:-0}" != 1 ]; then
+    for f in "$out"/default/queue/id:*; do
+      [ -f "$f" ] && cp "$f" "$in/prev-$(basename "$f" | cut -d, -f1 | tr : _)" && n=$((n + 1))
+    done
+  fi
+  rm -rf "$out"
   while read -r spec; do
     for f in tests/fixtures/$spec; do
       [ -f "$f" ] && cp "$f" "$in/$(echo "$f" | tr / _)" && n=$((n + 1))
@@ -101,7 +109,8 @@ for t in "${targets[@]}"; do
     cp "$out"/default/crashes/id:* "target/fuzz/crashes/$t/"
     for c in "target/fuzz/crashes/$t"/id:*; do
       echo "   crash: $c"
-      SHARDGATE_FUZZ_TARGET="$t" "$bin" <"$c" 2>&1 | grep -m1 -E "panicked|$t:" | sed 's/^/      /' || true
+      why=$( (SHARDGATE_FUZZ_TARGET="$t" "$bin" <"$c") 2>&1 || true)
+      grep -m1 -A1 "panicked" <<<"$why" | sed 's/^/      /' || true
     done
   fi
 done
