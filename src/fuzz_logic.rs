@@ -555,15 +555,16 @@ fn events_of(out: &[u8]) -> Result<Vec<Event<'_>>, String> {
     Ok(events)
 }
 
-/// Is this event an error (in either dialect)?
-fn is_error_event(dialect: Dialect, e: &Event<'_>) -> bool {
-    match dialect {
-        Dialect::OpenAi => e
-            .data
-            .as_deref()
-            .is_some_and(|d| json::top_level_value(d, b"error").is_some()),
-        Dialect::Anthropic => e.name == Some(b"error"),
+/// Is this event an error, as a client reads it: Anthropic's `error` event (by name or type),
+/// or a chunk with a top-level `error` that is not `null`?
+fn is_error_event(e: &Event<'_>) -> bool {
+    if e.name == Some(b"error") {
+        return true;
     }
+    e.data.as_deref().is_some_and(|d| {
+        json::top_level_value(d, b"type").is_some_and(|t| d[t] == *b"\"error\"")
+            || json::top_level_value(d, b"error").is_some_and(|v| d[v] != *b"null")
+    })
 }
 
 /// The `created` seconds of OpenAI chunks read the clock: blank them before comparing runs.
@@ -636,13 +637,26 @@ pub fn stream(kind: ProviderKind, dialect: Dialect, data: &[u8]) -> Outcome {
                 Ok(e) => e,
                 Err(why) => return violation(t, format!("{answer:?}, {n} chunks: {why}")),
             };
-            let errors = events.iter().filter(|e| is_error_event(dialect, e)).count();
+            let errors = events.iter().filter(|e| is_error_event(e)).count();
             if !got.complete {
                 check!(
                     t,
-                    events.last().is_some_and(|e| is_error_event(dialect, e)),
+                    events.last().is_some_and(|e| is_error_event(e)),
                     "{answer:?}, {n} chunks: an incomplete stream without a final error event"
                 );
+                // The relay adds no error event of its own when the upstream reported one
+                // in-band: then the client must already have had it.
+                if got.saw_error {
+                    let own = usize::from(matches!(answer, Answer::Pass { .. }));
+                    check!(
+                        t,
+                        events[..events.len() - own]
+                            .iter()
+                            .any(|e| is_error_event(e)),
+                        "{answer:?}, {n} chunks: cut after an in-band error the client never \
+                         saw: the relay would end it silently"
+                    );
+                }
             }
             if let Answer::Pass { strip_usage, .. } = answer {
                 let relayed = if got.complete {
@@ -671,7 +685,7 @@ pub fn stream(kind: ProviderKind, dialect: Dialect, data: &[u8]) -> Outcome {
                     errors <= 1,
                     "{answer:?}, {n} chunks: {errors} error events"
                 );
-                if let Some(i) = events.iter().position(|e| is_error_event(dialect, e)) {
+                if let Some(i) = events.iter().position(|e| is_error_event(e)) {
                     check!(
                         t,
                         i + 1 == events.len(),

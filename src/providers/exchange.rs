@@ -355,6 +355,7 @@ impl Answer {
                         events: out,
                         usage: mode.usage(),
                         complete: false,
+                        saw_error: mode.saw_error(),
                     };
                 }
             }
@@ -382,6 +383,7 @@ impl Answer {
             events: out,
             usage: mode.usage(),
             complete,
+            saw_error: mode.saw_error(),
         }
     }
 }
@@ -393,6 +395,9 @@ pub struct Transcoded {
     pub events: Vec<Bytes>,
     /// The usage the upstream reported.
     pub usage: Option<Usage>,
+    /// Did the upstream report an error in the stream? (The relay then adds no error event of
+    /// its own when the stream is cut: the client already has the upstream's.)
+    pub saw_error: bool,
     /// Did the upstream stream end as its API documents?
     pub complete: bool,
 }
@@ -724,7 +729,10 @@ impl Mode {
                     for data in data_payloads(&events) {
                         if let Some(u) = Usage::from_openai_json(&data) {
                             *usage = Some(u);
-                        } else if json::top_level_value(&data, b"error").is_some() {
+                        } else if json::top_level_value(&data, b"error")
+                            .is_some_and(|e| data[e] != *b"null")
+                        {
+                            // `"error": null` in a healthy chunk is no error.
                             *saw_error = true;
                         }
                     }
