@@ -27,7 +27,6 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 engine="${FUZZ_ENGINE:-afl}"
-export CARGO_TARGET_DIR="$PWD/target/fuzz"
 AFL_VERSION=0.18.2
 
 all_targets() {
@@ -54,6 +53,8 @@ if [ "$engine" = mutate ]; then
   exit $?
 fi
 
+# The instrumented build has its own target dir: other RUSTFLAGS, never the main build's artefacts.
+export CARGO_TARGET_DIR="$PWD/target/fuzz"
 if ! cargo afl --version >/dev/null 2>&1; then
   echo "== installing cargo-afl $AFL_VERSION (builds AFL++; about 2 minutes)"
   cargo install cargo-afl --locked --version "$AFL_VERSION"
