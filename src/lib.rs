@@ -48,6 +48,7 @@ pub mod http;
 pub mod metrics;
 pub mod mock;
 pub mod providers;
+pub mod routing;
 pub mod runtime;
 pub mod scoring;
 pub mod shard;
@@ -107,3 +108,38 @@ impl fmt::Display for ShardId {
         write!(f, "{}", self.0)
     }
 }
+
+macro_rules! index_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// The position, for indexing a per-item table.
+            #[inline]
+            pub fn get(self) -> usize {
+                self.0 as usize
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+index_newtype!(
+    /// A provider's position in `Config::providers` (and in per-provider tables).
+    ProviderIdx
+);
+index_newtype!(
+    /// A public model's position in `Config::models` (and in per-model tables).
+    ModelIdx
+);
+index_newtype!(
+    /// A deployment's position in `Config::deployments` (and in per-deployment tables).
+    DeploymentIdx
+);

@@ -36,6 +36,18 @@ impl Ewma {
         self.at = Some(now);
     }
 
+    /// Add a sample the peak way (linkerd's peak EWMA): a sample above the average replaces
+    /// it at once, one below pulls it down with the usual decay. A deployment that turns
+    /// slow is seen at its first slow answer; a recovery shows over `tau`.
+    pub fn observe_peak(&mut self, sample: f64, now: Instant) {
+        if self.at.is_none() || sample > self.value {
+            self.value = sample;
+            self.at = Some(now);
+        } else {
+            self.observe(sample, now);
+        }
+    }
+
     /// The current average, `None` before the first sample.
     pub fn get(&self) -> Option<f64> {
         self.at.map(|_| self.value)
@@ -66,6 +78,18 @@ mod tests {
         // A long gap forgets the past almost entirely.
         slow.observe(50.0, t0 + Duration::from_secs(1000));
         assert!((slow.get().unwrap() - 50.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn peak_jumps_up_at_once_and_decays_down() {
+        let t0 = Instant::now();
+        let mut e = Ewma::new(Duration::from_secs(1));
+        e.observe_peak(5.0, t0);
+        e.observe_peak(50.0, t0 + Duration::from_millis(1));
+        assert_eq!(e.get(), Some(50.0));
+        e.observe_peak(5.0, t0 + Duration::from_secs(1));
+        let v = e.get().unwrap();
+        assert!(v < 50.0 && v > 5.0, "{v}");
     }
 
     #[test]

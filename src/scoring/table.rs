@@ -41,32 +41,44 @@ impl Default for Weights {
     }
 }
 
-/// Successes and failures over a sliding window of fixed buckets.
+/// Successes and failures over a sliding window of [`WINDOW_BUCKETS`] fixed buckets.
 #[derive(Debug, Clone)]
 pub struct SuccessWindow {
     buckets: [(u64, u64); WINDOW_BUCKETS],
+    bucket: Duration,
     head_start: Option<Instant>,
     head: usize,
 }
 
 impl Default for SuccessWindow {
     fn default() -> Self {
-        Self {
-            buckets: [(0, 0); WINDOW_BUCKETS],
-            head_start: None,
-            head: 0,
-        }
+        Self::new(WINDOW_BUCKET * WINDOW_BUCKETS as u32)
     }
 }
 
 impl SuccessWindow {
+    /// A window `span` long (kept in [`WINDOW_BUCKETS`] buckets; at least 1 ms each).
+    pub fn new(span: Duration) -> Self {
+        Self {
+            buckets: [(0, 0); WINDOW_BUCKETS],
+            bucket: (span / WINDOW_BUCKETS as u32).max(Duration::from_millis(1)),
+            head_start: None,
+            head: 0,
+        }
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.buckets = [(0, 0); WINDOW_BUCKETS];
+    }
+
     fn advance(&mut self, now: Instant) {
         let Some(start) = self.head_start else {
             self.head_start = Some(now);
             return;
         };
         let elapsed = now.saturating_duration_since(start);
-        let steps = (elapsed.as_nanos() / WINDOW_BUCKET.as_nanos()) as usize;
+        let steps = (elapsed.as_nanos() / self.bucket.as_nanos()) as usize;
         if steps == 0 {
             return;
         }
@@ -74,7 +86,7 @@ impl SuccessWindow {
             self.head = (self.head + 1) % WINDOW_BUCKETS;
             self.buckets[self.head] = (0, 0);
         }
-        self.head_start = Some(start + WINDOW_BUCKET * steps as u32);
+        self.head_start = Some(start + self.bucket * steps.min(u32::MAX as usize) as u32);
     }
 
     /// Record one attempt.
