@@ -95,6 +95,14 @@ STATUS=0
 taskset -c "$LOAD_CORE" "$BIN/shardgate-exhaust" --target "127.0.0.1:$GW_PORT" --pid "$GW" \
     "${FIGURES[@]}" --json "$OUT/report.json" --check "${EXTRA[@]}" | tee "$OUT/report.txt" \
     || STATUS=$?
+# What the gateway still holds once the harness is done: client or upstream sockets.
+if command -v ss >/dev/null 2>&1 && kill -0 "$GW" 2>/dev/null; then
+    ss -tanpH 2>/dev/null | grep "pid=$GW," >"$OUT/gateway-sockets.txt" || true
+    DOWN=$(awk -v p=":$GW_PORT" '$1 != "LISTEN" && $4 ~ p"$"' "$OUT/gateway-sockets.txt" | wc -l)
+    UP=$(awk -v p=":$MOCK_PORT" '$5 ~ p"$"' "$OUT/gateway-sockets.txt" | wc -l)
+    echo "gateway sockets after the run: $DOWN to clients, $UP to the mock ($OUT/gateway-sockets.txt)" \
+        | tee -a "$OUT/report.txt"
+fi
 if ! kill -0 "$GW" 2>/dev/null; then
     echo "the gateway exited during the run; its log: $OUT/gateway.log" >&2
     STATUS=1

@@ -126,6 +126,7 @@ fn silent_and_slowloris_connections_neither_linger_nor_lock_out_a_normal_client(
             connect_timeout_ms: 3000,
             reopen_silent: false,
             reopen_slowloris: true,
+            reopen_delay_ms: 0,
         },
     )
     .unwrap();

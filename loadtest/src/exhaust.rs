@@ -109,6 +109,24 @@ impl ProcSample {
         Ok(Self { fds, rss_kib })
     }
 
+    /// CPU seconds (user + system, all threads) used so far, from `/proc/PID/stat`.
+    pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th.
+        let mut rest = stat[stat.rfind(')').unwrap_or(0) + 1..].split_whitespace();
+        let ticks = |f: Option<&str>| f.and_then(|t| t.parse::<u64>().ok());
+        let (Some(user), Some(system)) = (ticks(rest.nth(11)), ticks(rest.next())) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected /proc/PID/stat",
+            ));
+        };
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Ok((user + system) as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+    }
+
     /// The larger of each field.
     fn max(self, other: Self) -> Self {
         Self {
@@ -593,6 +611,9 @@ pub struct AttackConfig {
     pub reopen_silent: bool,
     /// Reopen a slowloris connection when the server closes it.
     pub reopen_slowloris: bool,
+    /// Wait this long before reopening a connection the server closed (0: at once, an
+    /// attacker that holds its count whatever the server does).
+    pub reopen_delay_ms: u64,
 }
 
 impl Default for AttackConfig {
@@ -605,6 +626,7 @@ impl Default for AttackConfig {
             connect_timeout_ms: 3000,
             reopen_silent: true,
             reopen_slowloris: true,
+            reopen_delay_ms: 0,
         }
     }
 }
@@ -910,6 +932,10 @@ async fn slot(kind: Kind, i: usize, n: usize, ctx: Rc<AttackCtx>, mut stop: watc
             stopped(&mut stop).await;
             return;
         }
+        let delay = Duration::from_millis(ctx.cfg.reopen_delay_ms);
+        if !delay.is_zero() && !pause_until(Instant::now() + delay, &mut stop).await {
+            return;
+        }
     }
 }
 
@@ -1020,6 +1046,9 @@ pub struct GatewayReport {
     /// How long after the attack stopped both came back to baseline; `None`: not within
     /// the settle time.
     pub settled_after_s: Option<f64>,
+    /// The gateway's CPU use during the measured run under attack, in cores (1.0 = one core
+    /// busy all the time).
+    pub cpu_cores: Option<f64>,
 }
 
 /// Everything one run measured.
@@ -1041,6 +1070,9 @@ pub struct Report {
     pub attack: AttackReport,
     /// The gateway process, when its PID was given.
     pub gateway: Option<GatewayReport>,
+    /// This harness's own CPU use during the measured run under attack, in cores: near 1.0
+    /// on a shared core means the client side, not the gateway, may be what is slow.
+    pub harness_cpu_cores: Option<f64>,
 }
 
 impl Report {
@@ -1198,11 +1230,24 @@ pub fn run(
         tick(&attack)
     });
     let attack_at_normal_start = attack.snapshot();
+    let me = std::process::id();
+    let cpu0 = (
+        ProcSample::cpu_seconds(me).ok(),
+        pid.and_then(|p| ProcSample::cpu_seconds(p).ok()),
+    );
+    let run_t0 = Instant::now();
     say(&format!(
         "under attack: normal client, {} req/s for {} s",
         plan.normal.rate, plan.attack_s
     ));
     let under_attack = normal_alongside(addr, &phase(plan.attack_s), || tick(&attack))?;
+    let run_s = run_t0.elapsed().as_secs_f64().max(1e-9);
+    let cores = |before: Option<f64>, pid: Option<u32>| {
+        let after = ProcSample::cpu_seconds(pid?).ok()?;
+        Some((after - before?) / run_s)
+    };
+    let harness_cpu_cores = cores(cpu0.0, Some(me));
+    let gateway_cpu_cores = cores(cpu0.1, pid);
     say("stopping the attack");
     let attack = attack.stop()?;
     let stopped_at = Instant::now();
@@ -1226,6 +1271,7 @@ pub fn run(
                 peak,
                 after,
                 settled_after_s,
+                cpu_cores: gateway_cpu_cores,
             })
         }
         _ => None,
@@ -1241,6 +1287,7 @@ pub fn run(
         attack_at_normal_start,
         attack,
         gateway,
+        harness_cpu_cores,
     })
 }
 
@@ -1268,10 +1315,18 @@ pub fn render(r: &Report) -> String {
             .map_or_else(String::new, |g| format!(" (gateway PID {})", g.pid))
     );
     let reopen = match (p.attack.reopen_silent, p.attack.reopen_slowloris) {
-        (true, true) => "both reopened when closed",
-        (false, true) => "slowloris reopened when closed",
-        (true, false) => "silent reopened when closed",
+        (true, true) => "both reopened",
+        (false, true) => "slowloris reopened",
+        (true, false) => "silent reopened",
         (false, false) => "none reopened",
+    };
+    let reopen = if p.attack.reopen_delay_ms > 0 {
+        format!(
+            "{reopen} {} ms after the server closes them",
+            p.attack.reopen_delay_ms
+        )
+    } else {
+        format!("{reopen} as soon as the server closes them")
     };
     let _ = writeln!(
         o,
@@ -1314,17 +1369,23 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
+        "(conns: connections opened; shed: idle keep-alive connections the server closed, \
+         replaced before reuse, not errors)"
+    );
+    let _ = writeln!(
+        o,
         "p99 under attack / baseline: {}\n",
         r.p99_ratio
             .map_or_else(|| "n/a".into(), |x| format!("{x:.2}"))
     );
     let _ = writeln!(
         o,
-        "{:<12} {:>8} {:>9} {:>9} {:>8} {:>6} {:>8} {:>26}  connect failures",
+        "{:<10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6} {:>7} {:>24}  connect failures",
         "attack",
         "opened",
-        "peak open",
-        "closed by",
+        "at run",
+        "peak",
+        "closed",
         "answered",
         "reset",
         "at stop",
@@ -1341,7 +1402,7 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "{label:<12} {:>8} {:>9} {:>9} {:>8} {:>6} {:>8} {spread:>26}  {}  (open when the normal run began: {open_at_start})",
+            "{label:<10} {:>7} {open_at_start:>7} {:>8} {:>8} {:>8} {:>6} {:>7} {spread:>24}  {}",
             k.opened,
             k.peak_open,
             k.closed_by_server,
@@ -1351,9 +1412,22 @@ pub fn render(r: &Report) -> String {
             errors_text(&k.connect_failures)
         );
     }
+    let _ = writeln!(
+        o,
+        "(opened: connections established, reopens included; at run: open when the measured \
+         normal run began; peak: most open at once; closed: by the server, after connect, \
+         answered first (408) or reset; at stop: open when the attack stopped)"
+    );
     let _ = writeln!(o, "slowloris bytes sent: {}", r.attack.bytes_sent);
+    let cores = |c: Option<f64>| c.map_or_else(|| "n/a".into(), |c| format!("{c:.2}"));
+    let _ = writeln!(
+        o,
+        "CPU during the run under attack, in cores: gateway {}, this harness {}",
+        cores(r.gateway.as_ref().and_then(|g| g.cpu_cores)),
+        cores(r.harness_cpu_cores)
+    );
     if let Some(g) = &r.gateway {
-        let _ = writeln!(o, "\n{:<28} {:>8} {:>10}", "gateway", "fds", "RSS KiB");
+        let _ = writeln!(o, "\n{:<36} {:>8} {:>10}", "gateway", "fds", "RSS KiB");
         let settled = g.settled_after_s.map_or_else(
             || format!("not settled in {} s", p.settle_s),
             |s| format!("settled {s:.1} s after stop"),
@@ -1363,7 +1437,7 @@ pub fn render(r: &Report) -> String {
             ("peak".to_owned(), g.peak),
             (format!("after ({settled})"), g.after),
         ] {
-            let _ = writeln!(o, "{label:<28} {:>8} {:>10}", s.fds, s.rss_kib);
+            let _ = writeln!(o, "{label:<36} {:>8} {:>10}", s.fds, s.rss_kib);
         }
     }
     let _ = writeln!(o, "\nissue 10 criteria:");

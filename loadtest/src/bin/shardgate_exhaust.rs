@@ -6,19 +6,17 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use anyhow::{Context, bail};
 use loadtest::exhaust::{self, AttackConfig, NormalConfig, Plan};
 
-const USAGE: &str = "\
-shardgate-exhaust: connection exhaustion and slowloris with a normal client alongside
-
-USAGE:
+const USAGE:
     shardgate-exhaust --target HOST:PORT [--pid PID] [--json OUT] [--check] [--quiet]
                       [--silent N] [--slowloris N] [--byte-every-ms MS] [--ramp-ms MS]
-                      [--no-reopen] [--rate R] [--warmup-s S] [--baseline-s S] [--seconds S]
-                      [--settle-s S] [--timeout-ms MS] [--reuse N] [--max-connections N]
-                      [--model NAME]
+                      [--no-reopen | --reopen-delay-ms MS] [--rate R] [--warmup-s S]
+                      [--baseline-s S] [--seconds S] [--settle-s S] [--timeout-ms MS]
+                      [--reuse N] [--max-connections N] [--model NAME]
 
 Runs: warm-up, then the normal client alone (the baseline), then N silent connections
 (connect, never send) and N slowloris connections (one header byte every MS, staggered),
-each reopened when the server closes it, opened over --ramp-ms; then the normal client
+each reopened when the server closes it (at once, or --reopen-delay-ms later), opened
+over --ramp-ms; then the normal client
 again for --seconds alongside them; then closes them all and waits up to --settle-s for the
 gateway's descriptors and RSS (--pid) to come back. Loopback targets only.
 
@@ -73,6 +71,9 @@ fn main() -> anyhow::Result<()> {
                 plan.attack.byte_every_ms = value()?.parse().context("--byte-every-ms")?;
             }
             "--ramp-ms" => plan.attack.ramp_ms = value()?.parse().context("--ramp-ms")?,
+            "--reopen-delay-ms" => {
+                plan.attack.reopen_delay_ms = value()?.parse().context("--reopen-delay-ms")?;
+            }
             "--rate" => plan.normal.rate = value()?.parse().context("--rate")?,
             "--warmup-s" => plan.warmup_s = value()?.parse().context("--warmup-s")?,
             "--baseline-s" => plan.baseline_s = value()?.parse().context("--baseline-s")?,
