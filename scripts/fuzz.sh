@@ -60,7 +60,7 @@ if ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl --locked --version "$AFL_VERSION"
 fi
 echo "== building the instrumented fuzz binary (target/fuzz)"
-cargo afl build --release --locked --manifest-path fuzz/Cargo.toml
+cargo afl build --release --manifest-path fuzz/Cargo.toml  # not --locked: shardgate's new deps enter fuzz/Cargo.lock
 bin="$CARGO_TARGET_DIR/release/shardgate-fuzz"
 
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
