@@ -6,7 +6,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use anyhow::{Context, bail};
 use loadtest::exhaust::{self, AttackConfig, NormalConfig, Plan};
 
-const USAGE:
+const USAGE: &str = "\
+shardgate-exhaust: connection exhaustion and slowloris with a normal client alongside
+
+USAGE:
     shardgate-exhaust --target HOST:PORT [--pid PID] [--json OUT] [--check] [--quiet]
                       [--silent N] [--slowloris N] [--byte-every-ms MS] [--ramp-ms MS]
                       [--no-reopen | --reopen-delay-ms MS] [--rate R] [--warmup-s S]
@@ -16,9 +19,9 @@ const USAGE:
 Runs: warm-up, then the normal client alone (the baseline), then N silent connections
 (connect, never send) and N slowloris connections (one header byte every MS, staggered),
 each reopened when the server closes it (at once, or --reopen-delay-ms later), opened
-over --ramp-ms; then the normal client
-again for --seconds alongside them; then closes them all and waits up to --settle-s for the
-gateway's descriptors and RSS (--pid) to come back. Loopback targets only.
+over --ramp-ms; then the normal client again for --seconds alongside them; then closes
+them all and waits up to --settle-s for the gateway's descriptors and RSS (--pid)
+to come back. Loopback targets only.
 
 DEFAULTS (the issue's figures):
     --silent 5000 --slowloris 2000 --byte-every-ms 5000 --ramp-ms 5000 --rate 50
