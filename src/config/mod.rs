@@ -3,7 +3,8 @@
 //! Owns: `Config` (what the gateway serves) and `Tuning` (how fast it runs), their loading and
 //! validation, and the embedded default that runs the built-in mock with no files at all.
 //! Does not: touch sockets or runtimes (DNS resolution happens in `runtime`).
-//! Key types: [`Config`], [`ProviderConfig`], [`ModelRoute`], [`Tuning`], [`Secret`].
+//! Key types: [`Config`], [`ProviderConfig`], [`ModelRoute`], [`Deployment`],
+//! [`RoutingConfig`], [`Tuning`], [`Secret`].
 
 pub mod raw;
 pub mod secrets;
@@ -18,7 +19,11 @@ use std::time::Duration;
 pub use tuning::Tuning;
 pub use validate::validate;
 
-use crate::{DeploymentId, ModelId, ProviderId};
+use crate::budget::pricing::Price;
+use crate::routing::breaker::BreakerConfig;
+use crate::routing::retry::{Backoff, RetryBudget};
+use crate::routing::select::Strategy;
+use crate::{DeploymentId, DeploymentIdx, ModelId, ModelIdx, ProviderId, ProviderIdx};
 
 /// The config used when none is given: one in-process mock provider serving model `mock`.
 pub const EMBEDDED_DEFAULT: &str = r#"
@@ -122,8 +127,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// Providers, indexed by position (`ModelRoute::provider`).
     pub providers: Vec<Arc<ProviderConfig>>,
-    /// Public model names in config order.
+    /// Public model names in config order (sorted by name), indexed by [`ModelIdx`].
     pub models: Vec<Arc<ModelRoute>>,
+    /// Every deployment once, in order of first listing, indexed by [`DeploymentIdx`].
+    pub deployments: Vec<Deployment>,
+    /// Attempts, retries, backoff and breakers.
+    pub routing: RoutingConfig,
 }
 
 impl Config {
@@ -156,6 +165,39 @@ impl Config {
     /// Look a public model name up.
     pub fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
         self.models.iter().find(|m| &*m.public.0 == name)
+    }
+
+    /// The model at `idx` (every `ModelIdx` in a `Config` indexes its own `models`).
+    pub fn model_at(&self, idx: ModelIdx) -> Option<&Arc<ModelRoute>> {
+        self.models.get(idx.get())
+    }
+
+    /// The deployment at `idx` (every `DeploymentIdx` in a `Config` indexes its own
+    /// `deployments`).
+    pub fn deployment(&self, idx: DeploymentIdx) -> Option<&Deployment> {
+        self.deployments.get(idx.get())
+    }
+
+    /// Look a deployment id up.
+    pub fn deployment_by_id(&self, id: &str) -> Option<(DeploymentIdx, &Deployment)> {
+        let i = self.deployments.iter().position(|d| d.id.as_str() == id)?;
+        Some((DeploymentIdx(u32::try_from(i).ok()?), &self.deployments[i]))
+    }
+
+    /// The provider at `idx`.
+    pub fn provider_at(&self, idx: ProviderIdx) -> Option<&Arc<ProviderConfig>> {
+        self.providers.get(idx.get())
+    }
+
+    /// A model's deployments, in config order.
+    pub fn deployments_of<'a>(
+        &'a self,
+        model: &'a ModelRoute,
+    ) -> impl Iterator<Item = (DeploymentIdx, &'a Deployment)> + 'a {
+        model
+            .deployments
+            .iter()
+            .filter_map(|&i| Some((i, self.deployment(i)?)))
     }
 }
 
@@ -232,7 +274,7 @@ pub struct Endpoint {
 }
 
 /// Per-attempt upstream timeouts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Connect (TCP + TLS).
     pub connect: Duration,
@@ -282,21 +324,155 @@ pub enum KeyHeader {
     XGoogApiKey,
 }
 
-/// A public model name and the deployment that serves it.
+/// A public model name, its deployments and how requests for it are routed.
+///
+/// `provider`, `upstream_model`, `deployment` and `price` describe the model's first
+/// deployment (the single-provider view the request path used before deployments).
 #[derive(Debug, Clone)]
 pub struct ModelRoute {
     /// The name clients use.
     pub public: ModelId,
-    /// Index into `Config::providers`.
+    /// First deployment: index into `Config::providers`.
     pub provider: usize,
-    /// The name sent upstream.
+    /// First deployment: the name sent upstream.
     pub upstream_model: Arc<str>,
-    /// `provider/upstream_model`, the unit the scorer tracks.
+    /// First deployment: its id, the unit the scorer tracks.
     pub deployment: DeploymentId,
     /// Position in `Config::models` (indexes per-model metrics).
     pub index: usize,
+    /// First deployment: prices, when configured.
+    pub price: Option<Price>,
+    /// Every deployment, in config order (never empty).
+    pub deployments: Vec<DeploymentIdx>,
+    /// How requests spread over `deployments`.
+    pub strategy: Strategy,
+    /// Models tried, in order, after this model's own deployments.
+    pub fallbacks: Vec<ModelIdx>,
+    /// Models tried when a provider says the request is over its context window.
+    pub context_window_fallbacks: Vec<ModelIdx>,
+    /// Models tried when a provider refuses the request by its content policy.
+    pub content_policy_fallbacks: Vec<ModelIdx>,
+    /// Whether a request may pin or reorder deployments (`x-shardgate-deployment`).
+    pub allow_pin: bool,
+    /// Requests held waiting when every deployment is saturated or ejected (0: none).
+    pub queue_max: u32,
+    /// Longest wait in that queue before a 503 with `Retry-After`.
+    pub queue_timeout: Duration,
+}
+
+impl ModelRoute {
+    /// Its position in `Config::models`.
+    pub fn idx(&self) -> ModelIdx {
+        ModelIdx(u32::try_from(self.index).unwrap_or(u32::MAX))
+    }
+}
+
+/// What a deployment accepts besides plain text chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Tool definitions and tool calls.
+    pub tools: bool,
+    /// Image inputs.
+    pub vision: bool,
+    /// JSON mode and JSON schema output.
+    pub json_mode: bool,
+}
+
+impl Capabilities {
+    /// Everything (the default of a deployment).
+    pub const ALL: Self = Self {
+        tools: true,
+        vision: true,
+        json_mode: true,
+    };
+    /// Nothing (what a plain text request needs).
+    pub const NONE: Self = Self {
+        tools: false,
+        vision: false,
+        json_mode: false,
+    };
+
+    /// Does this cover every capability `needed` asks for?
+    pub fn covers(self, needed: Self) -> bool {
+        (self.tools || !needed.tools)
+            && (self.vision || !needed.vision)
+            && (self.json_mode || !needed.json_mode)
+    }
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// One provider + upstream model serving one or more public models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Its id: configured, or `<provider>/<upstream model>`. Unique in the config.
+    pub id: DeploymentId,
+    /// Its provider.
+    pub provider: ProviderIdx,
+    /// The model name sent upstream.
+    pub upstream_model: Arc<str>,
+    /// Share of traffic under the `weighted` strategy (at least 1).
+    pub weight: u32,
     /// Prices, when configured.
-    pub price: Option<crate::budget::pricing::Price>,
+    pub price: Option<Price>,
+    /// Configured quality in `0..=1`; `None` is neutral.
+    pub quality: Option<f64>,
+    /// The provider's timeouts with this deployment's overrides applied.
+    pub timeouts: Timeouts,
+    /// Requests in flight per shard before it counts as saturated; `None`: unlimited.
+    pub max_in_flight: Option<u32>,
+    /// Largest request in estimated prompt tokens; `None`: unlimited.
+    pub max_context_tokens: Option<u32>,
+    /// What it accepts.
+    pub caps: Capabilities,
+    /// Labels a request can ask for.
+    pub tags: Vec<Arc<str>>,
+    /// The models listing it, in config order (never empty).
+    pub models: Vec<ModelIdx>,
+}
+
+impl Deployment {
+    /// Does it carry every tag in `wanted`?
+    pub fn has_tags<'a>(&self, mut wanted: impl Iterator<Item = &'a str>) -> bool {
+        wanted.all(|w| self.tags.iter().any(|t| &**t == w))
+    }
+}
+
+/// The retry budget's settings (see [`RetryBudget`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed as a share of requests, in `0..=1`.
+    pub ratio: f64,
+    /// Retries allowed per second whatever the traffic.
+    pub floor_per_sec: u32,
+    /// The sliding window both are counted over.
+    pub window: Duration,
+}
+
+impl RetryBudgetConfig {
+    /// A fresh budget with these settings.
+    pub fn budget(&self) -> RetryBudget {
+        RetryBudget::new(self.ratio, self.floor_per_sec, self.window)
+    }
+}
+
+/// Validated `[routing]`: attempts, retries, backoff and breakers, for every model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingConfig {
+    /// Attempts per request across deployments and fallbacks together (1: no retry).
+    pub max_attempts: u32,
+    /// Deadline for all of a request's attempts together.
+    pub request_timeout: Duration,
+    /// Backoff between attempts and the `Retry-After` cap.
+    pub backoff: Backoff,
+    /// How many retries the gateway allows itself.
+    pub budget: RetryBudgetConfig,
+    /// Per-deployment circuit breakers.
+    pub breaker: BreakerConfig,
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::routing::select::Strategy;
+
 /// Default listen address when none is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default cap on request head (request line + headers) bytes.
@@ -30,6 +32,15 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default upstream total time per attempt.
 pub const DEFAULT_TOTAL_TIMEOUT_MS: u64 = 600_000;
 
+/// Default requests a model holds waiting when every deployment is saturated or ejected.
+pub const DEFAULT_QUEUE_MAX: u32 = 64;
+/// Default time a request waits in its model's queue before a 503 with `Retry-After`.
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 2_000;
+/// Default deployment weight (`weighted` strategy).
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Longest explicit deployment id.
+pub const MAX_DEPLOYMENT_ID_BYTES: usize = 128;
+
 /// The whole gateway config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +54,9 @@ pub struct RawConfig {
     /// Public model names and where they go.
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
+    /// Attempts, retries, backoff and circuit breakers, for every model.
+    #[serde(default)]
+    pub routing: RawRouting,
 }
 
 /// `[server]`: the downstream front.
@@ -141,19 +155,79 @@ pub struct RawProvider {
     pub api_version: Option<String>,
 }
 
-/// `[models.<public name>]`: where a public model name goes.
+/// `[models.<public name>]`: where a public model name goes. Either the single form
+/// (`provider`, `model`, `price`: one deployment) or a `deployments` list, never both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
+    /// Single form: provider id (a key of `[providers]`).
+    pub provider: Option<String>,
+    /// Single form: model name sent upstream; defaults to the public name.
+    pub model: Option<String>,
+    /// Single form: prices in US dollars per million tokens, for cost accounting.
+    pub price: Option<RawPrice>,
+    /// The deployments serving this model (instead of the single form).
+    pub deployments: Option<Vec<RawDeployment>>,
+    /// How requests spread over the deployments; defaults to `score`.
+    pub strategy: Option<Strategy>,
+    /// Other public models tried, in order, after this model's own deployments.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Public models tried when a provider says the request is over its context window.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Public models tried when a provider refuses the request by its content policy.
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
+    /// May a request pin or reorder deployments with `x-shardgate-deployment`? Default no.
+    pub allow_pin: Option<bool>,
+    /// Requests held waiting when every deployment is saturated or ejected (0: none wait).
+    pub queue_max: Option<u32>,
+    /// Longest wait in that queue before a 503 with `Retry-After`.
+    pub queue_timeout_ms: Option<u64>,
+}
+
+/// `[[models.<public name>.deployments]]`: one provider + upstream model serving the model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    /// Id in metrics, admin output and `x-shardgate-deployment`; defaults to
+    /// `<provider>/<model>`. Unique across the config: models listing the same id share it.
+    pub id: Option<String>,
     /// Provider id (a key of `[providers]`).
     pub provider: String,
     /// Model name sent upstream; defaults to the public name.
     pub model: Option<String>,
-    /// Prices in US dollars per million tokens, for cost accounting.
+    /// Share of traffic under the `weighted` strategy (at least 1).
+    pub weight: Option<u32>,
+    /// Prices in US dollars per million tokens (cost accounting, `lowest_cost`, `score`).
     pub price: Option<RawPrice>,
+    /// Configured quality in `0..=1` for the `score` strategy; unset is neutral.
+    pub quality: Option<f64>,
+    /// Connect timeout per attempt; defaults to the provider's.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the first byte of the response head; defaults to the provider's.
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Idle time between response body chunks; defaults to the provider's.
+    pub idle_timeout_ms: Option<u64>,
+    /// Total time per attempt; defaults to the provider's.
+    pub total_timeout_ms: Option<u64>,
+    /// Requests in flight per shard before it counts as saturated; default unlimited.
+    pub max_in_flight: Option<u32>,
+    /// Largest request (estimated prompt tokens) it takes; default unlimited.
+    pub max_context_tokens: Option<u32>,
+    /// Takes tool definitions and tool calls; default true.
+    pub tools: Option<bool>,
+    /// Takes images; default true.
+    pub vision: Option<bool>,
+    /// Takes JSON mode and JSON schema output; default true.
+    pub json_mode: Option<bool>,
+    /// Free-form labels a request can ask for (`x-shardgate-tags`, `metadata.tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
-/// `[models.<name>.price]`: US dollars per million tokens.
+/// `price = { .. }` of a model or deployment: US dollars per million tokens.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {
@@ -163,4 +237,47 @@ pub struct RawPrice {
     pub output: f64,
     /// Input tokens read from the provider's prompt cache; defaults to `input`.
     pub cached_input: Option<f64>,
+}
+
+/// `[routing]`: attempts, retries and backoff for every model. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Attempts per request across deployments and fallbacks together (1 = no retry), 1..=10.
+    pub max_attempts: Option<u32>,
+    /// Deadline for all of a request's attempts together.
+    pub request_timeout_ms: Option<u64>,
+    /// First backoff step before a retry (full jitter: the wait is uniform up to the step).
+    pub backoff_base_ms: Option<u64>,
+    /// Longest backoff step.
+    pub backoff_max_ms: Option<u64>,
+    /// Longest `Retry-After` waited on; a longer one sends the attempt to the next deployment.
+    pub retry_after_cap_ms: Option<u64>,
+    /// Retries allowed as a share of requests, in `0..=1`...
+    pub retry_budget_ratio: Option<f64>,
+    /// ...plus this many retries per second whatever the traffic...
+    pub retry_budget_floor_per_sec: Option<u32>,
+    /// ...counted over this sliding window.
+    pub retry_budget_window_ms: Option<u64>,
+    /// Per-deployment circuit breakers.
+    #[serde(default)]
+    pub breaker: RawBreaker,
+}
+
+/// `[routing.breaker]`: when a deployment is ejected, and for how long.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that eject a deployment (at least 1).
+    pub consecutive_failures: Option<u32>,
+    /// Failed share of the window's attempts that ejects, in `0..=1`...
+    pub error_ratio: Option<f64>,
+    /// ...once the window holds at least this many attempts (at least 1).
+    pub min_volume: Option<u64>,
+    /// Length of the error-ratio window.
+    pub window_ms: Option<u64>,
+    /// First cooldown; each ejection in a row doubles it...
+    pub base_cooldown_ms: Option<u64>,
+    /// ...up to this (at least `base_cooldown_ms`).
+    pub max_cooldown_ms: Option<u64>,
 }

@@ -197,3 +197,569 @@ fn server_limits_are_checked_with_their_floors() {
     let c = Config::from_toml("", "c", &env_none).unwrap();
     assert_eq!(c.server.max_headers, super::raw::DEFAULT_MAX_HEADERS);
 }
+
+const TWO_PROVIDERS: &str = r#"
+[providers.azure]
+kind = "openai"
+base_url = "https://east.example.com/v1"
+first_byte_timeout_ms = 45000
+
+[providers.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+"#;
+
+fn with_providers(models: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(&format!("{TWO_PROVIDERS}\n{models}"), "c.toml", &env_none)
+}
+
+fn error_of(models: &str) -> String {
+    match with_providers(models) {
+        Ok(_) => format!("no error for:\n{models}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_single_form_is_one_deployment_as_before() {
+    let c = with_providers(
+        r#"
+[models.gpt-mock]
+provider = "openai"
+model = "mock"
+price = { input = 2.5, output = 10.0 }
+
+[models.plain]
+provider = "azure"
+"#,
+    )
+    .unwrap();
+    // What `ModelRoute` said before deployments existed.
+    let m = c.model("gpt-mock").unwrap();
+    assert_eq!(
+        (
+            m.provider,
+            &*m.upstream_model,
+            m.deployment.as_str(),
+            m.index
+        ),
+        (1, "mock", "openai/mock", 0)
+    );
+    let price = crate::budget::pricing::Price {
+        input: 2_500_000,
+        output: 10_000_000,
+        cached_input: 2_500_000,
+    };
+    assert_eq!(m.price, Some(price));
+    let p = c.model("plain").unwrap();
+    assert_eq!(
+        (
+            p.provider,
+            &*p.upstream_model,
+            p.deployment.as_str(),
+            p.index
+        ),
+        (0, "plain", "azure/plain", 1)
+    );
+    assert_eq!(p.price, None);
+    // The same thing as one deployment with every default.
+    assert_eq!(c.deployments.len(), 2);
+    assert_eq!(m.deployments, [DeploymentIdx(0)]);
+    assert_eq!(p.deployments, [DeploymentIdx(1)]);
+    assert_eq!(
+        c.deployment(DeploymentIdx(0)),
+        Some(&Deployment {
+            id: DeploymentId("openai/mock".into()),
+            provider: ProviderIdx(1),
+            upstream_model: "mock".into(),
+            weight: 1,
+            price: Some(price),
+            quality: None,
+            timeouts: c.providers[1].timeouts,
+            max_in_flight: None,
+            max_context_tokens: None,
+            caps: Capabilities::ALL,
+            tags: Vec::new(),
+            models: vec![ModelIdx(0)],
+        })
+    );
+    assert_eq!(c.deployments[1].timeouts, c.providers[0].timeouts);
+    assert_eq!(
+        c.deployments[1].timeouts.first_byte,
+        Duration::from_millis(45_000)
+    );
+    for m in [m, p] {
+        assert_eq!(m.strategy, Strategy::Score);
+        assert!(m.fallbacks.is_empty() && m.context_window_fallbacks.is_empty());
+        assert!(m.content_policy_fallbacks.is_empty() && !m.allow_pin);
+        assert_eq!(m.queue_max, raw::DEFAULT_QUEUE_MAX);
+        assert_eq!(
+            m.queue_timeout,
+            Duration::from_millis(raw::DEFAULT_QUEUE_TIMEOUT_MS)
+        );
+        assert_eq!(
+            c.model_at(m.idx()).map(|x| x.public.as_str()),
+            Some(m.public.as_str())
+        );
+    }
+    assert_eq!(c.routing, defaults_routing());
+}
+
+fn defaults_routing() -> RoutingConfig {
+    use crate::routing::{breaker, retry};
+    RoutingConfig {
+        max_attempts: retry::DEFAULT_MAX_ATTEMPTS,
+        request_timeout: retry::DEFAULT_REQUEST_TIMEOUT,
+        backoff: crate::routing::retry::Backoff::default(),
+        budget: RetryBudgetConfig {
+            ratio: retry::DEFAULT_BUDGET_RATIO,
+            floor_per_sec: retry::DEFAULT_BUDGET_FLOOR_PER_SEC,
+            window: retry::DEFAULT_BUDGET_WINDOW,
+        },
+        breaker: breaker::BreakerConfig::default(),
+    }
+}
+
+const FULL: &str = r#"
+[models.gpt-4o]
+strategy = "weighted"
+fallbacks = ["gpt-4o-mini", "claude"]
+context_window_fallbacks = ["gpt-4o-long"]
+content_policy_fallbacks = ["claude"]
+allow_pin = true
+queue_max = 8
+queue_timeout_ms = 1500
+
+[[models.gpt-4o.deployments]]
+id = "azure-east"
+provider = "azure"
+model = "gpt-4o-2024-08-06"
+weight = 2
+price = { input = 2.5, output = 10.0, cached_input = 1.25 }
+quality = 0.9
+connect_timeout_ms = 2000
+first_byte_timeout_ms = 20000
+idle_timeout_ms = 30000
+total_timeout_ms = 300000
+max_in_flight = 100
+max_context_tokens = 128000
+tools = true
+vision = false
+json_mode = false
+tags = ["eu", "fast"]
+
+[[models.gpt-4o.deployments]]
+provider = "openai"
+
+[models.gpt-4o-mini]
+provider = "openai"
+
+[models.gpt-4o-long]
+strategy = "round_robin"
+[[models.gpt-4o-long.deployments]]
+id = "openai-no-tools"
+provider = "openai"
+model = "gpt-4o"
+tools = false
+
+[models.claude]
+provider = "azure"
+model = "claude-sonnet"
+"#;
+
+#[test]
+fn the_deployments_form_fills_every_field() {
+    let c = with_providers(FULL).unwrap();
+    let names: Vec<&str> = c.models.iter().map(|m| m.public.as_str()).collect();
+    assert_eq!(names, ["claude", "gpt-4o", "gpt-4o-long", "gpt-4o-mini"]);
+    let idx = |name: &str| c.model(name).unwrap().idx();
+    let m = c.model("gpt-4o").unwrap();
+    assert_eq!(m.strategy, Strategy::Weighted);
+    assert_eq!(m.fallbacks, [idx("gpt-4o-mini"), idx("claude")]);
+    assert_eq!(m.context_window_fallbacks, [idx("gpt-4o-long")]);
+    assert_eq!(m.content_policy_fallbacks, [idx("claude")]);
+    assert!(m.allow_pin);
+    assert_eq!(
+        (m.queue_max, m.queue_timeout),
+        (8, Duration::from_millis(1500))
+    );
+    assert_eq!(
+        c.model("gpt-4o-long").unwrap().strategy,
+        Strategy::RoundRobin
+    );
+
+    let ds: Vec<(DeploymentIdx, &Deployment)> = c.deployments_of(m).collect();
+    assert_eq!(ds.len(), 2);
+    let (east_idx, east) = ds[0];
+    assert_eq!(
+        c.deployment_by_id("azure-east").map(|(i, _)| i),
+        Some(east_idx)
+    );
+    assert_eq!(
+        east,
+        &Deployment {
+            id: DeploymentId("azure-east".into()),
+            provider: ProviderIdx(0),
+            upstream_model: "gpt-4o-2024-08-06".into(),
+            weight: 2,
+            price: Some(crate::budget::pricing::Price {
+                input: 2_500_000,
+                output: 10_000_000,
+                cached_input: 1_250_000,
+            }),
+            quality: Some(0.9),
+            timeouts: Timeouts {
+                connect: Duration::from_millis(2000),
+                first_byte: Duration::from_millis(20_000),
+                idle: Duration::from_millis(30_000),
+                total: Duration::from_millis(300_000),
+            },
+            max_in_flight: Some(100),
+            max_context_tokens: Some(128_000),
+            caps: Capabilities {
+                tools: true,
+                vision: false,
+                json_mode: false,
+            },
+            tags: vec!["eu".into(), "fast".into()],
+            models: vec![idx("gpt-4o")],
+        }
+    );
+    assert!(east.has_tags(["fast"].into_iter()) && !east.has_tags(["us"].into_iter()));
+    assert!(east.caps.covers(Capabilities {
+        tools: true,
+        ..Capabilities::NONE
+    }));
+    assert!(!east.caps.covers(Capabilities {
+        vision: true,
+        ..Capabilities::NONE
+    }));
+    // The second one: every default, the upstream name from the public one.
+    let (_, second) = ds[1];
+    assert_eq!(
+        (second.id.as_str(), second.provider, &*second.upstream_model),
+        ("openai/gpt-4o", ProviderIdx(1), "gpt-4o")
+    );
+    assert_eq!(
+        (second.weight, second.quality, second.price, second.caps),
+        (1, None, None, Capabilities::ALL)
+    );
+    assert_eq!(second.timeouts, c.providers[1].timeouts);
+    // `ModelRoute`'s single-provider view is the first deployment.
+    assert_eq!(
+        (m.provider, &*m.upstream_model, m.deployment.as_str()),
+        (0, "gpt-4o-2024-08-06", "azure-east")
+    );
+    assert_eq!(m.price, east.price);
+    // The same provider + model under another id is another deployment.
+    let (long_idx, long) = c.deployment_by_id("openai-no-tools").unwrap();
+    assert_eq!(c.model("gpt-4o-long").unwrap().deployments, [long_idx]);
+    assert_eq!((&*long.upstream_model, long.caps.tools), ("gpt-4o", false));
+    // The flat list has every deployment once, in order of first listing.
+    let ids: Vec<&str> = c.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "azure/claude-sonnet",
+            "azure-east",
+            "openai/gpt-4o",
+            "openai-no-tools",
+            "openai/gpt-4o-mini"
+        ]
+    );
+    for (i, d) in c.deployments.iter().enumerate() {
+        for m in &d.models {
+            assert!(
+                c.models[m.get()]
+                    .deployments
+                    .contains(&DeploymentIdx(i as u32))
+            );
+        }
+    }
+}
+
+#[test]
+fn the_routing_section_fills_every_field() {
+    let c = with_providers(
+        r#"
+[routing]
+max_attempts = 4
+request_timeout_ms = 90000
+backoff_base_ms = 20
+backoff_max_ms = 1000
+retry_after_cap_ms = 3000
+retry_budget_ratio = 0.25
+retry_budget_floor_per_sec = 2
+retry_budget_window_ms = 20000
+
+[routing.breaker]
+consecutive_failures = 3
+error_ratio = 0.6
+min_volume = 10
+window_ms = 15000
+base_cooldown_ms = 1000
+max_cooldown_ms = 60000
+"#,
+    )
+    .unwrap();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        c.routing,
+        RoutingConfig {
+            max_attempts: 4,
+            request_timeout: ms(90_000),
+            backoff: crate::routing::retry::Backoff {
+                base: ms(20),
+                max: ms(1000),
+                retry_after_cap: ms(3000),
+            },
+            budget: RetryBudgetConfig {
+                ratio: 0.25,
+                floor_per_sec: 2,
+                window: ms(20_000),
+            },
+            breaker: crate::routing::breaker::BreakerConfig {
+                consecutive_failures: 3,
+                error_ratio: 0.6,
+                min_volume: 10,
+                window: ms(15_000),
+                base_cooldown: ms(1000),
+                max_cooldown: ms(60_000),
+            },
+        }
+    );
+    // An empty section is every default.
+    let c = with_providers("[routing]\n[routing.breaker]\n").unwrap();
+    assert_eq!(c.routing, defaults_routing());
+    // The budget it builds takes the floor: 2/s over 20 s with no requests.
+    let mut budget = RetryBudgetConfig {
+        ratio: 0.0,
+        floor_per_sec: 2,
+        window: ms(1000),
+    }
+    .budget();
+    let now = std::time::Instant::now();
+    assert!(budget.try_retry(now) && budget.try_retry(now) && !budget.try_retry(now));
+}
+
+#[test]
+fn routing_values_out_of_range_name_their_path() {
+    for (section, field, value, want) in [
+        ("routing", "max_attempts", "0", "between 1 and 10"),
+        ("routing", "max_attempts", "11", "between 1 and 10"),
+        ("routing", "request_timeout_ms", "0", "at least 1 ms"),
+        ("routing", "retry_budget_ratio", "1.5", "between 0 and 1"),
+        ("routing", "retry_budget_ratio", "-0.1", "between 0 and 1"),
+        ("routing", "retry_budget_ratio", "nan", "between 0 and 1"),
+        ("routing", "retry_budget_window_ms", "0", "at least 1 ms"),
+        ("routing", "backoff_base_ms", "5000", "backoff_max_ms"),
+        ("routing.breaker", "consecutive_failures", "0", "at least 1"),
+        ("routing.breaker", "error_ratio", "2.0", "between 0 and 1"),
+        ("routing.breaker", "min_volume", "0", "at least 1"),
+        ("routing.breaker", "window_ms", "0", "at least 1 ms"),
+        ("routing.breaker", "base_cooldown_ms", "0", "at least 1 ms"),
+        (
+            "routing.breaker",
+            "base_cooldown_ms",
+            "400000",
+            "max_cooldown_ms",
+        ),
+        ("routing.breaker", "cooldown_ms", "1", "unknown field"),
+        ("routing", "retries", "1", "unknown field"),
+    ] {
+        let e = error_of(&format!("[{section}]\n{field} = {value}\n"));
+        assert!(
+            e.contains(&format!("{section}.{field}")) && e.contains(want),
+            "{section}.{field} = {value}: {e}"
+        );
+    }
+}
+
+#[test]
+fn model_and_deployment_errors_name_their_path_and_both_sides() {
+    let one = |extra: &str| {
+        format!("[models.gpt]\n[[models.gpt.deployments]]\nprovider = \"openai\"\n{extra}\n")
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "[models.gpt]\nprovider = \"openai\"\n[[models.gpt.deployments]]\nprovider = \"azure\"\n".into(),
+            "models.gpt.provider",
+            "one form or the other",
+        ),
+        (
+            "[models.gpt]\nprice = { input = 1.0, output = 1.0 }\n[[models.gpt.deployments]]\nprovider = \"azure\"\n".into(),
+            "models.gpt.price",
+            "inside each deployment",
+        ),
+        (
+            "[models.gpt]\ndeployments = []\n".into(),
+            "models.gpt.deployments",
+            "at least one deployment",
+        ),
+        (
+            "[models.gpt]\nstrategy = \"weighted\"\n".into(),
+            "models.gpt",
+            "needs `provider` (one deployment) or `deployments`",
+        ),
+        (
+            "[models.gpt]\nprovider = \"openai\"\nstrategy = \"fastest\"\n".into(),
+            "models.gpt.strategy",
+            "unknown variant",
+        ),
+        (
+            "[models.gpt]\n[[models.gpt.deployments]]\nprovider = \"openai\"\n[[models.gpt.deployments]]\nprovider = \"groq\"\n".into(),
+            "models.gpt.deployments[1].provider",
+            "model `gpt` refers to provider `groq`, which is not configured",
+        ),
+        (
+            "[models.gpt]\nprovider = \"openai\"\nfallbacks = [\"nope\"]\n".into(),
+            "models.gpt.fallbacks[0]",
+            "model `gpt` falls back to model `nope`, which is not configured",
+        ),
+        (
+            "[models.gpt]\nprovider = \"openai\"\n[models.b]\nprovider = \"openai\"\ncontext_window_fallbacks = [\"gpt\", \"b\"]\n".into(),
+            "models.b.context_window_fallbacks[1]",
+            "model `b` cannot fall back to itself",
+        ),
+        (
+            "[models.gpt]\nprovider = \"openai\"\n[models.b]\nprovider = \"openai\"\ncontent_policy_fallbacks = [\"gpt\", \"gpt\"]\n".into(),
+            "models.b.content_policy_fallbacks[1]",
+            "`gpt` is listed twice",
+        ),
+        (
+            "[models.gpt]\nprovider = \"openai\"\nqueue_timeout_ms = 0\n".into(),
+            "models.gpt.queue_timeout_ms",
+            "at least 1 ms",
+        ),
+        (one("weight = 0"), "models.gpt.deployments[0].weight", "must be at least 1"),
+        (one("quality = 1.5"), "models.gpt.deployments[0].quality", "between 0 and 1"),
+        (one("quality = -0.5"), "models.gpt.deployments[0].quality", "between 0 and 1"),
+        (one("max_in_flight = 0"), "models.gpt.deployments[0].max_in_flight", "at least 1"),
+        (
+            one("max_context_tokens = 0"),
+            "models.gpt.deployments[0].max_context_tokens",
+            "at least 1",
+        ),
+        (
+            one("first_byte_timeout_ms = 0"),
+            "models.gpt.deployments[0].first_byte_timeout_ms",
+            "at least 1 ms",
+        ),
+        (
+            one("price = { input = 1.0, output = -2.0 }"),
+            "models.gpt.deployments[0].price.output",
+            "dollars per million",
+        ),
+        (one("model = \"\""), "models.gpt.deployments[0].model", "must not be empty"),
+        (one("id = \"\""), "models.gpt.deployments[0].id", "visible ASCII"),
+        (one("id = \"a b\""), "models.gpt.deployments[0].id", "visible ASCII"),
+        (one("id = \"a,b\""), "models.gpt.deployments[0].id", "commas"),
+        (one("tags = [\"eu\", \"\"]"), "models.gpt.deployments[0].tags[1]", "visible ASCII"),
+        (one("tags = [\"eu\", \"e u\"]"), "models.gpt.deployments[0].tags[1]", "spaces"),
+        (one("tags = [\"eu\", \"eu\"]"), "models.gpt.deployments[0].tags[1]", "listed twice"),
+        (
+            one("temperature = 1"),
+            "models.gpt.deployments[0].temperature",
+            "unknown field",
+        ),
+    ];
+    for (models, path, want) in cases {
+        let e = error_of(&models);
+        assert!(
+            e.contains(&format!(": {path}: ")) && e.contains(want),
+            "{models}\n=> {e}"
+        );
+    }
+}
+
+#[test]
+fn deployments_are_shared_by_id_only_when_defined_alike() {
+    // Same provider + model, default ids: one deployment listed by both models.
+    let c = with_providers(
+        r#"
+[models.a]
+[[models.a.deployments]]
+provider = "openai"
+model = "gpt-4o"
+weight = 3
+[[models.a.deployments]]
+provider = "azure"
+model = "gpt-4o"
+
+[models.b]
+[[models.b.deployments]]
+provider = "openai"
+model = "gpt-4o"
+weight = 3
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.deployments.len(), 2);
+    let (shared, d) = c.deployment_by_id("openai/gpt-4o").unwrap();
+    assert_eq!(d.models, [ModelIdx(0), ModelIdx(1)]);
+    assert_eq!(
+        c.model("a").unwrap().deployments,
+        [shared, DeploymentIdx(1)]
+    );
+    assert_eq!(c.model("b").unwrap().deployments, [shared]);
+    // The single form shares too, when it comes out the same.
+    let c = with_providers(
+        "[models.a]\nprovider = \"openai\"\nmodel = \"m\"\n[models.b]\n[[models.b.deployments]]\nprovider = \"openai\"\nmodel = \"m\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.deployments.len(), 1);
+    assert_eq!(c.deployments[0].models, [ModelIdx(0), ModelIdx(1)]);
+    // The same explicit id shares, even under models that name it differently.
+    let c = with_providers(
+        "[models.a]\n[[models.a.deployments]]\nid = \"x\"\nprovider = \"openai\"\nmodel = \"m\"\n[models.b]\n[[models.b.deployments]]\nid = \"x\"\nprovider = \"openai\"\nmodel = \"m\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.deployments.len(), 1);
+    // Different ids for the same provider + model: two deployments.
+    let c = with_providers(
+        "[models.a]\n[[models.a.deployments]]\nid = \"x\"\nprovider = \"openai\"\nmodel = \"m\"\n[[models.a.deployments]]\nid = \"y\"\nprovider = \"openai\"\nmodel = \"m\"\nmax_in_flight = 4\n",
+    )
+    .unwrap();
+    assert_eq!(c.deployments.len(), 2);
+    assert_eq!(
+        c.model("a").unwrap().deployments,
+        [DeploymentIdx(0), DeploymentIdx(1)]
+    );
+
+    // Same id, different settings: an error naming both places and the setting.
+    for (first, second, setting) in [
+        ("weight = 3", "weight = 2", "weight"),
+        ("", "max_in_flight = 10", "max_in_flight"),
+        ("", "tags = [\"eu\"]", "tags"),
+        ("", "total_timeout_ms = 1000", "total_timeout_ms"),
+        ("price = { input = 1.0, output = 2.0 }", "", "price"),
+    ] {
+        let e = error_of(&format!(
+            "[models.a]\n[[models.a.deployments]]\nprovider = \"azure\"\n[[models.a.deployments]]\nprovider = \"openai\"\nmodel = \"m\"\n{first}\n[models.b]\n[[models.b.deployments]]\nprovider = \"openai\"\nmodel = \"m\"\n{second}\n"
+        ));
+        assert!(
+            e.contains(": models.b.deployments[0]: ")
+                && e.contains("deployment `openai/m` is also defined at models.a.deployments[1]")
+                && e.contains(&format!("different `{setting}`")),
+            "{e}"
+        );
+    }
+    let e = error_of(
+        "[models.a]\n[[models.a.deployments]]\nid = \"x\"\nprovider = \"openai\"\nmodel = \"m\"\n[models.b]\n[[models.b.deployments]]\nid = \"x\"\nprovider = \"azure\"\nmodel = \"m\"\n",
+    );
+    assert!(
+        e.contains(": models.b.deployments[0]: ")
+            && e.contains("models.a.deployments[0]")
+            && e.contains("different `provider`"),
+        "{e}"
+    );
+    // Listed twice in one model.
+    let e = error_of(
+        "[models.a]\n[[models.a.deployments]]\nprovider = \"openai\"\nmodel = \"m\"\n[[models.a.deployments]]\nprovider = \"openai\"\nmodel = \"m\"\n",
+    );
+    assert!(
+        e.contains(": models.a.deployments[1].id: ")
+            && e.contains("listed twice in model `a` (first at models.a.deployments[0])"),
+        "{e}"
+    );
+}

@@ -5,12 +5,18 @@ use std::time::Duration;
 
 use http::Uri;
 
-use super::raw::{self, RawConfig, RawProvider, RawProviderKind};
-use super::{
-    Config, ConfigError, Endpoint, KeyHeader, ModelRoute, ProviderConfig, ProviderKind, Scheme,
-    Secret, ServerConfig, Timeouts, TlsFiles,
+use super::raw::{
+    self, RawConfig, RawDeployment, RawPrice, RawProvider, RawProviderKind, RawRouting,
 };
-use crate::{DeploymentId, ModelId, ProviderId};
+use super::{
+    Capabilities, Config, ConfigError, Deployment, Endpoint, KeyHeader, ModelRoute, ProviderConfig,
+    ProviderKind, RetryBudgetConfig, RoutingConfig, Scheme, Secret, ServerConfig, Timeouts,
+    TlsFiles,
+};
+use crate::budget::pricing::Price;
+use crate::routing::breaker::{self, BreakerConfig};
+use crate::routing::retry::{self, Backoff};
+use crate::{DeploymentId, DeploymentIdx, ModelId, ModelIdx, ProviderId, ProviderIdx};
 
 /// Validate a parsed config. `env` looks up environment variables (API keys).
 pub fn validate(
@@ -89,57 +95,494 @@ pub fn validate(
         providers.push(Arc::new(provider(&id, p, &invalid, env)?));
     }
 
+    let routing = routing(raw.routing, &invalid)?;
+
+    // Model indices first: fallbacks may name any model, before or after their own.
+    let names: Vec<String> = raw.models.keys().cloned().collect();
+    let model_idx = |name: &str| {
+        let i = names.iter().position(|n| n == name)?;
+        u32::try_from(i).ok().map(ModelIdx)
+    };
+    let mut deployments: Vec<Deployment> = Vec::new();
+    // Where each deployment was first defined, for errors that name both places.
+    let mut defined_at: Vec<String> = Vec::new();
     let mut models = Vec::with_capacity(raw.models.len());
     for (name, m) in raw.models {
         let path = format!("models.{name}");
         if name.is_empty() {
             return Err(invalid(path, "model names must not be empty".into()));
         }
-        let Some(index) = providers.iter().position(|p| *p.id.0 == m.provider) else {
-            return Err(invalid(
-                format!("{path}.provider"),
-                format!(
-                    "model `{name}` refers to provider `{}`, which is not configured",
-                    m.provider
-                ),
-            ));
+        let Some(me) = model_idx(&name) else {
+            return Err(invalid(path, "too many models".into()));
         };
-        let upstream_model: Arc<str> = m.model.as_deref().unwrap_or(&name).into();
-        if upstream_model.is_empty() {
-            return Err(invalid(format!("{path}.model"), "must not be empty".into()));
-        }
-        let price = match m.price {
-            None => None,
-            Some(p) => {
-                let at = |field: &str, v: f64| {
-                    crate::budget::pricing::per_token(v).ok_or_else(|| {
-                        invalid(
-                            format!("{path}.price.{field}"),
-                            "must be a number of dollars per million tokens, from 0 to 1000000"
-                                .into(),
-                        )
-                    })
+        let listed = match m.deployments {
+            Some(list) => {
+                let single = [
+                    ("provider", m.provider.is_some()),
+                    ("model", m.model.is_some()),
+                    ("price", m.price.is_some()),
+                ];
+                if let Some((field, _)) = single.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        format!("{path}.{field}"),
+                        format!(
+                            "model `{name}` lists `deployments`, so `{field}` goes inside each deployment; use one form or the other"
+                        ),
+                    ));
+                }
+                if list.is_empty() {
+                    return Err(invalid(
+                        format!("{path}.deployments"),
+                        "must list at least one deployment".into(),
+                    ));
+                }
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("{path}.deployments[{i}]"), d))
+                    .collect::<Vec<_>>()
+            }
+            None => {
+                let Some(provider) = m.provider else {
+                    return Err(invalid(
+                        path,
+                        "needs `provider` (one deployment) or `deployments` (several)".into(),
+                    ));
                 };
-                Some(crate::budget::pricing::Price {
-                    input: at("input", p.input)?,
-                    output: at("output", p.output)?,
-                    cached_input: at("cached_input", p.cached_input.unwrap_or(p.input))?,
-                })
+                let single = RawDeployment {
+                    id: None,
+                    provider,
+                    model: m.model,
+                    weight: None,
+                    price: m.price,
+                    quality: None,
+                    connect_timeout_ms: None,
+                    first_byte_timeout_ms: None,
+                    idle_timeout_ms: None,
+                    total_timeout_ms: None,
+                    max_in_flight: None,
+                    max_context_tokens: None,
+                    tools: None,
+                    vision: None,
+                    json_mode: None,
+                    tags: Vec::new(),
+                };
+                vec![(path.clone(), single)]
             }
         };
+        let mut own: Vec<DeploymentIdx> = Vec::with_capacity(listed.len());
+        for (at, raw_deployment) in listed {
+            let mut d = deployment(&at, &name, raw_deployment, &providers, &invalid)?;
+            let existing = deployments.iter().position(|e| e.id == d.id);
+            let idx = match existing {
+                Some(i) => {
+                    let idx = deployment_idx(i, &at, &invalid)?;
+                    if own.contains(&idx) {
+                        return Err(invalid(
+                            format!("{at}.id"),
+                            format!(
+                                "deployment `{}` is listed twice in model `{name}` (first at {})",
+                                d.id, defined_at[i]
+                            ),
+                        ));
+                    }
+                    if let Some(field) = first_difference(&deployments[i], &d) {
+                        return Err(invalid(
+                            at,
+                            format!(
+                                "deployment `{}` is also defined at {} with a different `{field}`; a deployment shared by several models must be defined the same way in each (or give each its own `id`)",
+                                d.id, defined_at[i]
+                            ),
+                        ));
+                    }
+                    deployments[i].models.push(me);
+                    idx
+                }
+                None => {
+                    let idx = deployment_idx(deployments.len(), &at, &invalid)?;
+                    d.models.push(me);
+                    deployments.push(d);
+                    defined_at.push(at);
+                    idx
+                }
+            };
+            own.push(idx);
+        }
+        let fallbacks = |list: Vec<String>, field: &str| -> Result<Vec<ModelIdx>, ConfigError> {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, other) in list.iter().enumerate() {
+                let at = format!("{path}.{field}[{i}]");
+                let Some(idx) = model_idx(other) else {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "model `{name}` falls back to model `{other}`, which is not configured"
+                        ),
+                    ));
+                };
+                if idx == me {
+                    return Err(invalid(
+                        at,
+                        format!("model `{name}` cannot fall back to itself"),
+                    ));
+                }
+                if out.contains(&idx) {
+                    return Err(invalid(at, format!("model `{other}` is listed twice")));
+                }
+                out.push(idx);
+            }
+            Ok(out)
+        };
+        let fallbacks_main = fallbacks(m.fallbacks, "fallbacks")?;
+        let context_window_fallbacks =
+            fallbacks(m.context_window_fallbacks, "context_window_fallbacks")?;
+        let content_policy_fallbacks =
+            fallbacks(m.content_policy_fallbacks, "content_policy_fallbacks")?;
+        let queue_timeout = match m.queue_timeout_ms.unwrap_or(raw::DEFAULT_QUEUE_TIMEOUT_MS) {
+            0 => {
+                return Err(invalid(
+                    format!("{path}.queue_timeout_ms"),
+                    "must be at least 1 ms (set queue_max = 0 for no queue)".into(),
+                ));
+            }
+            v => Duration::from_millis(v),
+        };
+        let Some(first) = own.first().and_then(|&i| deployments.get(i.get())) else {
+            return Err(invalid(
+                format!("{path}.deployments"),
+                "must list at least one deployment".into(),
+            ));
+        };
         models.push(Arc::new(ModelRoute {
-            deployment: DeploymentId(format!("{}/{}", m.provider, upstream_model).into()),
+            deployment: first.id.clone(),
+            provider: first.provider.get(),
+            upstream_model: first.upstream_model.clone(),
+            price: first.price,
             public: ModelId(name.into()),
-            provider: index,
-            upstream_model,
-            index: models.len(),
-            price,
+            index: me.get(),
+            deployments: own,
+            strategy: m.strategy.unwrap_or_default(),
+            fallbacks: fallbacks_main,
+            context_window_fallbacks,
+            content_policy_fallbacks,
+            allow_pin: m.allow_pin.unwrap_or(false),
+            queue_max: m.queue_max.unwrap_or(raw::DEFAULT_QUEUE_MAX),
+            queue_timeout,
         }));
     }
     Ok(Config {
         server,
         providers,
         models,
+        deployments,
+        routing,
+    })
+}
+
+fn deployment_idx(
+    i: usize,
+    at: &str,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<DeploymentIdx, ConfigError> {
+    u32::try_from(i)
+        .map(DeploymentIdx)
+        .map_err(|_| invalid(at.to_owned(), "too many deployments".into()))
+}
+
+/// One deployment, validated; `at` is its path (`models.m` for the single form, else
+/// `models.m.deployments[i]`), `public` the model listing it. `models` is left empty.
+fn deployment(
+    at: &str,
+    public: &str,
+    d: RawDeployment,
+    providers: &[Arc<ProviderConfig>],
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Deployment, ConfigError> {
+    let Some(pi) = providers.iter().position(|p| *p.id.0 == d.provider) else {
+        return Err(invalid(
+            format!("{at}.provider"),
+            format!(
+                "model `{public}` refers to provider `{}`, which is not configured",
+                d.provider
+            ),
+        ));
+    };
+    let provider = u32::try_from(pi)
+        .map(ProviderIdx)
+        .map_err(|_| invalid(format!("{at}.provider"), "too many providers".into()))?;
+    let upstream_model: Arc<str> = d.model.as_deref().unwrap_or(public).into();
+    if upstream_model.is_empty() {
+        return Err(invalid(format!("{at}.model"), "must not be empty".into()));
+    }
+    let id = match d.id {
+        None => format!("{}/{upstream_model}", d.provider),
+        Some(id) => {
+            let bad = |c: char| !c.is_ascii_graphic() || matches!(c, ',' | '"' | '\\');
+            if id.is_empty() || id.len() > raw::MAX_DEPLOYMENT_ID_BYTES || id.contains(bad) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!(
+                        "must be 1 to {} visible ASCII characters without spaces, commas, quotes or backslashes",
+                        raw::MAX_DEPLOYMENT_ID_BYTES
+                    ),
+                ));
+            }
+            id
+        }
+    };
+    let weight = d.weight.unwrap_or(raw::DEFAULT_WEIGHT);
+    if weight == 0 {
+        return Err(invalid(format!("{at}.weight"), "must be at least 1".into()));
+    }
+    let price = d.price.map(|p| price(at, p, invalid)).transpose()?;
+    if let Some(q) = d.quality
+        && !(q.is_finite() && (0.0..=1.0).contains(&q))
+    {
+        return Err(invalid(
+            format!("{at}.quality"),
+            format!("must be between 0 and 1, got {q}"),
+        ));
+    }
+    let over = |v: Option<u64>, base: Duration, field: &str| match v {
+        None => Ok(base),
+        Some(0) => Err(invalid(
+            format!("{at}.{field}"),
+            "must be at least 1 ms".into(),
+        )),
+        Some(v) => Ok(Duration::from_millis(v)),
+    };
+    let base = providers[pi].timeouts;
+    let timeouts = Timeouts {
+        connect: over(d.connect_timeout_ms, base.connect, "connect_timeout_ms")?,
+        first_byte: over(
+            d.first_byte_timeout_ms,
+            base.first_byte,
+            "first_byte_timeout_ms",
+        )?,
+        idle: over(d.idle_timeout_ms, base.idle, "idle_timeout_ms")?,
+        total: over(d.total_timeout_ms, base.total, "total_timeout_ms")?,
+    };
+    let at_least_one = |v: Option<u32>, field: &str| match v {
+        Some(0) => Err(invalid(
+            format!("{at}.{field}"),
+            "must be at least 1 (leave it out for no limit)".into(),
+        )),
+        v => Ok(v),
+    };
+    let max_in_flight = at_least_one(d.max_in_flight, "max_in_flight")?;
+    let max_context_tokens = at_least_one(d.max_context_tokens, "max_context_tokens")?;
+    let mut tags: Vec<Arc<str>> = Vec::with_capacity(d.tags.len());
+    for (i, tag) in d.tags.iter().enumerate() {
+        let bad = |c: char| !c.is_ascii_graphic() || c == ',';
+        if tag.is_empty() || tag.contains(bad) {
+            return Err(invalid(
+                format!("{at}.tags[{i}]"),
+                "must be visible ASCII characters without spaces or commas".into(),
+            ));
+        }
+        if tags.iter().any(|t| **t == **tag) {
+            return Err(invalid(
+                format!("{at}.tags[{i}]"),
+                format!("`{tag}` is listed twice"),
+            ));
+        }
+        tags.push(tag.as_str().into());
+    }
+    Ok(Deployment {
+        id: DeploymentId(id.into()),
+        provider,
+        upstream_model,
+        weight,
+        price,
+        quality: d.quality,
+        timeouts,
+        max_in_flight,
+        max_context_tokens,
+        caps: Capabilities {
+            tools: d.tools.unwrap_or(true),
+            vision: d.vision.unwrap_or(true),
+            json_mode: d.json_mode.unwrap_or(true),
+        },
+        tags,
+        models: Vec::new(),
+    })
+}
+
+/// The first setting in which two definitions of one deployment differ (`models` aside).
+fn first_difference(a: &Deployment, b: &Deployment) -> Option<&'static str> {
+    // Destructured in full, so that a new field cannot be forgotten here.
+    let Deployment {
+        id,
+        provider,
+        upstream_model,
+        weight,
+        price,
+        quality,
+        timeouts,
+        max_in_flight,
+        max_context_tokens,
+        caps,
+        tags,
+        models: _,
+    } = a;
+    [
+        ("id", *id == b.id),
+        ("provider", *provider == b.provider),
+        ("model", *upstream_model == b.upstream_model),
+        ("weight", *weight == b.weight),
+        ("price", *price == b.price),
+        ("quality", *quality == b.quality),
+        ("connect_timeout_ms", timeouts.connect == b.timeouts.connect),
+        (
+            "first_byte_timeout_ms",
+            timeouts.first_byte == b.timeouts.first_byte,
+        ),
+        ("idle_timeout_ms", timeouts.idle == b.timeouts.idle),
+        ("total_timeout_ms", timeouts.total == b.timeouts.total),
+        ("max_in_flight", *max_in_flight == b.max_in_flight),
+        (
+            "max_context_tokens",
+            *max_context_tokens == b.max_context_tokens,
+        ),
+        ("tools", caps.tools == b.caps.tools),
+        ("vision", caps.vision == b.caps.vision),
+        ("json_mode", caps.json_mode == b.caps.json_mode),
+        ("tags", *tags == b.tags),
+    ]
+    .into_iter()
+    .find_map(|(field, same)| (!same).then_some(field))
+}
+
+/// `price = { .. }` at `at`.
+fn price(
+    at: &str,
+    p: RawPrice,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Price, ConfigError> {
+    let usd = |field: &str, v: f64| {
+        crate::budget::pricing::per_token(v).ok_or_else(|| {
+            invalid(
+                format!("{at}.price.{field}"),
+                "must be a number of dollars per million tokens, from 0 to 1000000".into(),
+            )
+        })
+    };
+    Ok(Price {
+        input: usd("input", p.input)?,
+        output: usd("output", p.output)?,
+        cached_input: usd("cached_input", p.cached_input.unwrap_or(p.input))?,
+    })
+}
+
+/// `[routing]` with its defaults from `routing::{retry, breaker}`.
+fn routing(
+    r: RawRouting,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<RoutingConfig, ConfigError> {
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+    let positive = |v: Option<u64>, default: Duration, path: &str| match v {
+        Some(0) => Err(invalid(path.to_owned(), "must be at least 1 ms".into())),
+        v => Ok(ms(v, default)),
+    };
+    let ratio = |v: Option<f64>, default: f64, path: &str| match v.unwrap_or(default) {
+        v if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        v => Err(invalid(
+            path.to_owned(),
+            format!("must be between 0 and 1, got {v}"),
+        )),
+    };
+    let max_attempts = r.max_attempts.unwrap_or(retry::DEFAULT_MAX_ATTEMPTS);
+    if !(1..=10).contains(&max_attempts) {
+        return Err(invalid(
+            "routing.max_attempts".into(),
+            format!("must be between 1 and 10, got {max_attempts}"),
+        ));
+    }
+    let request_timeout = positive(
+        r.request_timeout_ms,
+        retry::DEFAULT_REQUEST_TIMEOUT,
+        "routing.request_timeout_ms",
+    )?;
+    let backoff = Backoff {
+        base: ms(r.backoff_base_ms, retry::DEFAULT_BACKOFF_BASE),
+        max: ms(r.backoff_max_ms, retry::DEFAULT_BACKOFF_MAX),
+        retry_after_cap: ms(r.retry_after_cap_ms, retry::DEFAULT_RETRY_AFTER_CAP),
+    };
+    if backoff.base > backoff.max {
+        return Err(invalid(
+            "routing.backoff_base_ms".into(),
+            format!(
+                "must not exceed routing.backoff_max_ms ({} ms)",
+                backoff.max.as_millis()
+            ),
+        ));
+    }
+    let budget = RetryBudgetConfig {
+        ratio: ratio(
+            r.retry_budget_ratio,
+            retry::DEFAULT_BUDGET_RATIO,
+            "routing.retry_budget_ratio",
+        )?,
+        floor_per_sec: r
+            .retry_budget_floor_per_sec
+            .unwrap_or(retry::DEFAULT_BUDGET_FLOOR_PER_SEC),
+        window: positive(
+            r.retry_budget_window_ms,
+            retry::DEFAULT_BUDGET_WINDOW,
+            "routing.retry_budget_window_ms",
+        )?,
+    };
+    let b = r.breaker;
+    let consecutive_failures = b
+        .consecutive_failures
+        .unwrap_or(breaker::DEFAULT_CONSECUTIVE_FAILURES);
+    if consecutive_failures == 0 {
+        return Err(invalid(
+            "routing.breaker.consecutive_failures".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    let min_volume = b.min_volume.unwrap_or(breaker::DEFAULT_MIN_VOLUME);
+    if min_volume == 0 {
+        return Err(invalid(
+            "routing.breaker.min_volume".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    let breaker = BreakerConfig {
+        consecutive_failures,
+        error_ratio: ratio(
+            b.error_ratio,
+            breaker::DEFAULT_ERROR_RATIO,
+            "routing.breaker.error_ratio",
+        )?,
+        min_volume,
+        window: positive(
+            b.window_ms,
+            breaker::DEFAULT_WINDOW,
+            "routing.breaker.window_ms",
+        )?,
+        base_cooldown: positive(
+            b.base_cooldown_ms,
+            breaker::DEFAULT_BASE_COOLDOWN,
+            "routing.breaker.base_cooldown_ms",
+        )?,
+        max_cooldown: ms(b.max_cooldown_ms, breaker::DEFAULT_MAX_COOLDOWN),
+    };
+    if breaker.base_cooldown > breaker.max_cooldown {
+        return Err(invalid(
+            "routing.breaker.base_cooldown_ms".into(),
+            format!(
+                "must not exceed routing.breaker.max_cooldown_ms ({} ms)",
+                breaker.max_cooldown.as_millis()
+            ),
+        ));
+    }
+    Ok(RoutingConfig {
+        max_attempts,
+        request_timeout,
+        backoff,
+        budget,
+        breaker,
     })
 }
 

@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::scoring::SuccessWindow;
 
+/// Default attempts per request, across deployments and fallbacks together (1 = no retry).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default deadline for all of a request's attempts together.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default first backoff step.
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// Default longest backoff.
