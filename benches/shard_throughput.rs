@@ -89,6 +89,7 @@ fn shard_throughput(c: &mut Criterion) {
         listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
         cores: vec![None],
         defaults: Knobs::default(),
+        schedule: Default::default(),
         tls: None,
     })
     .unwrap_or_else(|e| panic!("mock: {e}"));

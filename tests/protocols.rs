@@ -135,6 +135,7 @@ fn tls_upstream_with_a_private_ca_and_alpn() {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: vec![None],
         defaults: Knobs::default(),
+        schedule: Default::default(),
         tls: Some(shardgate::http::tls::server_config(&files).unwrap()),
     })
     .unwrap();

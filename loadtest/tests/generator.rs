@@ -17,6 +17,7 @@ fn mock(knobs: &[(&str, &str)]) -> MockServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: vec![None],
         defaults,
+        schedule: Default::default(),
         tls: None,
     })
     .unwrap()

@@ -279,6 +279,27 @@ pub fn stream_error(message: &str) -> Bytes {
     event("error", &error_json("overloaded_error", message))
 }
 
+/// Anthropic's context-window error: a 400 `invalid_request_error` "prompt is too long".
+// Shape: Anthropic's API errors page (`{"type":"error","error":{"type","message"}}`); the
+// message as the API words it.
+pub fn context_window_error() -> Bytes {
+    Bytes::from(error_json(
+        "invalid_request_error",
+        "prompt is too long: 210000 tokens > 200000 maximum",
+    ))
+}
+
+/// Anthropic's content-filter error: Anthropic has no dedicated code, it answers a 400
+/// `invalid_request_error` whose message says the output was blocked (the `refusal` knob gives
+/// the other form, `stop_reason: "refusal"`).
+// Shape: the 400 bodies reported in anthropics/claude-code issues (e.g. #43487).
+pub fn content_policy_error() -> Bytes {
+    Bytes::from(error_json(
+        "invalid_request_error",
+        "Output blocked by content filtering policy",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

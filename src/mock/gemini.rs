@@ -335,6 +335,35 @@ pub fn stream_error(message: &str) -> Bytes {
     frame(&error_body(503, message))
 }
 
+/// Gemini's context-window error: 400 `INVALID_ARGUMENT` naming the input token count.
+// Shape: Google's `{"error":{"code","message","status"}}` (AIP-193 error model).
+pub fn context_window_error() -> Bytes {
+    error_body(
+        400,
+        "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+    )
+}
+
+/// How Gemini refuses a prompt for its content: a 200 answer without candidates whose
+/// `promptFeedback.blockReason` is `SAFETY`, with the prompt's usage. Streamed, it is the one
+/// event of the stream.
+// Shape: ai.google.dev `GenerateContentResponse.PromptFeedback` ("If set, the prompt was
+// blocked and no candidates are returned").
+pub fn prompt_blocked(r: &Reply) -> Bytes {
+    let mut out = b"{\"promptFeedback\":{\"blockReason\":\"SAFETY\",\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_DANGEROUS_CONTENT\",\"probability\":\"HIGH\"}]},\"usageMetadata\":".to_vec();
+    usage_prompt(&mut out, r);
+    out.extend_from_slice(b",\"modelVersion\":");
+    write_string(&mut out, &r.model);
+    out.extend_from_slice(b",\"responseId\":\"");
+    out.extend_from_slice(RESPONSE_ID.as_bytes());
+    out.extend_from_slice(b"\"}");
+    if r.stream {
+        frame(&out)
+    } else {
+        Bytes::from(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

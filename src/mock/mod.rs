@@ -6,14 +6,15 @@
 //! (one format-neutral [`Reply`], rendered per format as whole JSON or SSE events, usage
 //! included), the deterministic embeddings, and the fault knobs ([`Knobs`]).
 //! Does not: route or account anything.
-//! Key types: [`Reply`], [`Turn`], [`Format`], [`Knobs`], [`MockUsage`],
-//! [`server::MockServer`]. One file per wire format: [`openai`], [`anthropic`], [`gemini`],
-//! [`embeddings`].
+//! Key types: [`Reply`], [`Turn`], [`Format`], [`Knobs`], [`KnobPairs`], [`MockUsage`],
+//! [`server::MockServer`], [`schedule::Schedule`]. One file per wire format: [`openai`],
+//! [`anthropic`], [`gemini`], [`embeddings`].
 
 pub mod anthropic;
 pub mod embeddings;
 pub mod gemini;
 pub mod openai;
+pub mod schedule;
 pub mod server;
 
 use std::time::Duration;
@@ -138,6 +139,34 @@ impl Format {
         }
     }
 
+    /// The provider's own refusal of a request under the `error` knob: the status it answers
+    /// with and the body, in this format's shape. Gemini refuses a prompt for its content with
+    /// a 200 answer that has no candidates; for a stream that answer is one SSE event.
+    pub fn provider_error(self, kind: ProviderError, reply: &Reply) -> (u16, Bytes) {
+        match (self, kind) {
+            (Self::OpenAi, ProviderError::ContextWindow) => (400, openai::context_window_error()),
+            (Self::OpenAi, ProviderError::ContentPolicy) => (400, openai::content_policy_error()),
+            (Self::Anthropic, ProviderError::ContextWindow) => {
+                (400, anthropic::context_window_error())
+            }
+            (Self::Anthropic, ProviderError::ContentPolicy) => {
+                (400, anthropic::content_policy_error())
+            }
+            (Self::Gemini, ProviderError::ContextWindow) => (400, gemini::context_window_error()),
+            (Self::Gemini, ProviderError::ContentPolicy) => (200, gemini::prompt_blocked(reply)),
+        }
+    }
+
+    /// The finish reason this format reports when the model refuses mid-answer (knob
+    /// `refusal`): OpenAI's `content_filter`, Anthropic's `refusal`, Gemini's `SAFETY`.
+    pub fn refusal_finish(self) -> &'static str {
+        match self {
+            Self::OpenAi => "content_filter",
+            Self::Anthropic => "refusal",
+            Self::Gemini => "SAFETY",
+        }
+    }
+
     /// The in-band error event a stream ends with under the `error_after` knob.
     pub fn stream_error(self) -> Bytes {
         self.stream_error_with("mock in-band error")
@@ -192,6 +221,13 @@ impl Reply {
         self.cached_tokens = knobs.cached_tokens.min(self.prompt_tokens);
         self.reasoning_tokens = knobs.reasoning_tokens;
         self.finish = knobs.finish.clone();
+    }
+
+    /// Take the `refusal` knob in `format`: its refusal finish reason, unless `finish` set one.
+    pub fn apply_refusal(&mut self, knobs: &Knobs, format: Format) {
+        if knobs.refusal && self.finish.is_none() {
+            self.finish = Some(format.refusal_finish().to_owned());
+        }
     }
 
     /// Tokens of the reply itself: one per word of the text, or of the tool arguments' JSON
@@ -294,6 +330,23 @@ pub struct Knobs {
     /// `x-goog-api-key`, `api-key`) in the error message of the `status` knob and of the
     /// `error_after` in-band error, as some providers do (`echo_auth=1`).
     pub echo_auth: bool,
+    /// Chat only: refuse the request the way the provider does for this reason, in the
+    /// request's format (`error=context_window`, `error=content_policy`, `error=none`).
+    /// Takes precedence over `status`; embeddings requests ignore it.
+    pub error: Option<ProviderError>,
+    /// Chat only: answer, but end with the format's refusal finish reason (`refusal=1`; see
+    /// [`Format::refusal_finish`]); an explicit `finish` wins.
+    pub refusal: bool,
+}
+
+/// A provider's own reason to refuse a chat request (knob `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderError {
+    /// The prompt is longer than the model's context window (400 in every format).
+    ContextWindow,
+    /// The request breaks the provider's content policy (400; Gemini: a 200 answer whose
+    /// prompt is blocked).
+    ContentPolicy,
 }
 
 /// A delay: fixed, or drawn per use from a distribution (the mock's latency model).
@@ -414,25 +467,36 @@ impl Knobs {
                 }
                 self.finish = Some(value.to_owned())
             }
-            "echo_auth" | "echo-auth" => {
-                self.echo_auth = match value {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
+            "echo_auth" | "echo-auth" => self.echo_auth = flag(value).ok_or_else(bad)?,
+            "error" => {
+                self.error = match value {
+                    "context_window" | "context-window" => Some(ProviderError::ContextWindow),
+                    "content_policy" | "content-policy" => Some(ProviderError::ContentPolicy),
+                    "none" => None,
                     _ => return Err(bad()),
                 }
             }
+            "refusal" => self.refusal = flag(value).ok_or_else(bad)?,
             _ => return Err(MockError(format!("unknown mock knob `{key}`"))),
         }
         Ok(())
     }
 
+    /// Knobs from `key=value` pairs (`status=500;latency_ms=50`) over the defaults: what
+    /// `PUT /mock/knobs` sets. Empty text gives the defaults.
+    pub fn parse(text: &str) -> Result<Self, MockError> {
+        let mut knobs = Self::default();
+        for (k, v) in pairs(text) {
+            knobs.set(k, v?)?;
+        }
+        Ok(knobs)
+    }
+
     /// Apply `key=value` pairs from a model name's suffix (`mock;latency_ms=5;chunks=3`).
     pub fn apply_model_suffix(&mut self, model: &str) -> Result<(), MockError> {
-        for pair in model.split(';').skip(1).filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| MockError(format!("mock knob `{pair}` needs a value")))?;
-            self.set(k.trim(), v.trim())?;
+        let suffix = model.split_once(';').map_or("", |(_, s)| s);
+        for (k, v) in pairs(suffix) {
+            self.set(k, v?)?;
         }
         Ok(())
     }
@@ -448,6 +512,63 @@ impl Knobs {
             }
         }
         Ok(())
+    }
+}
+
+/// `1`/`true` or `0`/`false`.
+fn flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// The `key=value` pairs of `;`-separated text (empty pieces skipped, both sides trimmed); a
+/// piece without `=` is an error.
+fn pairs(text: &str) -> impl Iterator<Item = (&str, Result<&str, MockError>)> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (k.trim(), Ok(v.trim())),
+            None => (
+                pair,
+                Err(MockError(format!("mock knob `{pair}` needs a value"))),
+            ),
+        })
+}
+
+/// Knob settings checked once and applied later on top of other knobs (a schedule window's
+/// faults): `key=value` pairs in the model-suffix syntax.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnobPairs(Vec<(String, String)>);
+
+impl KnobPairs {
+    /// Read and check `status=500;latency_ms=50`.
+    pub fn parse(text: &str) -> Result<Self, MockError> {
+        let mut out = Vec::new();
+        let mut check = Knobs::default();
+        for (k, v) in pairs(text) {
+            let v = v?;
+            check.set(k, v)?;
+            out.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    /// No pairs?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Set these pairs on `knobs`, in order.
+    pub fn apply(&self, knobs: &mut Knobs) {
+        for (k, v) in &self.0 {
+            // Checked in `parse`, and whether a pair is valid does not depend on the knobs
+            // it is set on: this cannot fail.
+            let _ = knobs.set(k, v);
+        }
     }
 }
 
@@ -631,6 +752,132 @@ mod tests {
             draws.iter().any(|d| *d > ms(60)),
             "an exponential has a tail"
         );
+    }
+
+    #[test]
+    fn knob_text_parses_into_knobs_and_pairs() {
+        let k =
+            Knobs::parse(" status=500; latency_ms=50 ;;error=content_policy;refusal=1\n").unwrap();
+        assert_eq!(k.status, Some(500));
+        assert_eq!(k.latency, Delay::Fixed(Duration::from_millis(50)));
+        assert_eq!(k.error, Some(ProviderError::ContentPolicy));
+        assert!(k.refusal);
+        assert_eq!(Knobs::parse("").unwrap(), Knobs::default());
+        for bad in [
+            "status",
+            "status=x",
+            "nope=1",
+            "error=teapot",
+            "refusal=maybe",
+        ] {
+            assert!(Knobs::parse(bad).is_err(), "{bad}");
+        }
+
+        let pairs = KnobPairs::parse("status=429;retry_after=3").unwrap();
+        let mut k = Knobs::parse("latency_ms=5;status=500").unwrap();
+        pairs.apply(&mut k);
+        assert_eq!(k.status, Some(429), "pairs override");
+        assert_eq!(k.retry_after, Some(3));
+        assert_eq!(
+            k.latency,
+            Delay::Fixed(Duration::from_millis(5)),
+            "the rest stays"
+        );
+        assert!(KnobPairs::parse("").unwrap().is_empty());
+        assert!(KnobPairs::parse("status=500;chunks=x").is_err());
+
+        let mut k = Knobs::default();
+        k.apply_model_suffix("m;error=context-window").unwrap();
+        assert_eq!(k.error, Some(ProviderError::ContextWindow));
+        k.apply_model_suffix("m;error=none;refusal=true").unwrap();
+        assert_eq!((k.error, k.refusal), (None, true));
+    }
+
+    #[test]
+    fn refusal_takes_each_format_s_reason_unless_finish_is_set() {
+        let knobs = Knobs::parse("refusal=1").unwrap();
+        for (format, reason) in [
+            (Format::OpenAi, "content_filter"),
+            (Format::Anthropic, "refusal"),
+            (Format::Gemini, "SAFETY"),
+        ] {
+            let mut r = Reply::new("m".into(), false, 9, turn("hi"));
+            r.apply_knobs(&knobs);
+            r.apply_refusal(&knobs, format);
+            assert_eq!(r.finish.as_deref(), Some(reason));
+        }
+        let knobs = Knobs::parse("refusal=1;finish=length").unwrap();
+        let mut r = Reply::new("m".into(), false, 9, turn("hi"));
+        r.apply_knobs(&knobs);
+        r.apply_refusal(&knobs, Format::Anthropic);
+        assert_eq!(r.finish.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn provider_errors_have_each_provider_s_status_and_shape() {
+        use serde_json::{Value as Json, json};
+        let json_of = |b: &Bytes| serde_json::from_slice::<Json>(b).unwrap();
+        let r = Reply::new("gemini-x".into(), false, 40, turn("hi"));
+        let (status, body) = Format::OpenAi.provider_error(ProviderError::ContextWindow, &r);
+        let v = json_of(&body);
+        assert_eq!(status, 400);
+        assert_eq!(v["error"]["code"], "context_length_exceeded");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "messages");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("This model's maximum context length is 128000 tokens.")
+        );
+        let (status, body) = Format::OpenAi.provider_error(ProviderError::ContentPolicy, &r);
+        let v = json_of(&body);
+        assert_eq!(status, 400);
+        assert_eq!(v["error"]["code"], "content_policy_violation");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+
+        let (status, body) = Format::Anthropic.provider_error(ProviderError::ContextWindow, &r);
+        assert_eq!(status, 400);
+        assert_eq!(
+            json_of(&body),
+            json!({"type": "error", "error": {"type": "invalid_request_error",
+                   "message": "prompt is too long: 210000 tokens > 200000 maximum"}})
+        );
+        let (status, body) = Format::Anthropic.provider_error(ProviderError::ContentPolicy, &r);
+        assert_eq!(status, 400);
+        let v = json_of(&body);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("content filtering")
+        );
+
+        let (status, body) = Format::Gemini.provider_error(ProviderError::ContextWindow, &r);
+        assert_eq!(status, 400);
+        assert_eq!(
+            json_of(&body),
+            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}})
+        );
+        let (status, body) = Format::Gemini.provider_error(ProviderError::ContentPolicy, &r);
+        assert_eq!(status, 200);
+        let v = json_of(&body);
+        assert_eq!(v["promptFeedback"]["blockReason"], "SAFETY");
+        assert!(
+            v.get("candidates").is_none(),
+            "a blocked prompt has no candidates"
+        );
+        assert_eq!(v["usageMetadata"]["promptTokenCount"], 10);
+        assert_eq!(v["modelVersion"], "gemini-x");
+
+        let streamed = Reply::new("gemini-x".into(), true, 40, turn("hi"));
+        let (status, body) = Format::Gemini.provider_error(ProviderError::ContentPolicy, &streamed);
+        assert_eq!(status, 200);
+        let events = test_util::parse_events(&[body]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].1["promptFeedback"]["blockReason"], "SAFETY");
     }
 
     #[test]

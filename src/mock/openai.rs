@@ -239,6 +239,24 @@ pub fn error_body(status: u16, message: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// OpenAI's context-window error (400, code `context_length_exceeded`).
+// Shape: OpenAI's chat completions 400 as its SDKs surface it (`BadRequestError`, code
+// `context_length_exceeded`, param `messages`).
+pub fn context_window_error() -> Bytes {
+    Bytes::from_static(
+        b"{\"error\":{\"message\":\"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens. Please reduce the length of the messages.\",\"type\":\"invalid_request_error\",\"param\":\"messages\",\"code\":\"context_length_exceeded\"}}",
+    )
+}
+
+/// OpenAI's content-policy error (400, code `content_policy_violation`).
+// Shape: OpenAI's safety-system rejection (`content_policy_violation`, type
+// `invalid_request_error`, param null), as relayed in one-api issue #737.
+pub fn content_policy_error() -> Bytes {
+    Bytes::from_static(
+        b"{\"error\":{\"message\":\"Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"content_policy_violation\"}}",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

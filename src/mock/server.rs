@@ -8,7 +8,16 @@
 //! - any path ending `/v1/messages`: Anthropic Messages;
 //! - `.../models/{model}:generateContent`, `:streamGenerateContent?alt=sse`, `:embedContent`,
 //!   `:batchEmbedContents`: Gemini (knobs may ride on the model segment, `mock;chunks=3`);
-//! - `GET /v1/models`, `GET /models`: a one-model list; `GET /mock/stats`: the counters.
+//! - `GET /v1/models`, `GET /models`: a one-model list.
+//!
+//! Control (paths no provider uses; not counted as requests):
+//! - `PUT /mock/knobs` with `key=value;...` (the model-suffix syntax): replace the process-wide
+//!   default knobs, on every shard at once (knobs not named go back to their zero value);
+//! - `DELETE /mock/knobs`: restore the start-up defaults;
+//! - `GET /mock/stats`: the counters as JSON.
+//!
+//! A request's knobs: the current defaults, then the windows of the fault schedule open at the
+//! time since start ([`MockConfig::schedule`]), then the model suffix, then `x-mock-*` headers.
 
 use std::future::Future;
 use std::io;
@@ -18,8 +27,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -29,6 +39,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::server::conn::auto;
 
+use super::schedule::Schedule;
 use super::{
     DEFAULT_CHUNKS, Format, Knobs, MockError, MockUsage, Reply, Stall, anthropic, embeddings,
     error_body, gemini,
@@ -45,10 +56,49 @@ pub struct MockConfig {
     pub listen: SocketAddr,
     /// CPU per shard (`None` = unpinned); its length is the shard count.
     pub cores: Vec<Option<usize>>,
-    /// Knobs applied to every request (requests may override).
+    /// Knobs applied to every request (requests may override; `PUT /mock/knobs` and
+    /// [`MockServer::set_knobs`] replace them at run time).
     pub defaults: Knobs,
+    /// Knobs that apply only during windows of time after start, over the defaults (empty:
+    /// none).
+    pub schedule: Schedule,
     /// Serve TLS (ALPN h2 + http/1.1) with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Largest `PUT /mock/knobs` body.
+const MAX_CONTROL_BODY_BYTES: usize = 64 * 1024;
+
+/// What every shard of one mock reads per request to pick its knobs.
+///
+/// The defaults are an `ArcSwap` loaded on each request: a swap from any thread (the admin
+/// route on one shard, or a test) reaches every shard at once. The gateway itself never shares
+/// state this way on its request path; the mock is test tooling, so one atomic load per
+/// request is fine here.
+#[derive(Debug)]
+struct Control {
+    /// The defaults now.
+    defaults: ArcSwap<Knobs>,
+    /// The defaults at start (what `DELETE /mock/knobs` restores).
+    startup: Knobs,
+    /// The fault schedule.
+    schedule: Schedule,
+    /// When the mock started (the schedule's zero).
+    started: Instant,
+}
+
+impl Control {
+    /// The knobs for one request: the defaults, then the schedule's open windows, then the
+    /// model suffix, then `x-mock-*` headers.
+    fn request_knobs(&self, model: &str, headers: &http::HeaderMap) -> Result<Knobs, MockError> {
+        let mut knobs = Knobs::clone(&self.defaults.load());
+        if !self.schedule.is_empty() {
+            self.schedule.apply_at(self.started.elapsed(), &mut knobs);
+        }
+        knobs.apply_model_suffix(model)?;
+        knobs.apply_headers(headers)?;
+        Ok(knobs)
+    }
 }
 
 /// Request counters (shared by the mock's shards; the mock is a test tool, so atomics are fine).
@@ -62,6 +112,15 @@ pub struct MockStats {
     pub streams: AtomicU64,
     /// Embeddings requests (OpenAI and Gemini).
     pub embeddings: AtomicU64,
+    /// Chat and embeddings requests in the OpenAI format.
+    pub openai: AtomicU64,
+    /// Chat requests in the Anthropic format.
+    pub anthropic: AtomicU64,
+    /// Chat and embeddings requests in the Gemini format.
+    pub gemini: AtomicU64,
+    /// Requests answered with an injected fault instead of an answer: the `status` or `error`
+    /// knob (Gemini's blocked-prompt answer included).
+    pub faults: AtomicU64,
     /// The last chat request as it arrived, in any format, so tests can check what a gateway
     /// sent.
     pub last_chat: arc_swap::ArcSwapOption<Received>,
@@ -70,6 +129,34 @@ pub struct MockStats {
     /// The usage of the last successful chat answer (stored when a whole answer is sent, or
     /// when a stream sends its last event), normalised (see [`MockUsage`]).
     pub last_usage: arc_swap::ArcSwapOption<MockUsage>,
+}
+
+impl MockStats {
+    /// The counters as JSON (what `GET /mock/stats` answers):
+    /// `{"requests","chat","streams","embeddings","faults","by_format":{"openai","anthropic","gemini"}}`.
+    pub fn to_json(&self) -> Bytes {
+        let n = |c: &AtomicU64| c.load(Relaxed);
+        Bytes::from(format!(
+            "{{\"requests\":{},\"chat\":{},\"streams\":{},\"embeddings\":{},\"faults\":{},\"by_format\":{{\"openai\":{},\"anthropic\":{},\"gemini\":{}}}}}",
+            n(&self.requests),
+            n(&self.chat),
+            n(&self.streams),
+            n(&self.embeddings),
+            n(&self.faults),
+            n(&self.openai),
+            n(&self.anthropic),
+            n(&self.gemini),
+        ))
+    }
+
+    fn count_format(&self, format: Format) {
+        match format {
+            Format::OpenAi => &self.openai,
+            Format::Anthropic => &self.anthropic,
+            Format::Gemini => &self.gemini,
+        }
+        .fetch_add(1, Relaxed);
+    }
 }
 
 /// A request as the mock received it.
@@ -88,6 +175,7 @@ pub struct MockServer {
     /// Where it listens.
     pub addr: SocketAddr,
     stats: Arc<MockStats>,
+    control: Arc<Control>,
     stop: Vec<flume::Sender<()>>,
     shards: Vec<ShardHandle>,
 }
@@ -99,13 +187,19 @@ impl MockServer {
         let listeners = bind_reuseport(cfg.listen, n)?;
         let addr = listeners[0].local_addr()?;
         let stats = Arc::new(MockStats::default());
+        let control = Arc::new(Control {
+            defaults: ArcSwap::from_pointee(cfg.defaults.clone()),
+            startup: cfg.defaults,
+            schedule: cfg.schedule,
+            started: Instant::now(),
+        });
         let mut stop = Vec::new();
         let mut shards = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             let (tx, rx) = flume::bounded::<()>(1);
             stop.push(tx);
             let stats = stats.clone();
-            let defaults = cfg.defaults.clone();
+            let control = control.clone();
             let tls = cfg.tls.clone();
             let spec = ShardSpec {
                 id: ShardId(i as u16),
@@ -122,12 +216,13 @@ impl MockServer {
                         return;
                     }
                 };
-                accept_loop(listener, rx, Rc::new(defaults), stats, tls).await;
+                accept_loop(listener, rx, control, stats, tls).await;
             })?);
         }
         Ok(Self {
             addr,
             stats,
+            control,
             stop,
             shards,
         })
@@ -141,6 +236,24 @@ impl MockServer {
     /// The counters.
     pub fn stats(&self) -> &MockStats {
         &self.stats
+    }
+
+    /// Replace the default knobs of every shard at once (what `PUT /mock/knobs` does);
+    /// per-request knobs still override them.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        self.control.defaults.store(Arc::new(knobs));
+    }
+
+    /// Restore the start-up default knobs (what `DELETE /mock/knobs` does).
+    pub fn reset_knobs(&self) {
+        self.control
+            .defaults
+            .store(Arc::new(self.control.startup.clone()));
+    }
+
+    /// The default knobs now.
+    pub fn knobs(&self) -> Knobs {
+        Knobs::clone(&self.control.defaults.load())
     }
 
     /// Stop accepting and end the shards.
@@ -164,7 +277,7 @@ impl MockServer {
 async fn accept_loop(
     listener: Listener,
     stop: flume::Receiver<()>,
-    defaults: Rc<Knobs>,
+    control: Arc<Control>,
     stats: Arc<MockStats>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
@@ -189,15 +302,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (builder, defaults, stats, tls) = (
-            builder.clone(),
-            defaults.clone(),
-            stats.clone(),
-            tls.clone(),
-        );
+        let (builder, control, stats, tls) =
+            (builder.clone(), control.clone(), stats.clone(), tls.clone());
         shard::spawn("mock connection", async move {
             let svc =
-                hyper::service::service_fn(move |req| handle(req, defaults.clone(), stats.clone()));
+                hyper::service::service_fn(move |req| handle(req, control.clone(), stats.clone()));
             match tls {
                 None => {
                     let _ = builder.serve_connection(Io::new(stream, None), svc).await;
@@ -222,41 +331,79 @@ fn json(status: StatusCode, body: Bytes) -> Response<MockBody> {
 
 async fn handle(
     req: Request<Incoming>,
-    defaults: Rc<Knobs>,
+    control: Arc<Control>,
     stats: Arc<MockStats>,
 ) -> Result<Response<MockBody>, io::Error> {
-    stats.requests.fetch_add(1, Relaxed);
     let path = req.uri().path().to_owned();
+    if let Some(what) = path.strip_prefix("/mock/") {
+        return control_route(req, what, &control, &stats).await;
+    }
+    stats.requests.fetch_add(1, Relaxed);
     match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/models" | "/models") => Ok(json(
             StatusCode::OK,
             Bytes::from_static(b"{\"object\":\"list\",\"data\":[{\"id\":\"mock\",\"object\":\"model\",\"created\":0,\"owned_by\":\"shardgate-mock\"}]}"),
         )),
-        (&Method::GET, "/mock/stats") => Ok(json(
-            StatusCode::OK,
-            Bytes::from(format!(
-                "{{\"requests\":{},\"chat\":{},\"streams\":{},\"embeddings\":{}}}",
-                stats.requests.load(Relaxed),
-                stats.chat.load(Relaxed),
-                stats.streams.load(Relaxed),
-                stats.embeddings.load(Relaxed)
-            )),
-        )),
         // OpenAI's path, and Azure OpenAI's `/openai/deployments/<name>/chat/completions`.
         (&Method::POST, p) if p.ends_with("/chat/completions") => {
-            chat(req, Chat::OpenAi, &defaults, &stats).await
+            chat(req, Chat::OpenAi, &control, &stats).await
         }
         (&Method::POST, p) if p.ends_with("/embeddings") => {
-            embeddings(req, Embed::OpenAi, &defaults, &stats).await
+            embeddings(req, Embed::OpenAi, &control, &stats).await
         }
         (&Method::POST, p) if p.ends_with("/v1/messages") => {
-            chat(req, Chat::Anthropic, &defaults, &stats).await
+            chat(req, Chat::Anthropic, &control, &stats).await
         }
         (&Method::POST, p) => match gemini::route(p) {
-            Some(route) => gemini_method(req, route, &defaults, &stats).await,
+            Some(route) => gemini_method(req, route, &control, &stats).await,
             None => Ok(not_found(&path)),
         },
         _ => Ok(not_found(&path)),
+    }
+}
+
+/// The control routes under `/mock/` (`what` is the rest of the path).
+async fn control_route(
+    req: Request<Incoming>,
+    what: &str,
+    control: &Control,
+    stats: &MockStats,
+) -> Result<Response<MockBody>, io::Error> {
+    let no_content = || {
+        let mut res = Response::new(MockBody::full(Bytes::new()));
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        res
+    };
+    match (req.method(), what) {
+        (&Method::GET, "stats") => Ok(json(StatusCode::OK, stats.to_json())),
+        (&Method::PUT, "knobs") => {
+            let limited = http_body_util::Limited::new(req.into_body(), MAX_CONTROL_BODY_BYTES);
+            let body = match limited.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    let message = format!("knobs: at most {MAX_CONTROL_BODY_BYTES} bytes");
+                    return Ok(json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        error_body(413, &message),
+                    ));
+                }
+            };
+            let parsed = std::str::from_utf8(&body)
+                .map_err(|_| MockError("knobs: the body is not UTF-8".into()))
+                .and_then(Knobs::parse);
+            match parsed {
+                Ok(knobs) => {
+                    control.defaults.store(Arc::new(knobs));
+                    Ok(no_content())
+                }
+                Err(e) => Ok(json(StatusCode::BAD_REQUEST, error_body(400, &e.0))),
+            }
+        }
+        (&Method::DELETE, "knobs") => {
+            control.defaults.store(Arc::new(control.startup.clone()));
+            Ok(no_content())
+        }
+        _ => Ok(not_found(req.uri().path())),
     }
 }
 
@@ -264,7 +411,7 @@ async fn handle(
 async fn gemini_method(
     req: Request<Incoming>,
     route: gemini::Route,
-    defaults: &Knobs,
+    control: &Control,
     stats: &Arc<MockStats>,
 ) -> Result<Response<MockBody>, io::Error> {
     let model = route.model;
@@ -274,25 +421,25 @@ async fn gemini_method(
                 model,
                 stream: false,
             };
-            chat(req, chat_route, defaults, stats).await
+            chat(req, chat_route, control, stats).await
         }
         gemini::Method::StreamGenerateContent => {
             let chat_route = Chat::Gemini {
                 model,
                 stream: true,
             };
-            chat(req, chat_route, defaults, stats).await
+            chat(req, chat_route, control, stats).await
         }
         gemini::Method::EmbedContent => {
             let embed_route = Embed::Gemini {
                 model,
                 batch: false,
             };
-            embeddings(req, embed_route, defaults, stats).await
+            embeddings(req, embed_route, control, stats).await
         }
         gemini::Method::BatchEmbedContents => {
             let embed_route = Embed::Gemini { model, batch: true };
-            embeddings(req, embed_route, defaults, stats).await
+            embeddings(req, embed_route, control, stats).await
         }
     }
 }
@@ -351,24 +498,15 @@ async fn receive(req: Request<Incoming>) -> io::Result<(http::request::Parts, Re
     Ok((parts, received))
 }
 
-/// The knobs for one request: the defaults, then the model suffix, then `x-mock-*` headers.
-fn request_knobs(
-    defaults: &Knobs,
-    model: &str,
-    headers: &http::HeaderMap,
-) -> Result<Knobs, MockError> {
-    let mut knobs = defaults.clone();
-    knobs.apply_model_suffix(model)?;
-    knobs.apply_headers(headers)?;
-    Ok(knobs)
-}
-
-/// The faults that come before any answer: stall before the head, latency, and the `status`
-/// knob (an error in `format`'s shape). `Some` is the error response to send.
+/// The faults that come before any answer: stall before the head, latency, the `error` knob
+/// (chat only: `chat` is the reply it would have sent) and the `status` knob (an error in
+/// `format`'s shape). `Some` is the response to send instead of the answer.
 async fn early_faults(
     knobs: &Knobs,
     format: Format,
     headers: &http::HeaderMap,
+    chat: Option<&Reply>,
+    stats: &MockStats,
 ) -> Option<Response<MockBody>> {
     if knobs.stall == Some(Stall::Head) {
         std::future::pending::<()>().await;
@@ -376,7 +514,19 @@ async fn early_faults(
     if !knobs.latency.is_zero() {
         shard::sleep(knobs.latency.sample()).await;
     }
+    if let (Some(kind), Some(reply)) = (knobs.error, chat) {
+        stats.faults.fetch_add(1, Relaxed);
+        let (status, body) = format.provider_error(kind, reply);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut res = json(code, body);
+        if code == StatusCode::OK && reply.stream {
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        }
+        return Some(res);
+    }
     let status = knobs.status.filter(|s| !(200..300).contains(s))?;
+    stats.faults.fetch_add(1, Relaxed);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut message = format!("mock error {status}");
     if knobs.echo_auth {
@@ -411,11 +561,12 @@ fn bad_request(format: Format, e: &MockError) -> Response<MockBody> {
 async fn chat(
     req: Request<Incoming>,
     route: Chat,
-    defaults: &Knobs,
+    control: &Control,
     stats: &Arc<MockStats>,
 ) -> Result<Response<MockBody>, io::Error> {
     stats.chat.fetch_add(1, Relaxed);
     let format = route.format();
+    stats.count_format(format);
     let (parts, received) = receive(req).await?;
     let body = received.body.clone();
     stats.last_chat.store(Some(Arc::new(received)));
@@ -441,12 +592,13 @@ async fn chat(
         Chat::Gemini { model, .. } => model.clone(),
         _ => model_with_suffix(&body),
     };
-    let knobs = match request_knobs(defaults, &model_full, &parts.headers) {
+    let knobs = match control.request_knobs(&model_full, &parts.headers) {
         Ok(k) => k,
         Err(e) => return Ok(bad_request(format, &e)),
     };
     reply.apply_knobs(&knobs);
-    if let Some(res) = early_faults(&knobs, format, &parts.headers).await {
+    reply.apply_refusal(&knobs, format);
+    if let Some(res) = early_faults(&knobs, format, &parts.headers, Some(&reply), stats).await {
         return Ok(res);
     }
     if !reply.stream {
@@ -473,7 +625,7 @@ async fn chat(
 async fn embeddings(
     req: Request<Incoming>,
     route: Embed,
-    defaults: &Knobs,
+    control: &Control,
     stats: &MockStats,
 ) -> Result<Response<MockBody>, io::Error> {
     stats.embeddings.fetch_add(1, Relaxed);
@@ -481,6 +633,7 @@ async fn embeddings(
         Embed::OpenAi => Format::OpenAi,
         Embed::Gemini { .. } => Format::Gemini,
     };
+    stats.count_format(format);
     let (parts, received) = receive(req).await?;
     let body = received.body.clone();
     stats.last_embeddings.store(Some(Arc::new(received)));
@@ -500,11 +653,11 @@ async fn embeddings(
         Embed::Gemini { model, .. } => model.clone(),
         Embed::OpenAi => model_with_suffix(&body),
     };
-    let knobs = match request_knobs(defaults, &model_full, &parts.headers) {
+    let knobs = match control.request_knobs(&model_full, &parts.headers) {
         Ok(k) => k,
         Err(e) => return Ok(bad_request(format, &e)),
     };
-    if let Some(res) = early_faults(&knobs, format, &parts.headers).await {
+    if let Some(res) = early_faults(&knobs, format, &parts.headers, None, stats).await {
         return Ok(res);
     }
     Ok(json(StatusCode::OK, answer))
@@ -660,6 +813,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             cores: vec![None],
             defaults: Knobs::default(),
+            schedule: Schedule::default(),
             tls: None,
         })
         .unwrap()

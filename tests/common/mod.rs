@@ -24,6 +24,22 @@ pub fn mock() -> MockServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: vec![None],
         defaults: Knobs::default(),
+        schedule: Default::default(),
+        tls: None,
+    })
+    .unwrap()
+}
+
+/// Start another in-process `shardgate-mock` on its own port, with these default knobs
+/// (`"latency_ms=50;status=500"`, the model-suffix syntax). Each mock counts its own
+/// requests ([`MockServer::stats`]); change its knobs at run time with
+/// [`MockServer::set_knobs`] or `PUT /mock/knobs`.
+pub fn mock_with(knobs: &str) -> MockServer {
+    MockServer::start(MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: vec![None],
+        defaults: Knobs::parse(knobs).unwrap_or_else(|e| panic!("mock_with({knobs:?}): {e}")),
+        schedule: Default::default(),
         tls: None,
     })
     .unwrap()

@@ -3,10 +3,12 @@
 //!
 //! Per-process knobs are flags; per-request knobs are `x-mock-<knob>` headers or a model name
 //! suffix (`mock;latency_ms=20;chunks=20`; for Gemini, on the path's model segment). See
-//! `shardgate::mock::Knobs` and `shardgate::mock::server`.
+//! `shardgate::mock::Knobs` and `shardgate::mock::server`. Faults switch at run time through
+//! `PUT`/`DELETE /mock/knobs`, or on a schedule (`--fault-schedule`).
 
 use anyhow::{Context, bail};
 use shardgate::mock::Knobs;
+use shardgate::mock::schedule::Schedule;
 use shardgate::mock::server::{MockConfig, MockServer};
 
 #[global_allocator]
@@ -17,7 +19,7 @@ shardgate-mock: a mock provider speaking OpenAI, Anthropic Messages and Gemini
 
 USAGE:
     shardgate-mock [--listen ADDR] [--shards N] [--cores LIST] [--tls-cert PEM --tls-key PEM]
-                   [--KNOB VALUE]...
+                   [--fault-schedule SPEC] [--KNOB VALUE]...
 
 KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`):
     --latency-ms MS     delay before the response head (MS: 20, 0.5, 10..50 uniform,
@@ -33,6 +35,12 @@ KNOBS (per process; per request via x-mock-<knob> headers or `model;knob=value`)
     --cached-tokens N   report N of the prompt tokens as cached
     --reasoning-tokens N  report N reasoning tokens on top of the reply's
     --finish REASON     report this finish reason (Gemini SAFETY etc. blocks the content)
+    --error KIND        chat: refuse as the provider does: context_window | content_policy
+    --refusal 1         chat: answer, ending with the format's refusal finish reason
+    --echo-auth 1       echo credential headers in injected errors
+
+SCHEDULE (ms since start; FROM or UNTIL may be empty; later windows win):
+    --fault-schedule '2000..5000:status=500;10000..:latency_ms=50'
 
 ROUTES (POST):
     .../chat/completions, .../embeddings              OpenAI (and Azure deployment paths)
@@ -40,13 +48,17 @@ ROUTES (POST):
     .../models/{model}:generateContent                Gemini; also :streamGenerateContent?alt=sse,
                                                       :embedContent, :batchEmbedContents
 
-GET /mock/stats returns request counts.";
+CONTROL (any shard; not counted as requests):
+    PUT /mock/knobs  body `status=500;latency_ms=50`   replace the default knobs
+    DELETE /mock/knobs                                  restore the start-up defaults
+    GET /mock/stats                                     the counters as JSON";
 
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:9090".to_owned();
     let mut shards = 1usize;
     let mut cores: Option<Vec<usize>> = None;
     let mut knobs = Knobs::default();
+    let mut schedule = Schedule::default();
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -58,6 +70,10 @@ fn main() -> anyhow::Result<()> {
             "--listen" => listen = args.next().context("--listen needs a value")?,
             "--tls-cert" => tls_cert = Some(args.next().context("--tls-cert needs a value")?),
             "--tls-key" => tls_key = Some(args.next().context("--tls-key needs a value")?),
+            "--fault-schedule" => {
+                let spec = args.next().context("--fault-schedule needs a value")?;
+                schedule = Schedule::parse(&spec).map_err(|e| anyhow::anyhow!("{e}\n\n{USAGE}"))?;
+            }
             "--shards" => shards = args.next().context("--shards needs a value")?.parse()?,
             "--cores" => {
                 let list = args.next().context("--cores needs a value")?;
@@ -101,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         listen,
         cores,
         defaults: knobs,
+        schedule,
         tls,
     })?;
     println!("shardgate-mock listening on {scheme}://{}", server.addr);
