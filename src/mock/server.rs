@@ -104,7 +104,7 @@ impl Control {
 /// Request counters (shared by the mock's shards; the mock is a test tool, so atomics are fine).
 #[derive(Debug, Default)]
 pub struct MockStats {
-    /// Every request.
+    /// Every request, except the control routes (`/mock/...`).
     pub requests: AtomicU64,
     /// Chat requests, in any format.
     pub chat: AtomicU64,
