@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shardgate::api::ChatRequest;
 use shardgate::api::chat::upstream_body;
 use shardgate::config::ProviderKind;
-use shardgate::providers::exchange::Answer;
+use shardgate::providers::call::Answer;
 use shardgate::providers::{Dialect, anthropic, gemini, openai};
 
 const SIZES: [(&str, usize); 2] = [("1KB", 1024), ("50KB", 50 * 1024)];

@@ -22,7 +22,7 @@ use crate::api::embeddings::{EmbeddingsRequest, estimate_tokens};
 use crate::api::sse::{EventSplitter, data_payloads, last_event_end, without_events};
 use crate::api::{ChatRequest, DecodeScratch, Usage, chat, decode_chat, json};
 use crate::config::ProviderKind;
-use crate::providers::exchange::Answer;
+use crate::providers::call::Answer;
 use crate::providers::{Dialect, anthropic, gemini, openai};
 
 /// A promise the code under test broke for some input.

@@ -7,18 +7,22 @@
 //! ## Request flow
 //!
 //! `http::server` accept → `http::routes` → `api` decode (simd-json, only routing fields) →
-//! model lookup → `providers` translate (pass-through for OpenAI-compatible upstreams, model
-//! name rewritten in place) → `upstream` pool send → stream back whole SSE events, teeing usage
-//! → `metrics` + `Outcome` batch to the scorer (`shard::bridge`) → `http::respond`.
-//! Every failure goes to `http::respond`, the one place errors are rendered.
+//! `pipeline`: resolve the model → admit → plan → `pipeline::attempt::open` (`providers::call`
+//! builds the request; `upstream` pool send; head read, status mapped, still retryable) →
+//! commit → `pipeline::relay` (whole SSE events, teeing usage) → settle (`metrics` +
+//! `Outcome` batch to the scorer, `shard::bridge`). Every failure goes to `http::respond`, the
+//! one place errors are rendered. Layers point down only: `http` → `pipeline` → `providers`,
+//! `routing`, `upstream` → pure modules.
 //!
 //! ## Module map
 //!
 //! - [`shard`]: the thread-per-core runtime, the only module naming glommio: executors,
 //!   hyper IO/executor/timer adapters, the shard ↔ control-plane bridge.
-//! - [`http`]: the downstream front: accept loop, routes, request context, error rendering.
+//! - [`http`]: the downstream edge: accept loop, limits, framing, routes, error rendering.
+//! - [`pipeline`]: one request's phases; what a shard owns; attempts and the SSE relay.
+//! - [`routing`]: pure balancing strategies, circuit breakers, backoff and retry budget.
 //! - [`upstream`]: per-shard connection pools to provider endpoints (h1/h2, TLS, timeouts).
-//! - [`providers`]: provider kinds and their request/response handling.
+//! - [`providers`]: provider kinds: wire formats, translation, stream parsing; no IO.
 //! - [`api`]: canonical request pieces: decoding, usage, SSE splitting.
 //! - [`scoring`]: pure scorer maths (EWMA, success windows, score blend).
 //! - [`actors`]: the control plane (tokio + ractor): `ScorerActor`.
@@ -47,6 +51,7 @@ pub mod fuzz_logic;
 pub mod http;
 pub mod metrics;
 pub mod mock;
+pub mod pipeline;
 pub mod providers;
 pub mod routing;
 pub mod runtime;

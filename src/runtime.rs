@@ -15,9 +15,9 @@ use crate::ShardId;
 use crate::actors::scorer::ScorerMsg;
 use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
-use crate::http::state::ShardState;
 use crate::metrics::Registry;
-use crate::providers::exchange::Target;
+use crate::pipeline::state::ShardState;
+use crate::providers::call::Target;
 use crate::shard::bridge::{Batcher, inbox};
 use crate::shard::net::{Listener, bind_reuseport};
 use crate::shard::{self, ShardSpec};
@@ -48,7 +48,7 @@ pub enum RuntimeError {
     Tls(#[from] crate::http::tls::TlsError),
     /// A provider's request target could not be built.
     #[error(transparent)]
-    Target(#[from] crate::providers::exchange::TargetError),
+    Target(#[from] crate::providers::call::TargetError),
     /// A rustls config could not be built.
     #[error("TLS client config: {0}")]
     Rustls(#[from] rustls::Error),
@@ -290,6 +290,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 let _ = scorer.cast(ScorerMsg::Outcomes(batch));
             });
             outcomes.flush_every(tuning.flush_interval);
+            let head_answers = crate::http::respond::head_answers(&config.server);
             let state = ShardState::new(
                 id,
                 config,
@@ -298,6 +299,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 outcomes,
                 shard_pools,
                 targets,
+                head_answers,
                 boot,
             );
             let st = state.clone();

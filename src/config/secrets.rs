@@ -3,7 +3,7 @@
 //! and [`without_userinfo`] for URLs quoted in messages.
 //!
 //! Owns: the set of secrets to look for and the scan. Does not: decide where to scan (the
-//! error paths in `providers::exchange` and `http::respond` do).
+//! error paths in `providers::call` and `http::respond` do).
 //!
 //! It lives beside [`Secret`] because it is built from the validated config (every provider's
 //! API key) and must change with it; it is pure (no IO, no runtime) so any layer may hold one.

@@ -1,4 +1,5 @@
-//! `POST /v1/chat/completions`: limits, decode, model lookup, provider call.
+//! `POST /v1/chat/completions` and `POST /v1/messages` at the edge: the body read within its
+//! size and time limits (framing errors answered and the connection closed), then the pipeline.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -9,13 +10,11 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{BodyCollector, ResBody};
-use super::context::RequestCtx;
-use super::state::ShardState;
-use crate::api::decode_chat;
-use crate::config::ProviderKind;
 use crate::error::{ErrorKind, GatewayError};
-use crate::providers::{self, Dialect};
+use crate::pipeline::body::{BodyCollector, ResBody};
+use crate::pipeline::context::RequestCtx;
+use crate::pipeline::state::ShardState;
+use crate::providers::Dialect;
 use crate::shard;
 
 /// Handle a chat request: `POST /v1/chat/completions` (OpenAI dialect) or
@@ -27,46 +26,7 @@ pub async fn completions(
     dialect: Dialect,
 ) -> Result<Response<ResBody>, GatewayError> {
     let (parts, body) = read_request(state, req).await?;
-    let (public, stream, include_usage) = match dialect {
-        Dialect::OpenAi => {
-            let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
-            (head.model, head.stream, head.include_usage)
-        }
-        Dialect::Anthropic => {
-            let head = providers::anthropic::translate::client_head(&body)?;
-            (head.model, head.stream, false)
-        }
-    };
-    let Some(model) = state.config.model(&public).cloned() else {
-        return Err(GatewayError::new(
-            ErrorKind::NotFound,
-            format!("The model `{public}` does not exist or you do not have access to it."),
-        ));
-    };
-    let provider = state.config.providers[model.provider].clone();
-    let target = state.targets.get(model.provider).and_then(Option::as_ref);
-    let call = providers::prepare(
-        dialect,
-        &model,
-        provider.kind,
-        target,
-        &body,
-        stream,
-        include_usage,
-        &parts.headers,
-    )?;
-    match provider.kind {
-        ProviderKind::Mock => providers::mock::chat(
-            state,
-            &model,
-            &provider,
-            &call.body,
-            stream,
-            &call.answer,
-            &parts.headers,
-        ),
-        _ => providers::exchange::send(state, ctx, &model, &provider, call).await,
-    }
+    crate::pipeline::chat::run(state, ctx, &parts.headers, body, dialect).await
 }
 
 /// Split a request and read its whole body within the configured size and time limits.

@@ -1,23 +1,15 @@
-//! `POST /v1/embeddings`: OpenAI-compatible upstreams get the body untouched but for the
-//! model name; Gemini upstreams get `batchEmbedContents` and the answer comes back in
-//! OpenAI's shape.
+//! `POST /v1/embeddings` at the edge: the body read within its limits, then the pipeline.
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::body::ResBody;
 use super::chat::read_request;
-use super::context::RequestCtx;
-use super::state::ShardState;
-use crate::api::TranslateError;
-use crate::api::embeddings::{EmbeddingsRequest, estimate_tokens};
-use crate::config::ProviderKind;
-use crate::error::{ErrorKind, GatewayError};
-use crate::providers::exchange::{self, Answer, Call};
-use crate::providers::{Dialect, gemini, mock};
+use crate::error::GatewayError;
+use crate::pipeline::body::ResBody;
+use crate::pipeline::context::RequestCtx;
+use crate::pipeline::state::ShardState;
 
 /// Handle an embeddings request.
 pub async fn create(
@@ -26,71 +18,5 @@ pub async fn create(
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, GatewayError> {
     let (_parts, body) = read_request(state, req).await?;
-    #[derive(serde::Deserialize)]
-    struct Head {
-        model: Option<String>,
-    }
-    let head: Head = serde_json::from_slice(&body).map_err(|e| {
-        GatewayError::bad_request(format!(
-            "We could not parse the JSON body of your request ({e}). Send a valid JSON object."
-        ))
-    })?;
-    let Some(public) = head.model.filter(|m| !m.is_empty()) else {
-        return Err(GatewayError::bad_request(
-            "you must provide a model parameter",
-        ));
-    };
-    let Some(model) = state.config.model(&public).cloned() else {
-        return Err(GatewayError::new(
-            ErrorKind::NotFound,
-            format!("The model `{public}` does not exist or you do not have access to it."),
-        ));
-    };
-    let provider = state.config.providers[model.provider].clone();
-    let target = state.targets.get(model.provider).and_then(Option::as_ref);
-    let path = |p: &str| target.map(|t| t.uris(p)).transpose();
-    let call = match provider.kind {
-        ProviderKind::OpenAi => Call {
-            body: crate::api::chat::rewrite_model(&body, &public, &model.upstream_model)?,
-            uris: path("/embeddings")?,
-            headers: Vec::new(),
-            stream: false,
-            answer: Answer::Pass {
-                dialect: Dialect::OpenAi,
-                strip_usage: false,
-            },
-        },
-        ProviderKind::Gemini => {
-            let req = EmbeddingsRequest::from_json(&body)?;
-            let texts = req.texts("gemini")?;
-            let wire = gemini::translate::embed_to_wire(&req, &model.upstream_model)?;
-            let bytes = serde_json::to_vec(&wire)
-                .map_err(|e| GatewayError::internal("Cannot encode the request.").with_cause(e))?;
-            Call {
-                body: Bytes::from(bytes),
-                uris: path(&format!(
-                    "/models/{}:batchEmbedContents",
-                    model.upstream_model
-                ))?,
-                headers: Vec::new(),
-                stream: false,
-                answer: Answer::GeminiEmbeddings {
-                    model: public.clone(),
-                    base64: req.base64(),
-                    input_tokens: estimate_tokens(&texts),
-                },
-            }
-        }
-        ProviderKind::Anthropic => {
-            return Err(TranslateError::unsupported(
-                "embeddings with an anthropic model (Anthropic has no embeddings API)",
-            )
-            .into());
-        }
-        ProviderKind::Mock => {
-            let req = EmbeddingsRequest::from_json(&body)?;
-            return mock::embeddings(state, &model, &req);
-        }
-    };
-    exchange::send(state, ctx, &model, &provider, call).await
+    crate::pipeline::embeddings::run(state, ctx, body).await
 }

@@ -9,13 +9,13 @@ use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{Finish, ResBody};
 use super::chat;
-use super::context::RequestCtx;
 use super::respond::{error_response, rescue, stamp};
-use super::state::ShardState;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::labels::Route;
+use crate::pipeline::body::{Finish, ResBody};
+use crate::pipeline::context::RequestCtx;
+use crate::pipeline::state::ShardState;
 use crate::providers::Dialect;
 use crate::shard::{self, rt::ConnWatch};
 

@@ -8,7 +8,7 @@ use futures_lite::FutureExt;
 use hyper_util::server::conn::auto;
 
 use super::routes;
-use super::state::ShardState;
+use crate::pipeline::state::ShardState;
 use crate::shard::net::{Listener, TcpStream};
 use crate::shard::rt::{ConnWatch, Expired, Io, ReadUninit, ShardExec, Watched};
 use crate::shard::{self, Semaphore};

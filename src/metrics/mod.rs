@@ -12,6 +12,7 @@
 //! renders `/metrics`, with no message and no lock.
 
 pub mod labels;
+pub mod log_limit;
 mod render;
 
 use std::sync::Arc;

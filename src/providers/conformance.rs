@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::Dialect;
-use super::exchange::{Answer, provider_message};
+use super::call::{Answer, provider_message};
 use crate::api::Usage;
 use crate::config::ProviderKind;
 

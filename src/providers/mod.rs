@@ -4,17 +4,16 @@
 //! Owns: one folder per kind, each with the same files (`wire.rs` types, `translate.rs`
 //! request and answer translation, `stream.rs` SSE parsing/encoding, `tests.rs`):
 //! [`openai`] (also OpenAI-compatible servers and Azure OpenAI), [`anthropic`], [`gemini`];
-//! the in-process [`mock`]; the upstream exchange itself ([`exchange`]: send, relay or
-//! translate, account); and [`Transcoder`], which turns one kind's stream into another
+//! one call's parts and answer handling ([`call`]: what is sent, relayed or translated, what an
+//! error status means); and [`Transcoder`], which turns one kind's stream into another
 //! dialect's.
-//! Does not: pick deployments (routing) or render errors before a stream starts
-//! (`http::respond`).
-//! Key types: [`Dialect`], [`Transcoder`], [`exchange::Target`].
+//! Does not: do IO (the `pipeline` sends and relays), pick deployments (`routing`) or
+//! render errors (`http::respond`).
+//! Key types: [`Dialect`], [`Transcoder`], [`call::Target`].
 
 pub mod anthropic;
-pub mod exchange;
+pub mod call;
 pub mod gemini;
-pub mod mock;
 pub mod openai;
 
 #[cfg(test)]
@@ -227,13 +226,13 @@ pub fn prepare(
     dialect: Dialect,
     model: &crate::config::ModelRoute,
     kind: ProviderKind,
-    target: Option<&exchange::Target>,
+    target: Option<&call::Target>,
     body: &Bytes,
     stream: bool,
     include_usage: bool,
     client_headers: &http::HeaderMap,
-) -> Result<exchange::Call, crate::error::GatewayError> {
-    use exchange::{ANTHROPIC_BETA, ANTHROPIC_VERSION, Answer, Call};
+) -> Result<call::Call, crate::error::GatewayError> {
+    use call::{ANTHROPIC_BETA, ANTHROPIC_VERSION, Answer, Call};
     let public = model.public.as_str();
     let upstream = &*model.upstream_model;
     let translate = |from| Answer::Translate {

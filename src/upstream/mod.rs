@@ -5,13 +5,13 @@
 //! and first-byte timeouts, and the rule that a connection that failed mid-response is never
 //! reused (a lease goes back to the pool only after a complete response body).
 //! Does not: build provider requests or read bodies (callers do, with idle/total timeouts).
-//! Key types: [`EndpointPool`], [`Lease`], [`UpstreamError`].
+//! Key types: [`EndpointPool`], [`PoolConn`], [`UpstreamError`].
 
 mod connect;
 mod pool;
 
 pub use connect::{UpStream, tls_client_config};
-pub use pool::{EndpointPool, Lease, PoolLimits, ReqBody, Sent};
+pub use pool::{EndpointPool, PoolConn, PoolLimits, ReqBody, Sent};
 
 /// Errors talking to an upstream.
 #[derive(Debug, thiserror::Error)]

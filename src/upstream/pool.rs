@@ -52,8 +52,8 @@ pub struct EndpointPool {
 }
 
 /// A connection in use by one request. Dropping it closes an HTTP/1 connection; only
-/// [`Lease::release`] after a complete response puts it back.
-pub enum Lease {
+/// [`PoolConn::release`] after a complete response puts it back.
+pub enum PoolConn {
     /// HTTP/1.1: the connection is ours alone until released.
     H1 {
         /// The sender.
@@ -81,10 +81,10 @@ impl Drop for StreamSlot {
     }
 }
 
-impl Lease {
+impl PoolConn {
     /// The response was read completely: the connection may serve another request.
     pub fn release(self) {
-        if let Lease::H1 { tx, pool } = self
+        if let PoolConn::H1 { tx, pool } = self
             && let Some(pool) = pool.upgrade()
         {
             let mut idle = pool.idle.borrow_mut();
@@ -95,12 +95,12 @@ impl Lease {
     }
 }
 
-/// A response head and the lease that must outlive its body.
+/// A response head and the connection that must outlive its body.
 pub struct Sent {
     /// The response (body not yet read).
     pub response: Response<Incoming>,
-    /// The connection lease.
-    pub lease: Lease,
+    /// The connection, ours until the body is read.
+    pub conn: PoolConn,
     /// Time to the response head.
     pub ttfb: Duration,
 }
@@ -169,21 +169,21 @@ impl EndpointPool {
             let started = Instant::now();
             let (conn, reused) = self.checkout(timeouts.connect).await?;
             let first_byte = timeouts.first_byte;
-            let (sent, lease) = match conn {
+            let (sent, conn) = match conn {
                 Conn::H1(mut tx) => {
                     let sent = shard::timeout(first_byte, tx.try_send_request(build(false))).await;
                     (
                         sent,
-                        Lease::H1 {
+                        PoolConn::H1 {
                             tx,
                             pool: Rc::downgrade(self),
                         },
                     )
                 }
                 Conn::H2(mut tx, inflight) => {
-                    let lease = Lease::H2(StreamSlot::take(inflight));
+                    let held = PoolConn::H2(StreamSlot::take(inflight));
                     let sent = shard::timeout(first_byte, tx.try_send_request(build(true))).await;
-                    (sent, lease)
+                    (sent, held)
                 }
             };
             match sent {
@@ -191,7 +191,7 @@ impl EndpointPool {
                 Ok(Ok(response)) => {
                     return Ok(Sent {
                         response,
-                        lease,
+                        conn,
                         ttfb: started.elapsed(),
                     });
                 }

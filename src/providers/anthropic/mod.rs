@@ -3,7 +3,7 @@
 //!
 //! Owns: the wire types ([`wire`]), translation to and from the canonical request and answer
 //! ([`translate`]), and the SSE event sequence both ways ([`stream`]).
-//! Does not: do IO (see `providers::exchange`).
+//! Does not: do IO (see `pipeline::attempt`).
 
 pub mod stream;
 pub mod translate;

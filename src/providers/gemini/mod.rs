@@ -3,7 +3,7 @@
 //!
 //! Owns: the wire types ([`wire`]), translation from the canonical request and back
 //! ([`translate`]), and the chunk stream parser ([`stream`]).
-//! Does not: do IO (see `providers::exchange`), or serve clients (Gemini is upstream only).
+//! Does not: do IO (see `pipeline::attempt`), or serve clients (Gemini is upstream only).
 
 pub mod stream;
 pub mod translate;

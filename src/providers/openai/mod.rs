@@ -5,7 +5,7 @@
 //! Owns: the wire types ([`wire`]; the request is the canonical one), translation of answers
 //! to and from the canonical response ([`translate`]), and the chunk stream both ways
 //! ([`stream`]). OpenAI clients reach OpenAI-kind upstreams without any of it: the body goes
-//! through untouched but for the model name (see `providers::exchange`).
+//! through untouched but for the model name (see `pipeline::attempt`).
 //! Does not: do IO.
 
 pub mod stream;

@@ -11,11 +11,11 @@ use crate::api::Usage;
 use crate::api::embeddings::EmbeddingsRequest;
 use crate::config::{ModelRoute, ProviderConfig};
 use crate::error::GatewayError;
-use crate::http::body::ResBody;
-use crate::http::state::ShardState;
 use crate::metrics::labels::UpstreamOutcome;
 use crate::mock::{DEFAULT_CHUNKS, Knobs, Reply};
-use crate::providers::exchange::Answer;
+use crate::pipeline::body::ResBody;
+use crate::pipeline::state::ShardState;
+use crate::providers::call::Answer;
 use crate::scoring::Outcome;
 
 /// Answer a chat request from the built-in mock. `body` is an OpenAI-shaped request (the

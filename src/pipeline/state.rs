@@ -1,4 +1,5 @@
-//! What one shard owns: `Rc`-held, `!Send` by design, no locks.
+//! What one shard owns: `Rc`-held, `!Send` by design, no locks. The downstream edge keeps
+//! its connection watches here too (types from `shard::rt`), so that one `Rc` reaches all.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -7,14 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::respond::LogLimiter;
 use crate::ShardId;
 use crate::api::DecodeScratch;
 use crate::config::secrets::Redactor;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
+use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{Registry, ShardMetrics};
-use crate::providers::exchange::Target;
+use crate::providers::call::Target;
 use crate::scoring::{Outcome, ScoreTable};
 use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
@@ -72,11 +73,11 @@ impl ShardState {
         outcomes: Rc<Batcher<Outcome>>,
         pools: Vec<Option<Rc<EndpointPool>>>,
         targets: Arc<[Option<Target>]>,
+        head_answers: &'static HeadAnswers,
         boot: u32,
     ) -> Rc<Self> {
         let models_body = models_json(&config);
         let redactor = Redactor::from_config(&config);
-        let head_answers = super::respond::head_answers(&config.server);
         Rc::new(Self {
             id,
             metrics: registry.shards[id.0 as usize].clone(),

@@ -1,39 +1,24 @@
-//! One upstream exchange: send the request to a provider's endpoint, then relay its answer
-//! (untouched, when the client speaks the provider's dialect) or translate it (whole or
-//! event by event), accounting usage and the attempt's outcome on the way. A failure after
-//! the first streamed byte ends the stream with one error event in the client's dialect.
+//! One call to a provider: what is sent ([`Call`], [`Target`]), how its answer reaches the
+//! client ([`Answer`]: relayed untouched when the client speaks the provider's dialect, else
+//! translated, whole or event by event with [`StreamMode`]), and what an error status means
+//! ([`refusal`]). Pure: no sockets, no timers; `pipeline` sends and relays.
 
-use std::cell::Cell;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::header::{AUTHORIZATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use memchr::memmem;
 
 use super::{Decoder, Dialect, Encoder, Transcoder, anthropic, gemini, openai};
-use crate::DeploymentId;
 use crate::api::response::{ChatResponse, Delta};
 use crate::api::sse::{EventSplitter, data_payloads, without_events};
 use crate::api::usage::is_usage_only_chunk;
 use crate::api::{TranslateError, Usage, json};
-use crate::config::{KeyHeader, ModelRoute, ProviderConfig, ProviderKind, Scheme};
+use crate::config::secrets::Redactor;
+use crate::config::{KeyHeader, ProviderConfig, ProviderKind, Scheme};
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::body::{BodyCollector, ResBody};
-use crate::http::context::RequestCtx;
-use crate::http::state::ShardState;
 use crate::metrics::labels::UpstreamOutcome;
-use crate::scoring::Outcome;
-use crate::shard::{self, Timer};
-use crate::upstream::{Lease, ReqBody};
 
 /// Most bytes of a non-streamed answer the gateway buffers.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -43,62 +28,13 @@ pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// relayed as they are when the client speaks the provider's dialect, else translated.
 const RELAYED: [u16; 5] = [400, 404, 409, 413, 422];
 
-static SHARDGATE_AGENT: HeaderValue =
+/// `user-agent` on every upstream request.
+pub static SHARDGATE_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("shardgate/", env!("CARGO_PKG_VERSION")));
 /// `anthropic-version`.
 pub static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 /// `anthropic-beta`.
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-
-/// One upstream attempt, for the books.
-pub(crate) struct Attempt {
-    pub(crate) state: Rc<ShardState>,
-    pub(crate) provider: usize,
-    pub(crate) deployment: DeploymentId,
-    pub(crate) model: usize,
-    pub(crate) started: Instant,
-    pub(crate) ttfb: Duration,
-}
-
-impl Attempt {
-    /// An attempt starting now.
-    pub(crate) fn start(state: &Rc<ShardState>, model: &ModelRoute) -> Self {
-        Self {
-            state: state.clone(),
-            provider: model.provider,
-            deployment: model.deployment.clone(),
-            model: model.index,
-            started: Instant::now(),
-            ttfb: Duration::ZERO,
-        }
-    }
-
-    pub(crate) fn record(&self, status: u16, usage: Option<Usage>, result: UpstreamOutcome) {
-        if result == UpstreamOutcome::Cancelled {
-            // The client left: says nothing about the deployment's health.
-            if let Some(m) = self.state.metrics.providers.get(self.provider) {
-                m.attempts[result as usize].inc();
-            }
-            if let Some(u) = usage {
-                // Tokens the provider already reported are still spent.
-                self.state.record_usage(self.model, &u);
-            }
-            return;
-        }
-        let outcome = Outcome {
-            deployment: self.deployment.clone(),
-            ok: result == UpstreamOutcome::Ok,
-            status,
-            latency: self.started.elapsed(),
-            ttfb: self.ttfb,
-            usage,
-            cost: None,
-            at: Instant::now(),
-        };
-        self.state
-            .record_attempt(self.provider, self.model, outcome, result);
-    }
-}
 
 /// A provider's target could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +52,11 @@ pub struct Target {
     base_path: String,
     query: Option<String>,
     /// The chat path (OpenAI and Anthropic kinds): origin form and absolute form.
-    chat: (Uri, Uri),
-    host: HeaderValue,
-    auth: Option<(HeaderName, HeaderValue)>,
+    pub(crate) chat: (Uri, Uri),
+    /// `host` for HTTP/1.1.
+    pub(crate) host: HeaderValue,
+    /// The provider's credential header.
+    pub(crate) auth: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Target {
@@ -297,10 +235,10 @@ impl Answer {
     }
 
     /// The stream state for this answer.
-    fn stream_mode(&self) -> Mode {
+    pub fn stream_mode(&self) -> StreamMode {
         match self {
             // Embeddings never stream; relaying bytes is the safe default.
-            Self::GeminiEmbeddings { .. } => Mode::PassOpenAi {
+            Self::GeminiEmbeddings { .. } => StreamMode::PassOpenAi {
                 strip_usage: false,
                 saw_done: false,
                 usage: None,
@@ -309,7 +247,7 @@ impl Answer {
             Self::Pass {
                 dialect: Dialect::OpenAi,
                 strip_usage,
-            } => Mode::PassOpenAi {
+            } => StreamMode::PassOpenAi {
                 strip_usage: *strip_usage,
                 saw_done: false,
                 usage: None,
@@ -318,13 +256,13 @@ impl Answer {
             Self::Pass {
                 dialect: Dialect::Anthropic,
                 ..
-            } => Mode::PassAnthropic(Box::default()),
+            } => StreamMode::PassAnthropic(Box::default()),
             Self::Translate {
                 from,
                 to,
                 model,
                 include_usage,
-            } => Mode::Translate(Box::new(Transcoder::new(
+            } => StreamMode::Translate(Box::new(Transcoder::new(
                 Decoder::of_kind(*from),
                 Encoder::new(*to, model, *include_usage),
             ))),
@@ -363,14 +301,14 @@ impl Answer {
         let finished = if splitter.pending_len() == 0 {
             mode.finish()
         } else {
-            Err(())
+            Err(Incomplete)
         };
         let complete = match finished {
             Ok(tail) => {
                 out.extend(tail);
                 true
             }
-            Err(()) => {
+            Err(Incomplete) => {
                 out.push(mode.fail(
                     self.dialect(),
                     ErrorKind::UpstreamProtocol,
@@ -424,139 +362,6 @@ pub struct Call {
     pub answer: Answer,
 }
 
-/// Send a request upstream and answer the client.
-pub async fn send(
-    state: &Rc<ShardState>,
-    ctx: &RequestCtx,
-    model: &ModelRoute,
-    provider: &ProviderConfig,
-    call: Call,
-) -> Result<Response<ResBody>, GatewayError> {
-    let pool = state
-        .pools
-        .get(model.provider)
-        .and_then(Clone::clone)
-        .ok_or_else(|| GatewayError::internal("No connection pool for this provider."))?;
-    let target = state
-        .targets
-        .get(model.provider)
-        .and_then(Option::as_ref)
-        .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
-    let (origin, absolute) = call.uris.as_ref().unwrap_or(&target.chat);
-    ctx.provider.set(Some(model.provider));
-    let build = |h2: bool| {
-        let mut req = Request::new(ReqBody::new(call.body.clone()));
-        *req.method_mut() = Method::POST;
-        if h2 {
-            *req.uri_mut() = absolute.clone();
-        } else {
-            *req.uri_mut() = origin.clone();
-            req.headers_mut().insert(HOST, target.host.clone());
-        }
-        let h = req.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(USER_AGENT, SHARDGATE_AGENT.clone());
-        if let Some((name, value)) = &target.auth {
-            h.insert(name.clone(), value.clone());
-        }
-        for (name, value) in &call.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        req
-    };
-
-    let timeouts = provider.timeouts;
-    let started = Instant::now();
-    let mut attempt = Attempt::start(state, model);
-    let sent = match pool.send(build, &timeouts).await {
-        Ok(s) => s,
-        Err(e) => {
-            let err = e.into_gateway();
-            attempt.ttfb = started.elapsed();
-            attempt.record(0, None, UpstreamOutcome::from_error(err.kind()));
-            ctx.add_upstream(started.elapsed());
-            return Err(err);
-        }
-    };
-    attempt.ttfb = sent.ttfb;
-    let deadline = started + timeouts.total;
-    let (parts, incoming) = sent.response.into_parts();
-    let lease = sent.lease;
-
-    if !parts.status.is_success() {
-        let body = read_all(incoming, timeouts.idle, deadline, MAX_ERROR_BYTES).await;
-        ctx.add_upstream(started.elapsed());
-        if body.is_ok() {
-            lease.release();
-        }
-        return upstream_error(
-            &attempt,
-            &call.answer,
-            parts.status,
-            &parts.headers,
-            body.ok(),
-        );
-    }
-
-    let event_stream = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if call.stream && event_stream {
-        ctx.add_upstream(sent.ttfb);
-        let relay = Relay {
-            attempt,
-            upstream: Some(incoming),
-            lease: Some(lease),
-            splitter: EventSplitter::default(),
-            timer: Timer::new(timeouts.idle),
-            idle: timeouts.idle,
-            deadline,
-            dialect: call.answer.dialect(),
-            mode: call.answer.stream_mode(),
-            cut: state.cut.clone(),
-        };
-        let mut res = Response::new(ResBody::stream(Box::pin(relay)));
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        res.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(res);
-    }
-
-    let answer = read_all(incoming, timeouts.idle, deadline, MAX_ANSWER_BYTES).await;
-    ctx.add_upstream(started.elapsed());
-    let status = parts.status.as_u16();
-    let bytes = match answer {
-        Ok(bytes) => {
-            lease.release();
-            bytes
-        }
-        Err(err) => {
-            attempt.record(status, None, UpstreamOutcome::from_error(err.kind()));
-            return Err(err);
-        }
-    };
-    let relay_type = matches!(call.answer, Answer::Pass { .. })
-        .then(|| parts.headers.get(CONTENT_TYPE).cloned())
-        .flatten();
-    match call.answer.whole(bytes) {
-        Ok((body, usage)) => {
-            attempt.record(status, usage, UpstreamOutcome::Ok);
-            let mut res = Response::new(ResBody::full(body));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                relay_type.unwrap_or(HeaderValue::from_static("application/json")),
-            );
-            Ok(res)
-        }
-        Err(e) => {
-            attempt.record(status, None, UpstreamOutcome::Protocol);
-            Err(e.into())
-        }
-    }
-}
-
 /// The `error.message` of a provider's error body (the same path in all three formats).
 pub(crate) fn provider_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -566,48 +371,51 @@ pub(crate) fn provider_message(body: &[u8]) -> Option<String> {
         .map(|s| s.chars().take(500).collect())
 }
 
-/// Map an upstream error status to the client's answer.
-fn upstream_error(
-    attempt: &Attempt,
+/// What an upstream error status means for the client.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The provider's verdict on the client's request, in the client's dialect: relayed as
+    /// it is (no `x-shardgate-error`), with every configured secret blanked.
+    Relay(Bytes),
+    /// An error for the gateway to render.
+    Error(GatewayError),
+}
+
+/// Map an upstream error status (and its body, when it was read) to the client's answer, and
+/// to what the attempt counts as for the deployment's health.
+pub fn refusal(
     answer: &Answer,
     status: StatusCode,
     headers: &HeaderMap,
     body: Option<Bytes>,
-) -> Result<Response<ResBody>, GatewayError> {
+    redactor: &Redactor,
+) -> (Refusal, UpstreamOutcome) {
     let code = status.as_u16();
     if RELAYED.contains(&code) {
         let body = body.filter(|b| json::top_level_value(b, b"error").is_some());
         match (answer, body) {
             (Answer::Pass { .. }, Some(body)) => {
-                // The provider's verdict on the client's request, in the client's dialect:
-                // relayed as it is (no x-shardgate-error), and no mark against the deployment.
-                attempt.record(code, None, UpstreamOutcome::Ok);
                 // Some providers echo the request's credentials: never relay our key.
-                let body = attempt.state.redactor.redact_bytes(body);
-                let mut res = Response::new(ResBody::full(body));
-                *res.status_mut() = status;
-                res.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                return Ok(res);
+                let body = redactor.redact_bytes(body);
+                return (Refusal::Relay(body), UpstreamOutcome::Ok);
             }
             (Answer::Translate { .. }, Some(body)) => {
-                attempt.record(code, None, UpstreamOutcome::Ok);
                 let kind = match code {
                     404 => ErrorKind::NotFound,
                     413 => ErrorKind::PayloadTooLarge,
                     _ => ErrorKind::BadRequest,
                 };
                 let message = provider_message(&body).unwrap_or_else(|| "no message".to_owned());
-                let message = attempt.state.redactor.redact_str(&message);
-                return Err(GatewayError::new(
+                let message = redactor.redact_str(&message);
+                let err = GatewayError::new(
                     kind,
                     format!("The upstream provider rejected the request: {message}"),
-                ));
+                );
+                return (Refusal::Error(err), UpstreamOutcome::Ok);
             }
             _ => {}
         }
     }
-    attempt.record(code, None, UpstreamOutcome::Status);
     let kind = ErrorKind::UpstreamStatus(code);
     let err = match code {
         429 => {
@@ -631,65 +439,25 @@ fn upstream_error(
             format!("The upstream provider returned an error (HTTP {code})."),
         ),
     };
-    Err(err)
+    (Refusal::Error(err), UpstreamOutcome::Status)
 }
 
-/// Read a whole upstream body within the idle and total timeouts and a byte cap.
-async fn read_all(
-    mut body: Incoming,
-    idle: Duration,
-    deadline: Instant,
-    cap: usize,
-) -> Result<Bytes, GatewayError> {
-    let mut collected = BodyCollector::default();
-    loop {
-        // Most answers are already buffered: take a ready frame without arming a timer.
-        let ready = futures_lite::future::poll_once(body.frame()).await;
-        let frame = match ready {
-            Some(f) => Ok(f),
-            None => {
-                let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-                shard::timeout(wait, body.frame()).await
-            }
-        };
-        let frame = match frame {
-            Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
-                    "The upstream provider stopped sending its answer.",
-                ));
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamProtocol,
-                    "The connection to the upstream provider failed mid-answer.",
-                )
-                .with_cause(e));
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if collected.len() + data.len() > cap {
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                "The upstream answer is too large.",
-            ));
-        }
-        collected.push(data);
-    }
-    Ok(collected.finish())
-}
+/// The upstream ended a stream before its terminal event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incomplete;
 
-/// What a relay does with each run of events.
-enum Mode {
+/// What a stream relay does with each run of whole events: relay them as they are (usage
+/// and the terminal event teed out) or translate them. Pure: the relay in `pipeline` feeds it.
+pub enum StreamMode {
     /// OpenAI to OpenAI: bytes as they are, usage and `[DONE]` teed out.
     PassOpenAi {
+        /// Drop the usage-only chunk (the client did not ask for it).
         strip_usage: bool,
+        /// A `data: [DONE]` event went by.
         saw_done: bool,
+        /// The last usage seen.
         usage: Option<Usage>,
+        /// The upstream sent an in-band error.
         saw_error: bool,
     },
     /// Anthropic to Anthropic: bytes as they are; the message events are read for usage.
@@ -698,17 +466,18 @@ enum Mode {
     Translate(Box<Transcoder>),
 }
 
+/// Anthropic pass-through state: the message events, parsed for usage and the end.
 #[derive(Default)]
-struct PassAnthropic {
+pub struct PassAnthropic {
     parser: anthropic::stream::Parser,
     deltas: Vec<Delta>,
     usage: Option<Usage>,
     saw_error: bool,
 }
 
-impl Mode {
+impl StreamMode {
     /// Take a run of whole events; `Some` bytes to send.
-    fn events(&mut self, events: Bytes) -> Result<Option<Bytes>, TranslateError> {
+    pub fn events(&mut self, events: Bytes) -> Result<Option<Bytes>, TranslateError> {
         match self {
             Self::PassOpenAi {
                 strip_usage,
@@ -777,26 +546,26 @@ impl Mode {
     }
 
     /// The upstream ended: `Ok` with any closing bytes when the stream was complete.
-    fn finish(&mut self) -> Result<Option<Bytes>, ()> {
+    pub fn finish(&mut self) -> Result<Option<Bytes>, Incomplete> {
         match self {
             Self::PassOpenAi { saw_done, .. } => {
                 if *saw_done {
                     Ok(None)
                 } else {
-                    Err(())
+                    Err(Incomplete)
                 }
             }
             Self::PassAnthropic(p) => {
                 if p.parser.is_complete() {
                     Ok(None)
                 } else {
-                    Err(())
+                    Err(Incomplete)
                 }
             }
             Self::Translate(t) => {
                 let mut out = Vec::new();
                 if !t.finish(&mut out) {
-                    return Err(());
+                    return Err(Incomplete);
                 }
                 Ok((!out.is_empty()).then(|| Bytes::from(out)))
             }
@@ -804,7 +573,7 @@ impl Mode {
     }
 
     /// The final error event.
-    fn fail(&mut self, dialect: Dialect, kind: ErrorKind, message: &str) -> Bytes {
+    pub fn fail(&mut self, dialect: Dialect, kind: ErrorKind, message: &str) -> Bytes {
         match self {
             Self::Translate(t) => {
                 let mut out = Vec::new();
@@ -815,7 +584,8 @@ impl Mode {
         }
     }
 
-    fn usage(&self) -> Option<Usage> {
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<Usage> {
         match self {
             Self::PassOpenAi { usage, .. } => *usage,
             Self::PassAnthropic(p) => p.usage,
@@ -823,163 +593,12 @@ impl Mode {
         }
     }
 
-    fn saw_error(&self) -> bool {
+    /// Whether the upstream sent its own error event.
+    pub fn saw_error(&self) -> bool {
         match self {
             Self::PassOpenAi { saw_error, .. } => *saw_error,
             Self::PassAnthropic(p) => p.saw_error,
             Self::Translate(t) => t.saw_error(),
-        }
-    }
-}
-
-/// Relays an upstream SSE stream downstream as whole events. An upstream failure, idle
-/// timeout, total timeout or early end becomes one final error event (unless the provider
-/// already sent its own), never a silent truncation.
-struct Relay {
-    attempt: Attempt,
-    upstream: Option<Incoming>,
-    lease: Option<Lease>,
-    splitter: EventSplitter,
-    timer: Timer,
-    idle: Duration,
-    deadline: Instant,
-    dialect: Dialect,
-    mode: Mode,
-    /// The shard's shutdown grace is over: end with an error event.
-    cut: Rc<Cell<bool>>,
-}
-
-impl Relay {
-    fn usage(&self) -> Option<Usage> {
-        self.mode.usage()
-    }
-
-    fn end(&mut self, result: UpstreamOutcome) {
-        self.upstream = None;
-        if let Some(lease) = self.lease.take()
-            && result == UpstreamOutcome::Ok
-        {
-            lease.release();
-        }
-        self.attempt.record(200, self.usage(), result);
-    }
-
-    /// End with a final error event (or quietly, if the provider already sent one).
-    fn fail(
-        &mut self,
-        kind: ErrorKind,
-        message: &str,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let result = UpstreamOutcome::from_error(kind);
-        let already = self.mode.saw_error();
-        let message = self.attempt.state.redactor.redact_str(message);
-        let event = self.mode.fail(self.dialect, kind, &message);
-        self.end(result);
-        if already {
-            return Poll::Ready(None);
-        }
-        Poll::Ready(Some(Ok(Frame::data(event))))
-    }
-}
-
-impl Body for Relay {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = &mut *self;
-        if this.cut.get() && this.upstream.is_some() {
-            return this.fail(
-                ErrorKind::Draining,
-                "The gateway is shutting down; the stream was ended before it was complete.",
-            );
-        }
-        loop {
-            // `upstream` is `None` once the relay has ended.
-            let Some(upstream) = this.upstream.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match Pin::new(upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let left = this.deadline.saturating_duration_since(Instant::now());
-                    this.timer.reset(this.idle.min(left));
-                    let Some(events) = this.splitter.push(data) else {
-                        continue;
-                    };
-                    match this.mode.events(events) {
-                        Ok(Some(out)) => {
-                            // A healthy stream is the model's answer and is not scanned; once
-                            // the upstream reported an error in-band, what follows is.
-                            let out = if this.mode.saw_error() {
-                                this.attempt.state.redactor.redact_bytes(out)
-                            } else {
-                                out
-                            };
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                        Ok(None) => {}
-                        Err(e) => return this.fail(ErrorKind::UpstreamProtocol, &e.to_string()),
-                    }
-                }
-                Poll::Ready(Some(Err(_))) => {
-                    return this.fail(
-                        ErrorKind::UpstreamProtocol,
-                        "The upstream connection failed mid-stream.",
-                    );
-                }
-                Poll::Ready(None) => {
-                    let finished = if this.splitter.pending_len() == 0 {
-                        this.mode.finish()
-                    } else {
-                        Err(())
-                    };
-                    return match finished {
-                        Ok(tail) => {
-                            let result = if this.mode.saw_error() {
-                                UpstreamOutcome::Protocol
-                            } else {
-                                UpstreamOutcome::Ok
-                            };
-                            this.end(result);
-                            Poll::Ready(tail.map(|b| Ok(Frame::data(b))))
-                        }
-                        Err(()) => this.fail(
-                            ErrorKind::UpstreamProtocol,
-                            "The upstream ended the stream before it was complete.",
-                        ),
-                    };
-                }
-                Poll::Pending => {
-                    return match Pin::new(&mut this.timer).poll(cx) {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(()) if Instant::now() >= this.deadline => this.fail(
-                            ErrorKind::UpstreamTimeout,
-                            "The upstream stream exceeded its total time limit.",
-                        ),
-                        Poll::Ready(()) => this.fail(
-                            ErrorKind::UpstreamTimeout,
-                            "The upstream stopped sending for too long.",
-                        ),
-                    };
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if self.upstream.is_some() {
-            // The client went away mid-stream: the upstream connection is closed, not reused.
-            self.lease = None;
-            self.attempt
-                .record(200, self.usage(), UpstreamOutcome::Cancelled);
         }
     }
 }

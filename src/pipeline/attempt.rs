@@ -1,0 +1,287 @@
+//! One attempt at one deployment: send the request and read the response head (the status
+//! mapped, still retryable), then commit to it: relay the stream or read the whole answer.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::ResBody;
+use super::context::RequestCtx;
+use super::relay::{Relay, read_all};
+use super::state::ShardState;
+use crate::DeploymentId;
+use crate::api::Usage;
+use crate::api::sse::EventSplitter;
+use crate::config::{ModelRoute, ProviderConfig, Timeouts};
+use crate::error::GatewayError;
+use crate::metrics::labels::UpstreamOutcome;
+use crate::providers::call::{
+    Answer, Call, MAX_ANSWER_BYTES, MAX_ERROR_BYTES, Refusal, SHARDGATE_AGENT, refusal,
+};
+use crate::scoring::Outcome;
+use crate::shard::Timer;
+use crate::upstream::{PoolConn, ReqBody};
+
+/// One upstream attempt, for the books.
+pub struct Attempt {
+    /// The shard.
+    pub state: Rc<ShardState>,
+    /// The provider tried.
+    pub provider: usize,
+    /// The deployment tried.
+    pub deployment: DeploymentId,
+    /// The public model asked for.
+    pub model: usize,
+    /// When the attempt started.
+    pub started: Instant,
+    /// Time to the response head.
+    pub ttfb: Duration,
+}
+
+impl Attempt {
+    /// An attempt starting now.
+    pub fn start(state: &Rc<ShardState>, model: &ModelRoute) -> Self {
+        Self {
+            state: state.clone(),
+            provider: model.provider,
+            deployment: model.deployment.clone(),
+            model: model.index,
+            started: Instant::now(),
+            ttfb: Duration::ZERO,
+        }
+    }
+
+    /// Close the attempt's books: provider metrics, usage and cost, the scorer's outcome.
+    pub fn record(&self, status: u16, usage: Option<Usage>, result: UpstreamOutcome) {
+        if result == UpstreamOutcome::Cancelled {
+            // The client left: says nothing about the deployment's health.
+            if let Some(m) = self.state.metrics.providers.get(self.provider) {
+                m.attempts[result as usize].inc();
+            }
+            if let Some(u) = usage {
+                // Tokens the provider already reported are still spent.
+                self.state.record_usage(self.model, &u);
+            }
+            return;
+        }
+        let outcome = Outcome {
+            deployment: self.deployment.clone(),
+            ok: result == UpstreamOutcome::Ok,
+            status,
+            latency: self.started.elapsed(),
+            ttfb: self.ttfb,
+            usage,
+            cost: None,
+            at: Instant::now(),
+        };
+        self.state
+            .record_attempt(self.provider, self.model, outcome, result);
+    }
+}
+
+/// An attempt whose response head arrived with a success status: nothing has reached the
+/// client yet, so the request may still go elsewhere if reading the answer fails.
+pub struct Opened {
+    attempt: Attempt,
+    response: Response<Incoming>,
+    conn: PoolConn,
+    timeouts: Timeouts,
+    deadline: Instant,
+}
+
+/// How an opened attempt ended before commit.
+pub enum Opening {
+    /// A success head: commit to it.
+    Ready(Opened),
+    /// A final answer made without committing (the provider's verdict on the client's
+    /// request, relayed as it is).
+    Answer(Response<ResBody>),
+}
+
+/// Send `call` to `model`'s provider and read the response head within the connect and
+/// first-byte timeouts. An error status is mapped here (and counted against the deployment
+/// when it is the deployment's fault); a success head is returned unread.
+pub async fn open(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    model: &ModelRoute,
+    provider: &ProviderConfig,
+    call: &Call,
+) -> Result<Opening, GatewayError> {
+    let pool = state
+        .pools
+        .get(model.provider)
+        .and_then(Clone::clone)
+        .ok_or_else(|| GatewayError::internal("No connection pool for this provider."))?;
+    let target = state
+        .targets
+        .get(model.provider)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
+    let (origin, absolute) = call.uris.as_ref().unwrap_or(&target.chat);
+    ctx.provider.set(Some(model.provider));
+    let build = |h2: bool| {
+        let mut req = Request::new(ReqBody::new(call.body.clone()));
+        *req.method_mut() = Method::POST;
+        if h2 {
+            *req.uri_mut() = absolute.clone();
+        } else {
+            *req.uri_mut() = origin.clone();
+            req.headers_mut().insert(HOST, target.host.clone());
+        }
+        let h = req.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(USER_AGENT, SHARDGATE_AGENT.clone());
+        if let Some((name, value)) = &target.auth {
+            h.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &call.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        req
+    };
+
+    let timeouts = provider.timeouts;
+    let started = Instant::now();
+    let mut attempt = Attempt::start(state, model);
+    let sent = match pool.send(build, &timeouts).await {
+        Ok(s) => s,
+        Err(e) => {
+            let err = e.into_gateway();
+            attempt.ttfb = started.elapsed();
+            attempt.record(0, None, UpstreamOutcome::from_error(err.kind()));
+            ctx.add_upstream(started.elapsed());
+            return Err(err);
+        }
+    };
+    attempt.ttfb = sent.ttfb;
+    let deadline = started + timeouts.total;
+    if sent.response.status().is_success() {
+        return Ok(Opening::Ready(Opened {
+            attempt,
+            response: sent.response,
+            conn: sent.conn,
+            timeouts,
+            deadline,
+        }));
+    }
+    let (parts, incoming) = sent.response.into_parts();
+    let body = read_all(incoming, timeouts.idle, deadline, MAX_ERROR_BYTES).await;
+    ctx.add_upstream(started.elapsed());
+    if body.is_ok() {
+        sent.conn.release();
+    }
+    let code = parts.status.as_u16();
+    let (verdict, outcome) = refusal(
+        &call.answer,
+        parts.status,
+        &parts.headers,
+        body.ok(),
+        &state.redactor,
+    );
+    attempt.record(code, None, outcome);
+    match verdict {
+        Refusal::Relay(body) => {
+            let mut res = Response::new(ResBody::full(body));
+            *res.status_mut() = parts.status;
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(Opening::Answer(res))
+        }
+        Refusal::Error(err) => Err(err),
+    }
+}
+
+impl Opened {
+    /// Commit to this attempt: a stream is relayed from here on (a failure now ends it with
+    /// one error event); a whole answer is read and converted first.
+    pub async fn commit(
+        self,
+        state: &Rc<ShardState>,
+        ctx: &RequestCtx,
+        call: &Call,
+    ) -> Result<Response<ResBody>, GatewayError> {
+        let Opened {
+            attempt,
+            response,
+            conn,
+            timeouts,
+            deadline,
+        } = self;
+        let (parts, incoming) = response.into_parts();
+        let event_stream = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if call.stream && event_stream {
+            ctx.add_upstream(attempt.ttfb);
+            let relay = Relay {
+                attempt,
+                upstream: Some(incoming),
+                conn: Some(conn),
+                splitter: EventSplitter::default(),
+                timer: Timer::new(timeouts.idle),
+                idle: timeouts.idle,
+                deadline,
+                dialect: call.answer.dialect(),
+                mode: call.answer.stream_mode(),
+                cut: state.cut.clone(),
+            };
+            let mut res = Response::new(ResBody::stream(Box::pin(relay)));
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            res.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            return Ok(res);
+        }
+
+        let answer = read_all(incoming, timeouts.idle, deadline, MAX_ANSWER_BYTES).await;
+        ctx.add_upstream(attempt.started.elapsed());
+        let status = parts.status.as_u16();
+        let bytes = match answer {
+            Ok(bytes) => {
+                conn.release();
+                bytes
+            }
+            Err(err) => {
+                attempt.record(status, None, UpstreamOutcome::from_error(err.kind()));
+                return Err(err);
+            }
+        };
+        let relay_type = matches!(call.answer, Answer::Pass { .. })
+            .then(|| parts.headers.get(CONTENT_TYPE).cloned())
+            .flatten();
+        match call.answer.whole(bytes) {
+            Ok((body, usage)) => {
+                attempt.record(status, usage, UpstreamOutcome::Ok);
+                let mut res = Response::new(ResBody::full(body));
+                res.headers_mut().insert(
+                    CONTENT_TYPE,
+                    relay_type.unwrap_or(HeaderValue::from_static("application/json")),
+                );
+                Ok(res)
+            }
+            Err(e) => {
+                attempt.record(status, None, UpstreamOutcome::Protocol);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Send `call` and answer the client from it: one attempt, opened then committed.
+pub async fn send(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    model: &ModelRoute,
+    provider: &ProviderConfig,
+    call: Call,
+) -> Result<Response<ResBody>, GatewayError> {
+    match open(state, ctx, model, provider, &call).await? {
+        Opening::Ready(opened) => opened.commit(state, ctx, &call).await,
+        Opening::Answer(res) => Ok(res),
+    }
+}

@@ -1,0 +1,94 @@
+//! `POST /v1/embeddings`, past the edge: OpenAI-compatible upstreams get the body untouched
+//! but for the model name; Gemini upstreams get `batchEmbedContents` and the answer comes back
+//! in OpenAI's shape; the in-process mock answers locally.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::Response;
+
+use super::body::ResBody;
+use super::context::RequestCtx;
+use super::local;
+use super::state::ShardState;
+use crate::api::TranslateError;
+use crate::api::embeddings::{EmbeddingsRequest, estimate_tokens};
+use crate::config::ProviderKind;
+use crate::error::{ErrorKind, GatewayError};
+use crate::providers::call::{Answer, Call};
+use crate::providers::{Dialect, gemini};
+
+/// Run an embeddings request whose body was read whole.
+pub async fn run(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    body: Bytes,
+) -> Result<Response<ResBody>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        model: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(&body).map_err(|e| {
+        GatewayError::bad_request(format!(
+            "We could not parse the JSON body of your request ({e}). Send a valid JSON object."
+        ))
+    })?;
+    let Some(public) = head.model.filter(|m| !m.is_empty()) else {
+        return Err(GatewayError::bad_request(
+            "you must provide a model parameter",
+        ));
+    };
+    let Some(model) = state.config.model(&public).cloned() else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("The model `{public}` does not exist or you do not have access to it."),
+        ));
+    };
+    let provider = state.config.providers[model.provider].clone();
+    let target = state.targets.get(model.provider).and_then(Option::as_ref);
+    let path = |p: &str| target.map(|t| t.uris(p)).transpose();
+    let call = match provider.kind {
+        ProviderKind::OpenAi => Call {
+            body: crate::api::chat::rewrite_model(&body, &public, &model.upstream_model)?,
+            uris: path("/embeddings")?,
+            headers: Vec::new(),
+            stream: false,
+            answer: Answer::Pass {
+                dialect: Dialect::OpenAi,
+                strip_usage: false,
+            },
+        },
+        ProviderKind::Gemini => {
+            let req = EmbeddingsRequest::from_json(&body)?;
+            let texts = req.texts("gemini")?;
+            let wire = gemini::translate::embed_to_wire(&req, &model.upstream_model)?;
+            let bytes = serde_json::to_vec(&wire)
+                .map_err(|e| GatewayError::internal("Cannot encode the request.").with_cause(e))?;
+            Call {
+                body: Bytes::from(bytes),
+                uris: path(&format!(
+                    "/models/{}:batchEmbedContents",
+                    model.upstream_model
+                ))?,
+                headers: Vec::new(),
+                stream: false,
+                answer: Answer::GeminiEmbeddings {
+                    model: public.clone(),
+                    base64: req.base64(),
+                    input_tokens: estimate_tokens(&texts),
+                },
+            }
+        }
+        ProviderKind::Anthropic => {
+            return Err(TranslateError::unsupported(
+                "embeddings with an anthropic model (Anthropic has no embeddings API)",
+            )
+            .into());
+        }
+        ProviderKind::Mock => {
+            let req = EmbeddingsRequest::from_json(&body)?;
+            return local::embeddings(state, &model, &req);
+        }
+    };
+    super::attempt::send(state, ctx, &model, &provider, call).await
+}

@@ -1,0 +1,27 @@
+//! One request's way through the gateway, phase by phase, between the downstream edge
+//! (`http`: accept, parse, limits, render) and the wire formats (`providers`).
+//!
+//! Phases, in order (pingora's phase chart is the model; later issues add theirs where
+//! marked):
+//!
+//! 1. **resolve**: the public model from the decoded request head.
+//! 2. **admit**: keys, rate limits and budgets (to come).
+//! 3. **cache lookup** (to come).
+//! 4. **plan**: the ordered deployments to try.
+//! 5. **attempts**: open an attempt (head read, status mapped, still retryable), or fail over.
+//! 6. **relay**: commit to an attempt and stream or return its answer, usage teed out.
+//! 7. **cache insert** (to come).
+//! 8. **settle**: usage, cost and the attempt's outcome to the scorer batch.
+//!
+//! Owns: [`state::ShardState`] (what a shard owns), [`context::RequestCtx`], the response body
+//! type [`body::ResBody`]. Does not: parse HTTP or render errors (`http`), know a provider's
+//! wire format (`providers`).
+
+pub mod attempt;
+pub mod body;
+pub mod chat;
+pub mod context;
+pub mod embeddings;
+pub mod local;
+pub mod relay;
+pub mod state;
