@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::raw::{
-    self, RawConfig, RawDeployment, RawPrice, RawProvider, RawProviderKind, RawRouting,
+    self, RawConfig, RawDeployment, RawModel, RawPrice, RawProvider, RawProviderKind, RawRouting,
 };
 use super::{
     Capabilities, Config, ConfigError, Deployment, Endpoint, KeyHeader, ModelRoute, ProviderConfig,
@@ -97,17 +97,16 @@ pub fn validate(
 
     let routing = routing(raw.routing, &invalid)?;
 
-    // Model indices first: fallbacks may name any model, before or after their own.
+    // Model indices first: fallbacks may name any model, before or after their own. The
+    // names come sorted (a `BTreeMap`), and `Config::models` keeps that order.
     let names: Vec<String> = raw.models.keys().cloned().collect();
     let model_idx = |name: &str| {
-        let i = names.iter().position(|n| n == name)?;
+        let i = names.binary_search_by(|n| n.as_str().cmp(name)).ok()?;
         u32::try_from(i).ok().map(ModelIdx)
     };
-    let mut deployments: Vec<Deployment> = Vec::new();
-    // Where each deployment was first defined, for errors that name both places.
-    let mut defined_at: Vec<String> = Vec::new();
+    let mut registry = Registry::default();
     let mut models = Vec::with_capacity(raw.models.len());
-    for (name, m) in raw.models {
+    for (name, mut m) in raw.models {
         let path = format!("models.{name}");
         if name.is_empty() {
             return Err(invalid(path, "model names must not be empty".into()));
@@ -115,122 +114,21 @@ pub fn validate(
         let Some(me) = model_idx(&name) else {
             return Err(invalid(path, "too many models".into()));
         };
-        let listed = match m.deployments {
-            Some(list) => {
-                let single = [
-                    ("provider", m.provider.is_some()),
-                    ("model", m.model.is_some()),
-                    ("price", m.price.is_some()),
-                ];
-                if let Some((field, _)) = single.iter().find(|(_, set)| *set) {
-                    return Err(invalid(
-                        format!("{path}.{field}"),
-                        format!(
-                            "model `{name}` lists `deployments`, so `{field}` goes inside each deployment; use one form or the other"
-                        ),
-                    ));
-                }
-                if list.is_empty() {
-                    return Err(invalid(
-                        format!("{path}.deployments"),
-                        "must list at least one deployment".into(),
-                    ));
-                }
-                list.into_iter()
-                    .enumerate()
-                    .map(|(i, d)| (format!("{path}.deployments[{i}]"), d))
-                    .collect::<Vec<_>>()
-            }
-            None => {
-                let Some(provider) = m.provider else {
-                    return Err(invalid(
-                        path,
-                        "needs `provider` (one deployment) or `deployments` (several)".into(),
-                    ));
-                };
-                let single = RawDeployment {
-                    id: None,
-                    provider,
-                    model: m.model,
-                    weight: None,
-                    price: m.price,
-                    quality: None,
-                    connect_timeout_ms: None,
-                    first_byte_timeout_ms: None,
-                    idle_timeout_ms: None,
-                    total_timeout_ms: None,
-                    max_in_flight: None,
-                    max_context_tokens: None,
-                    tools: None,
-                    vision: None,
-                    json_mode: None,
-                    tags: Vec::new(),
-                };
-                vec![(path.clone(), single)]
-            }
-        };
+        let listed = listed_deployments(&path, &name, &mut m, &invalid)?;
         let mut own: Vec<DeploymentIdx> = Vec::with_capacity(listed.len());
         for (at, raw_deployment) in listed {
-            let mut d = deployment(&at, &name, raw_deployment, &providers, &invalid)?;
-            let existing = deployments.iter().position(|e| e.id == d.id);
-            let idx = match existing {
-                Some(i) => {
-                    let idx = deployment_idx(i, &at, &invalid)?;
-                    if own.contains(&idx) {
-                        return Err(invalid(
-                            format!("{at}.id"),
-                            format!(
-                                "deployment `{}` is listed twice in model `{name}` (first at {})",
-                                d.id, defined_at[i]
-                            ),
-                        ));
-                    }
-                    if let Some(field) = first_difference(&deployments[i], &d) {
-                        return Err(invalid(
-                            at,
-                            format!(
-                                "deployment `{}` is also defined at {} with a different `{field}`; a deployment shared by several models must be defined the same way in each (or give each its own `id`)",
-                                d.id, defined_at[i]
-                            ),
-                        ));
-                    }
-                    deployments[i].models.push(me);
-                    idx
-                }
-                None => {
-                    let idx = deployment_idx(deployments.len(), &at, &invalid)?;
-                    d.models.push(me);
-                    deployments.push(d);
-                    defined_at.push(at);
-                    idx
-                }
-            };
-            own.push(idx);
+            let d = deployment(&at, &name, raw_deployment, &providers, &invalid)?;
+            own.push(registry.add(d, at, me, &name, &own, &invalid)?);
         }
-        let fallbacks = |list: Vec<String>, field: &str| -> Result<Vec<ModelIdx>, ConfigError> {
-            let mut out = Vec::with_capacity(list.len());
-            for (i, other) in list.iter().enumerate() {
-                let at = format!("{path}.{field}[{i}]");
-                let Some(idx) = model_idx(other) else {
-                    return Err(invalid(
-                        at,
-                        format!(
-                            "model `{name}` falls back to model `{other}`, which is not configured"
-                        ),
-                    ));
-                };
-                if idx == me {
-                    return Err(invalid(
-                        at,
-                        format!("model `{name}` cannot fall back to itself"),
-                    ));
-                }
-                if out.contains(&idx) {
-                    return Err(invalid(at, format!("model `{other}` is listed twice")));
-                }
-                out.push(idx);
-            }
-            Ok(out)
+        let fallbacks = |list: Vec<String>, field: &str| {
+            fallbacks(
+                list,
+                &format!("{path}.{field}"),
+                &name,
+                me,
+                &model_idx,
+                &invalid,
+            )
         };
         let fallbacks_main = fallbacks(m.fallbacks, "fallbacks")?;
         let context_window_fallbacks =
@@ -246,7 +144,7 @@ pub fn validate(
             }
             v => Duration::from_millis(v),
         };
-        let Some(first) = own.first().and_then(|&i| deployments.get(i.get())) else {
+        let Some(first) = own.first().and_then(|&i| registry.list.get(i.get())) else {
             return Err(invalid(
                 format!("{path}.deployments"),
                 "must list at least one deployment".into(),
@@ -273,9 +171,154 @@ pub fn validate(
         server,
         providers,
         models,
-        deployments,
+        deployments: registry.list,
         routing,
     })
+}
+
+/// A model's deployments with the path of each: the `deployments` list, or the single form
+/// (`provider`, `model`, `price`) as one deployment at the model's own path.
+fn listed_deployments(
+    path: &str,
+    name: &str,
+    m: &mut RawModel,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Vec<(String, RawDeployment)>, ConfigError> {
+    if let Some(list) = m.deployments.take() {
+        let single = [
+            ("provider", m.provider.is_some()),
+            ("model", m.model.is_some()),
+            ("price", m.price.is_some()),
+        ];
+        if let Some((field, _)) = single.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                format!("{path}.{field}"),
+                format!(
+                    "model `{name}` lists `deployments`, so `{field}` goes inside each deployment; use one form or the other"
+                ),
+            ));
+        }
+        if list.is_empty() {
+            return Err(invalid(
+                format!("{path}.deployments"),
+                "must list at least one deployment".into(),
+            ));
+        }
+        return Ok(list
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("{path}.deployments[{i}]"), d))
+            .collect());
+    }
+    let Some(provider) = m.provider.take() else {
+        return Err(invalid(
+            path.to_owned(),
+            "needs `provider` (one deployment) or `deployments` (several)".into(),
+        ));
+    };
+    let single = RawDeployment {
+        id: None,
+        provider,
+        model: m.model.take(),
+        weight: None,
+        price: m.price.take(),
+        quality: None,
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        idle_timeout_ms: None,
+        total_timeout_ms: None,
+        max_in_flight: None,
+        max_context_tokens: None,
+        tools: None,
+        vision: None,
+        json_mode: None,
+        tags: Vec::new(),
+    };
+    Ok(vec![(path.to_owned(), single)])
+}
+
+/// The flat deployment list being built, with where each was first defined (for errors that
+/// name both places).
+#[derive(Default)]
+struct Registry {
+    list: Vec<Deployment>,
+    defined_at: Vec<String>,
+}
+
+impl Registry {
+    /// Add `d`, defined at `at` for `model` (which already lists `own`): a new deployment, or
+    /// one more model for an existing one with the same id and the same settings.
+    fn add(
+        &mut self,
+        mut d: Deployment,
+        at: String,
+        model: ModelIdx,
+        model_name: &str,
+        own: &[DeploymentIdx],
+        invalid: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<DeploymentIdx, ConfigError> {
+        let Some(i) = self.list.iter().position(|e| e.id == d.id) else {
+            let idx = deployment_idx(self.list.len(), &at, invalid)?;
+            d.models.push(model);
+            self.list.push(d);
+            self.defined_at.push(at);
+            return Ok(idx);
+        };
+        let idx = deployment_idx(i, &at, invalid)?;
+        let first_at = &self.defined_at[i];
+        if own.contains(&idx) {
+            return Err(invalid(
+                format!("{at}.id"),
+                format!(
+                    "deployment `{}` is listed twice in model `{model_name}` (first at {first_at})",
+                    d.id
+                ),
+            ));
+        }
+        if let Some(field) = first_difference(&self.list[i], &d) {
+            return Err(invalid(
+                at,
+                format!(
+                    "deployment `{}` is also defined at {first_at} with a different `{field}`; a deployment shared by several models must be defined the same way in each (or give each its own `id`)",
+                    d.id
+                ),
+            ));
+        }
+        self.list[i].models.push(model);
+        Ok(idx)
+    }
+}
+
+/// One of a model's fallback lists (`at` is its path), as model indices.
+fn fallbacks(
+    list: Vec<String>,
+    at: &str,
+    name: &str,
+    me: ModelIdx,
+    model_idx: &dyn Fn(&str) -> Option<ModelIdx>,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Vec<ModelIdx>, ConfigError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, other) in list.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let Some(idx) = model_idx(other) else {
+            return Err(invalid(
+                at,
+                format!("model `{name}` falls back to model `{other}`, which is not configured"),
+            ));
+        };
+        if idx == me {
+            return Err(invalid(
+                at,
+                format!("model `{name}` cannot fall back to itself"),
+            ));
+        }
+        if out.contains(&idx) {
+            return Err(invalid(at, format!("model `{other}` is listed twice")));
+        }
+        out.push(idx);
+    }
+    Ok(out)
 }
 
 fn deployment_idx(
