@@ -7,7 +7,6 @@ use http::{Response, StatusCode};
 
 use std::time::Instant;
 
-use crate::api::json::write_string;
 use crate::config::ServerConfig;
 use crate::config::secrets::Redactor;
 use crate::error::{ErrorKind, ErrorSource, GatewayError, UserFacing};
@@ -16,6 +15,7 @@ use crate::pipeline::body::ResBody;
 use crate::pipeline::context::RequestCtx;
 use crate::pipeline::state::ShardState;
 use crate::providers::Dialect;
+use crate::providers::openai::translate::error_json;
 use crate::shard::rt::HeadAnswers;
 
 /// `x-shardgate-error`: present on every error the gateway made (absent on relayed ones).
@@ -26,19 +26,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-shardgate-overhead-us");
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
-/// `{"error":{"message","type","param","code"}}`.
-pub fn error_json(kind: ErrorKind, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 96);
-    out.extend_from_slice(b"{\"error\":{\"message\":");
-    write_string(&mut out, message);
-    out.extend_from_slice(b",\"type\":\"");
-    out.extend_from_slice(kind.openai_type().as_bytes());
-    out.extend_from_slice(b"\",\"param\":null,\"code\":\"");
-    out.extend_from_slice(kind.as_str().as_bytes());
-    out.extend_from_slice(b"\"}}");
-    out
-}
 
 /// The response for an error before any byte was sent, in the client's dialect.
 pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<ResBody> {
@@ -67,12 +54,6 @@ pub fn error_response_redacted(
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     res
-}
-
-/// The final SSE event for a failure after the stream started. The OpenAI SDKs raise on an
-/// event whose data has an `error` member.
-pub fn error_event(kind: ErrorKind, message: &str) -> Bytes {
-    crate::api::sse::frame_data(&error_json(kind, message))
 }
 
 /// The rescue of a request that failed before its response started: log the error (rate
@@ -199,6 +180,7 @@ pub fn head_answers(server: &ServerConfig) -> &'static HeadAnswers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::openai::translate::error_event;
     use http_body_util::BodyExt;
 
     #[test]

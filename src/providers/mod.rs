@@ -49,7 +49,7 @@ impl Dialect {
     /// The final SSE event for a failure after a stream started, in this dialect.
     pub fn error_event(self, kind: ErrorKind, message: &str) -> Bytes {
         match self {
-            Self::OpenAi => crate::http::respond::error_event(kind, message),
+            Self::OpenAi => openai::translate::error_event(kind, message),
             Self::Anthropic => Bytes::from(anthropic::stream::error_event(kind.status(), message)),
         }
     }
@@ -57,7 +57,7 @@ impl Dialect {
     /// A whole error body in this dialect.
     pub fn error_body(self, kind: ErrorKind, message: &str) -> Vec<u8> {
         match self {
-            Self::OpenAi => crate::http::respond::error_json(kind, message),
+            Self::OpenAi => openai::translate::error_json(kind, message),
             Self::Anthropic => anthropic::translate::error_json(kind.status(), message),
         }
     }

@@ -8,5 +8,6 @@
 //! [`retry::RetryBudget`].
 
 pub mod breaker;
+pub mod plan;
 pub mod retry;
 pub mod select;

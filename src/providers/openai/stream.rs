@@ -3,12 +3,12 @@
 //! client expects (for the other kinds). Pass-through streams use neither.
 
 use super::translate::chunk_deltas;
+use super::translate::error_json;
 use super::wire;
 use crate::api::json::{write_string, write_u64};
 use crate::api::response::Delta;
 use crate::api::{TranslateError, Usage};
 use crate::error::ErrorKind;
-use crate::http::respond::error_json;
 
 /// Reads OpenAI chunks into deltas.
 #[derive(Debug, Default)]

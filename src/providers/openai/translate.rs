@@ -162,3 +162,22 @@ pub(super) fn chunk_deltas(c: wire::Chunk<'_>, started: &mut bool, out: &mut Vec
         out.push(Delta::Usage(u.into()));
     }
 }
+
+/// `{"error":{"message","type","param","code"}}`.
+pub fn error_json(kind: crate::error::ErrorKind, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 96);
+    out.extend_from_slice(b"{\"error\":{\"message\":");
+    crate::api::json::write_string(&mut out, message);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(kind.openai_type().as_bytes());
+    out.extend_from_slice(b"\",\"param\":null,\"code\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\"}}");
+    out
+}
+
+/// The final SSE event for a failure after the stream started. The OpenAI SDKs raise on an
+/// event whose data has an `error` member.
+pub fn error_event(kind: crate::error::ErrorKind, message: &str) -> bytes::Bytes {
+    crate::api::sse::frame_data(&error_json(kind, message))
+}
