@@ -124,8 +124,14 @@ pub fn without_events(events: &Bytes, drop: impl Fn(&[u8]) -> bool) -> Bytes {
     out.freeze()
 }
 
-/// Index one past the end of the first complete event.
+/// Index one past the end of the first complete event (`buf` starts at a line start, so a
+/// blank line there is an event of its own, as [`last_event_end`] counts it).
 fn last_event_end_first(buf: &[u8]) -> Option<usize> {
+    match buf {
+        [b'\n', ..] => return Some(1),
+        [b'\r', b'\n', ..] => return Some(2),
+        _ => {}
+    }
     let mut i = 0;
     while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let next = i + off + 1;
