@@ -209,6 +209,9 @@ mod tests {
             Some(&b"\r\n"[..])
         );
         assert_eq!(s.pending_len(), 0);
+        // Events are read the same way, so a dropped event takes no blank line with it.
+        let run = Bytes::from_static(b"\n\ndata: x\n\n");
+        assert_eq!(&without_events(&run, |d| d == b"x")[..], b"\n\n");
     }
 
     #[test]
