@@ -1,8 +1,9 @@
 //! The control plane: one thread running a tokio runtime that hosts the ractor actors.
 //!
-//! Owns: the control-plane thread and its runtime, the actors (`ScorerActor` for now),
-//! process signals (SIGTERM/SIGINT start a drain on every shard), and [`ShardCmd`], what
-//! actors send to shards through their inboxes.
+//! Owns: the control-plane thread and its runtime, the actors (`ScorerActor`: scores and the
+//! circuit breakers merged over every shard, for now), process signals (SIGTERM/SIGINT start
+//! a drain on every shard), and [`ShardCmd`], what actors send to shards through their
+//! inboxes.
 //! Does not: run on a shard or block one. Shards only `cast` to actors.
 //! Key types: [`ControlPlane`], [`ShardCmd`], [`scorer::ScorerActor`].
 
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 
-use crate::scoring::ScoreTable;
+use crate::routing::breaker::BreakerConfig;
+use crate::scoring::{DeploymentInfo, ScoreTable};
 use crate::shard::bridge::InboxSender;
 use scorer::{ScorerActor, ScorerArgs, ScorerMsg};
 
@@ -63,6 +65,11 @@ pub struct ControlPlaneArgs {
     pub dns: Vec<DnsTarget>,
     /// How often (`None` = never).
     pub dns_refresh: Option<Duration>,
+    /// The deployments the scorer tracks, in `DeploymentIdx` order
+    /// (`DeploymentInfo::from_config`).
+    pub deployments: Vec<DeploymentInfo>,
+    /// The scorer's breakers (`Config::routing.breaker`).
+    pub breaker: BreakerConfig,
 }
 
 /// The running control plane.
@@ -100,6 +107,8 @@ impl ControlPlane {
                         publish_every: args.publish_every,
                         weights: Default::default(),
                         min_samples: crate::scoring::table_min_samples(),
+                        deployments: args.deployments,
+                        breaker: args.breaker,
                     };
                     let (scorer, join) =
                         match Actor::spawn(Some("scorer".into()), ScorerActor, scorer_args).await {

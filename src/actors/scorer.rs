@@ -1,24 +1,35 @@
 //! `ScorerActor`: outcome batches in, `ScoreTable` snapshots out to every shard.
+//!
+//! The actor holds a [`Board`] (pure: statistics and one circuit breaker per deployment, fed
+//! every shard's outcomes) and publishes its table on an interval when something changed,
+//! and at once when a breaker changes state.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::ShardCmd;
-use crate::DeploymentId;
-use crate::scoring::{DeploymentStats, Outcome, ScoreTable, Weights};
+use crate::DeploymentIdx;
+use crate::routing::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::scoring::{BreakerView, DeploymentInfo, DeploymentStats, Outcome, ScoreTable, Weights};
 use crate::shard::bridge::InboxSender;
 
 /// Longest time between publications even when nothing changed (windows keep sliding).
 const REPUBLISH_EVERY: Duration = Duration::from_secs(5);
 
+/// The control plane's clock: tokio's, so that actor tests can run on paused time (outside
+/// paused tests it reads the same clock as `Instant::now`).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Messages to the scorer.
 pub enum ScorerMsg {
     /// A batch of outcomes from one shard.
     Outcomes(Vec<Outcome>),
-    /// Publish a new table if anything changed (sent by the actor's own interval).
+    /// Publish a new table if anything changed (sent by the actor's own interval, and when
+    /// a breaker's cooldown ends).
     Publish,
     /// The current table (for tests and tools).
     Snapshot(RpcReplyPort<Arc<ScoreTable>>),
@@ -34,12 +45,142 @@ pub struct ScorerArgs {
     pub weights: Weights,
     /// Samples before a score is trusted.
     pub min_samples: u64,
+    /// The config's deployments, in `DeploymentIdx` order.
+    pub deployments: Vec<DeploymentInfo>,
+    /// The breakers' settings (`Config::routing.breaker`).
+    pub breaker: BreakerConfig,
+}
+
+/// The scorer's merged view of every deployment: statistics and a circuit breaker each,
+/// indexed by `DeploymentIdx`. Pure: every call takes its time from the outcome or as `now`.
+#[derive(Debug, Clone)]
+pub struct Board {
+    infos: Vec<DeploymentInfo>,
+    stats: Vec<DeploymentStats>,
+    breakers: Vec<Breaker>,
+    /// Times each breaker has opened.
+    ejections: Vec<u32>,
+    /// Each model's deployments, by `ModelIdx`.
+    members: Vec<Vec<DeploymentIdx>>,
+    /// Each breaker's state in the last table.
+    published: Vec<BreakerState>,
+}
+
+impl Board {
+    /// A board for these deployments, every breaker closed.
+    pub fn new(infos: Vec<DeploymentInfo>, breaker: BreakerConfig) -> Self {
+        let n = infos.len();
+        let mut members: Vec<Vec<DeploymentIdx>> = Vec::new();
+        for (i, info) in infos.iter().enumerate() {
+            let Ok(d) = u32::try_from(i) else { break };
+            for m in &info.models {
+                if members.len() <= m.get() {
+                    members.resize_with(m.get() + 1, Vec::new);
+                }
+                members[m.get()].push(DeploymentIdx(d));
+            }
+        }
+        Self {
+            infos,
+            stats: vec![DeploymentStats::default(); n],
+            breakers: vec![Breaker::new(breaker); n],
+            ejections: vec![0; n],
+            members,
+            published: vec![BreakerState::Closed; n],
+        }
+    }
+
+    /// Fold one outcome in (an unknown deployment is ignored). Returns the breaker's new
+    /// state when this outcome changed it.
+    ///
+    /// While the breaker is half-open (cooldown over), the outcome is the probe's verdict: a
+    /// success closes it, a failure opens it again, unless that would leave one of its
+    /// models with no deployment closed or half-open, in which case it stays half-open.
+    pub fn observe(&mut self, o: &Outcome) -> Option<BreakerState> {
+        let i = o.deployment.get();
+        self.stats.get_mut(i)?.observe(o.observation(), o.at);
+        let may_eject = !o.ok && self.may_eject(i, o.at);
+        let breaker = self.breakers.get_mut(i)?;
+        let probe = breaker.state(o.at) == BreakerState::HalfOpen && (o.ok || may_eject);
+        let changed = breaker.record(o.ok, probe, may_eject, o.at);
+        if changed == Some(BreakerState::Open)
+            && let Some(n) = self.ejections.get_mut(i)
+        {
+            *n = n.saturating_add(1);
+        }
+        changed
+    }
+
+    /// Whether opening deployment `i`'s breaker leaves every one of its models another
+    /// deployment whose breaker is closed or half-open (the last healthy is never ejected).
+    fn may_eject(&self, i: usize, now: Instant) -> bool {
+        let Some(info) = self.infos.get(i) else {
+            return false;
+        };
+        info.models.iter().all(|m| {
+            self.members.get(m.get()).is_some_and(|ds| {
+                ds.iter().any(|d| {
+                    d.get() != i
+                        && self
+                            .breakers
+                            .get(d.get())
+                            .is_some_and(|b| b.state(now) != BreakerState::Open)
+                })
+            })
+        })
+    }
+
+    /// Whether a breaker's state at `now` differs from the last table's (a cooldown ended).
+    pub fn breakers_changed(&self, now: Instant) -> bool {
+        self.breakers
+            .iter()
+            .zip(&self.published)
+            .any(|(b, p)| b.state(now) != *p)
+    }
+
+    /// The table at `now`; its breaker states become the published ones.
+    pub fn table(
+        &mut self,
+        version: u64,
+        weights: Weights,
+        min_samples: u64,
+        now: Instant,
+    ) -> ScoreTable {
+        let views: Vec<BreakerView> = self
+            .breakers
+            .iter()
+            .zip(&self.ejections)
+            .map(|(b, &ejections)| {
+                let state = b.state(now);
+                BreakerView {
+                    state,
+                    open_until: b.open_until().filter(|_| state == BreakerState::Open),
+                    ejections,
+                }
+            })
+            .collect();
+        self.published = views.iter().map(|v| v.state).collect();
+        ScoreTable::compute(
+            version,
+            &self.infos,
+            &mut self.stats,
+            &views,
+            weights,
+            min_samples,
+            now,
+        )
+    }
+
+    /// When deployment `d`'s open breaker ends its cooldown.
+    pub fn open_until(&self, d: DeploymentIdx) -> Option<Instant> {
+        self.breakers.get(d.get())?.open_until()
+    }
 }
 
 /// Scorer state.
 pub struct ScorerState {
     args: ScorerArgs,
-    stats: BTreeMap<DeploymentId, DeploymentStats>,
+    board: Board,
     table: Arc<ScoreTable>,
     dirty: bool,
     published_at: Instant,
@@ -59,35 +200,50 @@ impl Actor for ScorerActor {
         args: ScorerArgs,
     ) -> Result<ScorerState, ActorProcessingErr> {
         myself.send_interval(args.publish_every, || ScorerMsg::Publish);
+        let board = Board::new(args.deployments.clone(), args.breaker);
         Ok(ScorerState {
             args,
-            stats: BTreeMap::new(),
+            board,
             table: Arc::new(ScoreTable::default()),
             dirty: false,
-            published_at: Instant::now(),
+            published_at: now(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<ScorerMsg>,
+        myself: ActorRef<ScorerMsg>,
         msg: ScorerMsg,
         state: &mut ScorerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ScorerMsg::Outcomes(batch) => {
-                for o in batch {
-                    state
-                        .stats
-                        .entry(o.deployment.clone())
-                        .or_default()
-                        .observe(o.observation(), o.at);
+                let mut breaker_changed = false;
+                for o in &batch {
+                    match state.board.observe(o) {
+                        Some(BreakerState::Open) => {
+                            breaker_changed = true;
+                            // Publish the half-open state when the cooldown ends.
+                            if let Some(until) = state.board.open_until(o.deployment) {
+                                let wait = until.saturating_duration_since(now());
+                                myself.send_after(wait, || ScorerMsg::Publish);
+                            }
+                        }
+                        Some(_) => breaker_changed = true,
+                        None => {}
+                    }
                 }
                 state.dirty = true;
+                if breaker_changed {
+                    publish(state, now());
+                }
             }
             ScorerMsg::Publish => {
-                let now = Instant::now();
-                if state.dirty || now.duration_since(state.published_at) >= REPUBLISH_EVERY {
+                let now = now();
+                if state.dirty
+                    || state.board.breakers_changed(now)
+                    || now.duration_since(state.published_at) >= REPUBLISH_EVERY
+                {
                     publish(state, now);
                 }
             }
@@ -101,9 +257,8 @@ impl Actor for ScorerActor {
 
 fn publish(state: &mut ScorerState, now: Instant) {
     let version = state.table.version + 1;
-    let table = Arc::new(ScoreTable::compute(
+    let table = Arc::new(state.board.table(
         version,
-        &mut state.stats,
         state.args.weights,
         state.args.min_samples,
         now,
@@ -117,64 +272,4 @@ fn publish(state: &mut ScorerState, now: Instant) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(dep: &str, ms: u64, ok: bool) -> Outcome {
-        Outcome {
-            cost: None,
-            deployment: DeploymentId(dep.into()),
-            ok,
-            status: if ok { 200 } else { 500 },
-            latency: Duration::from_millis(ms),
-            ttfb: Duration::from_millis(ms / 2),
-            usage: None,
-            at: Instant::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn batches_in_snapshots_out_to_every_shard() {
-        let (tx0, rx0) = flume::unbounded();
-        let (tx1, rx1) = flume::unbounded();
-        let args = ScorerArgs {
-            shards: vec![tx0, tx1],
-            publish_every: Duration::from_millis(5),
-            weights: Weights::default(),
-            min_samples: 2,
-        };
-        let (actor, join) = Actor::spawn(None, ScorerActor, args).await.unwrap();
-        actor
-            .cast(ScorerMsg::Outcomes(vec![
-                outcome("p/fast", 10, true),
-                outcome("p/slow", 300, true),
-            ]))
-            .unwrap();
-        actor
-            .cast(ScorerMsg::Outcomes(vec![
-                outcome("p/fast", 10, true),
-                outcome("p/slow", 300, false),
-            ]))
-            .unwrap();
-        let table = loop {
-            let ShardCmd::Scores(t) = rx0.recv_async().await.unwrap() else {
-                continue;
-            };
-            if t.deployments.len() == 2 && t.deployments["p/slow"].window_samples == 2 {
-                break t;
-            }
-        };
-        assert!(table.deployments["p/fast"].score > table.deployments["p/slow"].score);
-        assert_eq!(table.deployments["p/slow"].success_ratio, 0.5);
-        // The other shard got the same snapshots.
-        let mut latest = None;
-        while let Ok(ShardCmd::Scores(t)) = rx1.try_recv() {
-            latest = Some(t);
-        }
-        assert!(latest.unwrap().version >= 1);
-        let snap = ractor::call!(actor, ScorerMsg::Snapshot).unwrap();
-        assert!(snap.version >= table.version);
-        actor.stop(None);
-        join.await.unwrap();
-    }
-}
+mod tests;

@@ -365,6 +365,11 @@ impl ModelRoute {
     pub fn idx(&self) -> ModelIdx {
         ModelIdx(u32::try_from(self.index).unwrap_or(u32::MAX))
     }
+
+    /// First deployment: its index (`deployments` is never empty).
+    pub fn deployment_idx(&self) -> DeploymentIdx {
+        self.deployments.first().copied().unwrap_or_default()
+    }
 }
 
 /// What a deployment accepts besides plain text chat.

@@ -249,30 +249,49 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         "# HELP gateway_score_table_version Version of the score table this shard holds.\n# TYPE gateway_score_table_version gauge\ngateway_score_table_version {}",
         scores.version
     );
+    let deployments = &scores.deployments;
     out.push_str("# HELP gateway_deployment_latency_ewma_seconds EWMA latency of successful attempts.\n# TYPE gateway_deployment_latency_ewma_seconds gauge\n");
-    for (d, s) in &scores.deployments {
+    for s in deployments {
         if let Some(ms) = s.latency_ewma_ms {
             let _ = writeln!(
                 out,
-                "gateway_deployment_latency_ewma_seconds{{deployment=\"{d}\"}} {}",
+                "gateway_deployment_latency_ewma_seconds{{deployment=\"{}\"}} {}",
+                s.id,
                 ms / 1e3
             );
         }
     }
     out.push_str("# HELP gateway_deployment_success_ratio Success ratio over the scorer window.\n# TYPE gateway_deployment_success_ratio gauge\n");
-    for (d, s) in &scores.deployments {
+    for s in deployments {
         let _ = writeln!(
             out,
-            "gateway_deployment_success_ratio{{deployment=\"{d}\"}} {}",
-            s.success_ratio
+            "gateway_deployment_success_ratio{{deployment=\"{}\"}} {}",
+            s.id, s.success_ratio
         );
     }
     out.push_str("# HELP gateway_deployment_score Blended deployment score (0..1, higher is better).\n# TYPE gateway_deployment_score gauge\n");
-    for (d, s) in &scores.deployments {
+    for s in deployments {
         let _ = writeln!(
             out,
-            "gateway_deployment_score{{deployment=\"{d}\"}} {}",
-            s.score
+            "gateway_deployment_score{{deployment=\"{}\"}} {}",
+            s.id, s.score
+        );
+    }
+    out.push_str("# HELP gateway_deployment_breaker_state Circuit breaker merged over all shards (0 closed, 1 half-open, 2 open).\n# TYPE gateway_deployment_breaker_state gauge\n");
+    for s in deployments {
+        let _ = writeln!(
+            out,
+            "gateway_deployment_breaker_state{{deployment=\"{}\"}} {}",
+            s.id,
+            s.breaker.gauge()
+        );
+    }
+    out.push_str("# HELP gateway_deployment_ejections_total Times the merged circuit breaker opened.\n# TYPE gateway_deployment_ejections_total counter\n");
+    for s in deployments {
+        let _ = writeln!(
+            out,
+            "gateway_deployment_ejections_total{{deployment=\"{}\"}} {}",
+            s.id, s.ejections
         );
     }
     out
@@ -304,5 +323,50 @@ mod tests {
         assert!(
             text.contains("gateway_request_duration_seconds_count{route=\"chat_completions\"} 3\n")
         );
+    }
+
+    #[test]
+    fn the_score_table_in_deployment_order_with_breakers() {
+        use crate::DeploymentId;
+        use crate::routing::breaker::BreakerState;
+        use crate::scoring::{BreakerView, DeploymentInfo, DeploymentStats, Weights};
+        use std::time::Instant;
+
+        let reg = Registry::new(1, vec!["p".into()], vec!["m".into()]);
+        let infos: Vec<DeploymentInfo> = ["p/b", "p/a"]
+            .iter()
+            .map(|id| DeploymentInfo {
+                id: DeploymentId((*id).into()),
+                io_price_pico_usd: None,
+                quality: None,
+                models: vec![crate::ModelIdx(0)],
+            })
+            .collect();
+        let now = Instant::now();
+        let views = [
+            BreakerView {
+                state: BreakerState::Open,
+                open_until: Some(now + Duration::from_secs(5)),
+                ejections: 2,
+            },
+            BreakerView::default(),
+        ];
+        let mut stats = vec![DeploymentStats::default(); 2];
+        let table = ScoreTable::compute(3, &infos, &mut stats, &views, Weights::default(), 1, now);
+        let text = render(&reg, &table);
+        for line in [
+            "gateway_score_table_version 3\n",
+            "gateway_deployment_breaker_state{deployment=\"p/b\"} 2\n",
+            "gateway_deployment_breaker_state{deployment=\"p/a\"} 0\n",
+            "gateway_deployment_ejections_total{deployment=\"p/b\"} 2\n",
+            "gateway_deployment_success_ratio{deployment=\"p/a\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        let (b, a) = (
+            text.find("gateway_deployment_score{deployment=\"p/b\"}"),
+            text.find("gateway_deployment_score{deployment=\"p/a\"}"),
+        );
+        assert!(b.is_some() && b < a, "{text}");
     }
 }

@@ -1,12 +1,14 @@
 //! Per-deployment statistics and the score table snapshot.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 
 use super::Ewma;
-use crate::DeploymentId;
+use crate::config::Config;
+use crate::routing::breaker::BreakerState;
+use crate::{DeploymentId, DeploymentIdx, ModelIdx};
 
 /// Latency decay constant.
 pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
@@ -16,6 +18,10 @@ pub const WINDOW_BUCKETS: usize = 6;
 pub const WINDOW_BUCKET: Duration = Duration::from_secs(10);
 /// Samples needed in the window before a score is trusted.
 pub const DEFAULT_MIN_SAMPLES: u64 = 10;
+/// The value of a term the scorer has no input for (no configured quality, no price, no
+/// latency sample and no failure): halfway, so that it neither wins nor loses against
+/// deployments that have one.
+pub const NEUTRAL_TERM: f64 = 0.5;
 
 /// Score blend weights (the design's defaults).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -149,9 +155,77 @@ impl DeploymentStats {
     }
 }
 
+/// What the scorer knows of one deployment from the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentInfo {
+    /// Its id, as published (`/admin/scores`, metric labels).
+    pub id: DeploymentId,
+    /// Price of one input token plus one output token, in pico-USD (that is USD per million
+    /// input tokens plus USD per million output tokens, × 10⁶). `None`: unpriced.
+    pub io_price_pico_usd: Option<u64>,
+    /// Configured quality in `0..=1`; `None`: unknown.
+    pub quality: Option<f64>,
+    /// The models listing it.
+    pub models: Vec<ModelIdx>,
+}
+
+impl DeploymentInfo {
+    /// One per deployment of `config`, in `DeploymentIdx` order.
+    pub fn from_config(config: &Config) -> Vec<Self> {
+        config
+            .deployments
+            .iter()
+            .map(|d| Self {
+                id: d.id.clone(),
+                io_price_pico_usd: d.price.map(|p| p.input.saturating_add(p.output)),
+                quality: d.quality,
+                models: d.models.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The scorer's breaker verdict on one deployment, as it goes into a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerView {
+    /// The state when the table is computed.
+    pub state: BreakerState,
+    /// When an open breaker's cooldown ends.
+    pub open_until: Option<Instant>,
+    /// Times the scorer's breaker has opened since start.
+    pub ejections: u32,
+}
+
+impl Default for BreakerView {
+    fn default() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            open_until: None,
+            ejections: 0,
+        }
+    }
+}
+
+/// The four terms of a score, each in `0..=1`, higher is better.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ScoreTerms {
+    /// Fastest trusted latency EWMA / this one's; 0 when the window holds failures and no
+    /// success; [`NEUTRAL_TERM`] with no sample at all.
+    pub latency: f64,
+    /// The configured quality; [`NEUTRAL_TERM`] when unset.
+    pub quality: f64,
+    /// Cheapest priced deployment's input + output price / this one's; [`NEUTRAL_TERM`] when
+    /// unpriced.
+    pub cost: f64,
+    /// The success ratio in the window.
+    pub availability: f64,
+}
+
 /// A deployment's published figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeploymentScore {
+    /// The deployment's id.
+    pub id: String,
     /// EWMA of total latency of successful attempts, ms.
     pub latency_ewma_ms: Option<f64>,
     /// EWMA of time to first byte of successful attempts, ms.
@@ -164,156 +238,221 @@ pub struct DeploymentScore {
     pub total_samples: u64,
     /// Whether the window holds enough samples to trust the score.
     pub trusted: bool,
-    /// Blended score in 0..=1, higher is better.
+    /// Blended score in 0..=1, higher is better (see [`ScoreTable::compute`]).
     pub score: f64,
+    /// The blend's terms.
+    pub terms: ScoreTerms,
+    /// The scorer's breaker, merged over every shard's outcomes.
+    pub breaker: BreakerState,
+    /// An open breaker's remaining cooldown, in ms from the table's publication.
+    pub open_until_ms: Option<u64>,
+    /// Times the scorer's breaker has opened since start.
+    pub ejections: u32,
 }
 
 /// The snapshot every shard holds: one version, swapped in whole.
-#[derive(Debug, Clone, Default, Serialize)]
+///
+/// `deployments[i]` is the deployment at `DeploymentIdx(i)` of the config the scorer was
+/// started with. It serialises as `{"version": n, "deployments": {"<id>": {...}, ...}}`, in
+/// `DeploymentIdx` order.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoreTable {
     /// Increases by one with each publication.
     pub version: u64,
-    /// Per deployment.
-    pub deployments: BTreeMap<String, DeploymentScore>,
+    /// Per deployment, indexed by `DeploymentIdx`.
+    pub deployments: Vec<DeploymentScore>,
+    /// When the scorer computed it (`open_until_ms` counts from here); `None` for the empty
+    /// table a shard starts with.
+    pub published_at: Option<Instant>,
+}
+
+impl Serialize for ScoreTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct ById<'a>(&'a [DeploymentScore]);
+        impl Serialize for ById<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for d in self.0 {
+                    map.serialize_entry(&d.id, d)?;
+                }
+                map.end()
+            }
+        }
+        let mut st = s.serialize_struct("ScoreTable", 2)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("deployments", &ById(&self.deployments))?;
+        st.end()
+    }
 }
 
 impl ScoreTable {
-    /// Compute a table from running stats. Latency is scored relative to the fastest
-    /// deployment (fastest = 1.0); quality and cost have no inputs yet and count as neutral.
+    /// The figures of deployment `d` (O(1)); `None` before the first table.
+    pub fn get(&self, d: DeploymentIdx) -> Option<&DeploymentScore> {
+        self.deployments.get(d.get())
+    }
+
+    /// The figures of the deployment with id `id` (a linear search: for tools and tests).
+    pub fn by_id(&self, id: &str) -> Option<&DeploymentScore> {
+        self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// When the scorer's open breaker of `d` ends its cooldown, as an `Instant` again.
+    pub fn open_until(&self, d: DeploymentIdx) -> Option<Instant> {
+        let ms = self.get(d)?.open_until_ms?;
+        Some(self.published_at? + Duration::from_millis(ms))
+    }
+
+    /// Compute a table. `deployments`, `stats` and `breakers` are indexed alike by
+    /// `DeploymentIdx` (missing stats or breakers count as empty and closed).
+    ///
+    /// The score is the weighted mean of four terms ([`ScoreTerms`]), **multiplied by the
+    /// success ratio**: a score is the value of one attempt, and an attempt that fails brings
+    /// nothing (and costs a retry), so a deployment failing everything scores 0 whatever its
+    /// latency, price or quality, and one failing half its attempts keeps half its blend.
+    /// Availability also stays in the blend with its own weight, so that among deployments
+    /// with the same success ratio the weights still read as configured.
+    ///
+    /// - Latency is relative to the fastest *trusted* deployment (one with `min_samples` in
+    ///   its window and a latency sample), so a lucky first sample from a new deployment
+    ///   does not rescale everyone; with no trusted one, to the fastest of all. A deployment
+    ///   whose window holds failures and no success gets 0 (the worst): it has no good
+    ///   latency to show. One with no sample at all is neutral.
+    /// - Quality is the configured `quality` (fed-back quality can replace it later);
+    ///   unset is neutral.
+    /// - Cost is the cheapest priced deployment's input + output price over this one's
+    ///   (free is 1, and when the cheapest is free the others get 0); unpriced is neutral.
+    /// - Availability is the success ratio (1 with no sample).
     pub fn compute(
         version: u64,
-        stats: &mut BTreeMap<DeploymentId, DeploymentStats>,
+        deployments: &[DeploymentInfo],
+        stats: &mut [DeploymentStats],
+        breakers: &[BreakerView],
         weights: Weights,
         min_samples: u64,
         now: Instant,
     ) -> Self {
-        let best = stats
-            .values()
-            .filter_map(|s| s.latency.get())
-            .fold(f64::INFINITY, f64::min);
-        let deployments = stats
-            .iter_mut()
-            .map(|(id, s)| {
-                let (ok, failed) = s.window.totals(now);
-                let n = ok + failed;
-                let success_ratio = if n == 0 { 1.0 } else { ok as f64 / n as f64 };
-                let latency = s.latency.get();
-                let latency_score = match latency {
-                    Some(l) if l > 0.0 && best.is_finite() => (best / l).clamp(0.0, 1.0),
-                    _ => 1.0,
+        // First pass: window totals and latency of each.
+        let seen: Vec<Seen> = (0..deployments.len())
+            .map(|i| {
+                stats
+                    .get_mut(i)
+                    .map_or_else(Seen::default, |s| Seen::of(s, now))
+            })
+            .collect();
+        let fastest = |trusted_only: bool| {
+            seen.iter()
+                .filter(|s| !trusted_only || s.samples() >= min_samples)
+                // An old latency of a deployment that now fails everything is no yardstick.
+                .filter(|s| !s.only_failures())
+                .filter_map(|s| s.latency)
+                .filter(|l| l.is_finite())
+                .fold(f64::INFINITY, f64::min)
+        };
+        let best_latency = Some(fastest(true))
+            .filter(|b| b.is_finite())
+            .unwrap_or_else(|| fastest(false));
+        let cheapest = deployments.iter().filter_map(|d| d.io_price_pico_usd).min();
+        let weight_sum = (weights.latency + weights.quality + weights.cost + weights.availability)
+            .max(f64::MIN_POSITIVE);
+
+        let deployments = deployments
+            .iter()
+            .zip(seen)
+            .enumerate()
+            .map(|(i, (info, seen))| {
+                let n = seen.samples();
+                let success_ratio = if n == 0 {
+                    1.0
+                } else {
+                    seen.ok as f64 / n as f64
                 };
-                let score = (weights.latency * latency_score
-                    + weights.quality
-                    + weights.cost
-                    + weights.availability * success_ratio)
-                    / (weights.latency + weights.quality + weights.cost + weights.availability)
-                        .max(f64::MIN_POSITIVE);
-                let score = DeploymentScore {
-                    latency_ewma_ms: latency,
-                    ttfb_ewma_ms: s.ttfb.get(),
+                let terms = ScoreTerms {
+                    latency: latency_term(&seen, best_latency),
+                    quality: info.quality.map_or(NEUTRAL_TERM, |q| q.clamp(0.0, 1.0)),
+                    cost: cost_term(info.io_price_pico_usd, cheapest),
+                    availability: success_ratio,
+                };
+                let blend = (weights.latency * terms.latency
+                    + weights.quality * terms.quality
+                    + weights.cost * terms.cost
+                    + weights.availability * terms.availability)
+                    / weight_sum;
+                let breaker = breakers.get(i).copied().unwrap_or_default();
+                DeploymentScore {
+                    id: info.id.as_str().to_owned(),
+                    latency_ewma_ms: seen.latency,
+                    ttfb_ewma_ms: seen.ttfb,
                     success_ratio,
                     window_samples: n,
-                    total_samples: s.total,
+                    total_samples: seen.total,
                     trusted: n >= min_samples,
-                    score,
-                };
-                (id.0.to_string(), score)
+                    score: (blend * success_ratio).clamp(0.0, 1.0),
+                    terms,
+                    breaker: breaker.state,
+                    open_until_ms: breaker.open_until.map(|until| {
+                        u64::try_from(until.saturating_duration_since(now).as_millis())
+                            .unwrap_or(u64::MAX)
+                    }),
+                    ejections: breaker.ejections,
+                }
             })
             .collect();
         Self {
             version,
             deployments,
+            published_at: Some(now),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One deployment's figures as of one computation.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: u64,
+    failed: u64,
+    latency: Option<f64>,
+    ttfb: Option<f64>,
+    total: u64,
+}
 
-    fn dep(s: &str) -> DeploymentId {
-        DeploymentId(s.into())
-    }
-
-    #[test]
-    fn window_slides_and_forgets() {
-        let t0 = Instant::now();
-        let mut w = SuccessWindow::default();
-        w.record(true, t0);
-        w.record(false, t0 + Duration::from_secs(15));
-        assert_eq!(w.totals(t0 + Duration::from_secs(20)), (1, 1));
-        // After the whole window has passed, the first bucket is gone.
-        assert_eq!(
-            w.totals(t0 + WINDOW_BUCKET * WINDOW_BUCKETS as u32 + Duration::from_secs(1)),
-            (0, 1)
-        );
-        assert_eq!(w.totals(t0 + Duration::from_secs(1000)), (0, 0));
-    }
-
-    #[test]
-    fn fast_beats_slow_and_failures_lower_availability() {
-        let t0 = Instant::now();
-        let mut stats = BTreeMap::new();
-        for i in 0..20 {
-            let now = t0 + Duration::from_millis(i * 10);
-            stats
-                .entry(dep("a/fast"))
-                .or_insert_with(DeploymentStats::default)
-                .observe(
-                    Observation {
-                        ok: true,
-                        latency: Duration::from_millis(10),
-                        ttfb: Duration::from_millis(5),
-                    },
-                    now,
-                );
-            stats
-                .entry(dep("b/slow"))
-                .or_insert_with(DeploymentStats::default)
-                .observe(
-                    Observation {
-                        ok: i % 2 == 0,
-                        latency: Duration::from_millis(200),
-                        ttfb: Duration::from_millis(150),
-                    },
-                    now,
-                );
+impl Seen {
+    fn of(s: &mut DeploymentStats, now: Instant) -> Self {
+        let (ok, failed) = s.window.totals(now);
+        Self {
+            ok,
+            failed,
+            latency: s.latency.get(),
+            ttfb: s.ttfb.get(),
+            total: s.total,
         }
-        let t = ScoreTable::compute(
-            7,
-            &mut stats,
-            Weights::default(),
-            10,
-            t0 + Duration::from_secs(1),
-        );
-        let fast = &t.deployments["a/fast"];
-        let slow = &t.deployments["b/slow"];
-        assert_eq!(t.version, 7);
-        assert!((fast.latency_ewma_ms.unwrap() - 10.0).abs() < 1e-6);
-        assert!((slow.latency_ewma_ms.unwrap() - 200.0).abs() < 1e-6);
-        assert_eq!(fast.success_ratio, 1.0);
-        assert_eq!(slow.success_ratio, 0.5);
-        assert!(fast.trusted && slow.trusted);
-        assert!(fast.score > slow.score, "{} vs {}", fast.score, slow.score);
     }
 
-    #[test]
-    fn few_samples_are_not_trusted() {
-        let t0 = Instant::now();
-        let mut stats = BTreeMap::new();
-        stats
-            .entry(dep("a/x"))
-            .or_insert_with(DeploymentStats::default)
-            .observe(
-                Observation {
-                    ok: true,
-                    latency: Duration::from_millis(1),
-                    ttfb: Duration::from_millis(1),
-                },
-                t0,
-            );
-        let t = ScoreTable::compute(1, &mut stats, Weights::default(), 10, t0);
-        assert!(!t.deployments["a/x"].trusted);
+    fn samples(&self) -> u64 {
+        self.ok + self.failed
+    }
+
+    /// Failures in the window and no success.
+    fn only_failures(&self) -> bool {
+        self.ok == 0 && self.failed > 0
+    }
+}
+
+fn latency_term(seen: &Seen, best: f64) -> f64 {
+    if seen.only_failures() {
+        return 0.0;
+    }
+    match seen.latency {
+        Some(l) if l <= 0.0 => 1.0,
+        Some(l) if best.is_finite() => (best / l).clamp(0.0, 1.0),
+        _ => NEUTRAL_TERM,
+    }
+}
+
+fn cost_term(price: Option<u64>, cheapest: Option<u64>) -> f64 {
+    match (price, cheapest) {
+        (Some(0), _) => 1.0,
+        (Some(p), Some(c)) => (c as f64 / p as f64).clamp(0.0, 1.0),
+        _ => NEUTRAL_TERM,
     }
 }
 
@@ -321,7 +460,7 @@ mod tests {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// The deployment tried.
-    pub deployment: DeploymentId,
+    pub deployment: DeploymentIdx,
     /// Whether it answered completely and successfully.
     pub ok: bool,
     /// HTTP status (0 when none was received).
@@ -348,3 +487,6 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
