@@ -230,6 +230,8 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             })
             .collect(),
         dns_refresh: tuning.dns_refresh,
+        deployments: crate::scoring::DeploymentInfo::from_config(&config),
+        breaker: config.routing.breaker,
     })
     .map_err(io_err("cannot start the control plane"))?;
 
