@@ -346,7 +346,21 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
 
 fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
     match cmd {
-        ShardCmd::Scores(table) => *state.scores.borrow_mut() = table,
+        ShardCmd::Scores(table) => {
+            // The merged verdicts reach the router: ejections until their cooldown ends, and
+            // trusted scores. Never borrowed across an await; if it were, the next table
+            // (a whole snapshot) carries the same verdicts.
+            if let Ok(mut router) = state.router.try_borrow_mut() {
+                for i in 0..table.deployments.len() {
+                    let d = crate::DeploymentIdx(u32::try_from(i).unwrap_or(u32::MAX));
+                    if let Some(live) = router.live_mut(d) {
+                        live.merged_open_until = table.open_until(d);
+                        live.score = table.trusted_score(d);
+                    }
+                }
+            }
+            *state.scores.borrow_mut() = table;
+        }
         ShardCmd::Addrs { provider, addrs } => {
             if let Some(Some(pool)) = state.pools.get(provider) {
                 pool.set_addrs(addrs);

@@ -296,6 +296,11 @@ impl ScoreTable {
         self.deployments.iter().find(|d| d.id == id)
     }
 
+    /// The score of `d` when it is trusted (what the `score` strategy ranks by).
+    pub fn trusted_score(&self, d: DeploymentIdx) -> Option<f64> {
+        self.get(d).filter(|s| s.trusted).map(|s| s.score)
+    }
+
     /// When the scorer's open breaker of `d` ends its cooldown, as an `Instant` again.
     pub fn open_until(&self, d: DeploymentIdx) -> Option<Instant> {
         let ms = self.get(d)?.open_until_ms?;

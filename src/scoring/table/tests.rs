@@ -80,6 +80,7 @@ fn fast_beats_slow_and_failures_lower_availability() {
     );
     let fast = t.get(DeploymentIdx(0)).unwrap();
     let slow = t.by_id("b/slow").unwrap();
+    assert_eq!(t.trusted_score(DeploymentIdx(0)), Some(fast.score));
     assert_eq!(t.version, 7);
     assert_eq!(fast.id, "a/fast");
     assert!((fast.latency_ewma_ms.unwrap() - 10.0).abs() < 1e-6);
@@ -247,6 +248,8 @@ fn breaker_views_are_published_with_a_cooldown_relative_to_publication() {
         Some(t0 + Duration::from_millis(2500))
     );
     assert_eq!(t.open_until(DeploymentIdx(1)), None);
+    // Nothing in the window: not trusted, no score to rank by.
+    assert_eq!(t.trusted_score(DeploymentIdx(0)), None);
     assert_eq!(
         t.get(DeploymentIdx(1)).unwrap().breaker,
         BreakerState::Closed
