@@ -48,7 +48,7 @@ pub async fn run(
             None => break,
             Some(Ok((stream, permit))) => {
                 let live = cap - sem.available() as usize;
-                if live >= high_water {
+                if live >= high_water && state.watches.shedding() < shed_batch {
                     let shed = state.watches.shed(shed_batch);
                     state.metrics.connections_shed.add(shed as u64);
                 }
@@ -151,8 +151,11 @@ where
         routes::handle(svc_state.clone(), Some(svc_watch.clone()), req)
     });
     let conn = builder.serve_connection(Io::new(stream, Some(watch.clone())), service);
-    if let Err(e) = Watched::new(conn, watch).await {
+    if let Err(e) = Watched::new(conn, watch.clone()).await {
         tracing::debug!(error = %e, "Connection ended with an error.");
+    }
+    if watch.was_shed() {
+        state.watches.shed_closed();
     }
 }
 

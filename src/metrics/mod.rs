@@ -158,6 +158,12 @@ pub struct ShardMetrics {
     pub timeouts: Counter,
     /// Waiting connections closed near the connection cap to make room.
     pub connections_shed: Counter,
+    /// Attempts after a request's first (failover and retries).
+    pub retries: Counter,
+    /// Retries the retry budget refused.
+    pub retry_budget_refused: Counter,
+    /// Deployments this shard's breakers ejected.
+    pub ejections: Counter,
     /// Panics caught while handling a request.
     pub panics: Counter,
     /// Per provider, in config order.
@@ -179,6 +185,9 @@ impl ShardMetrics {
             connections_total: Counter::default(),
             timeouts: Counter::default(),
             connections_shed: Counter::default(),
+            retries: Counter::default(),
+            retry_budget_refused: Counter::default(),
+            ejections: Counter::default(),
             panics: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),

@@ -1,6 +1,7 @@
 //! One attempt at one deployment: send the request and read the response head (the status
 //! mapped, still retryable), then commit to it: relay the stream or read the whole answer.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,9 @@ use super::body::ResBody;
 use super::context::RequestCtx;
 use super::relay::{Relay, read_all};
 use super::state::ShardState;
-use crate::DeploymentId;
 use crate::api::Usage;
 use crate::api::sse::EventSplitter;
-use crate::config::{ModelRoute, ProviderConfig, Timeouts};
+use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::metrics::labels::UpstreamOutcome;
 use crate::providers::call::{
@@ -24,38 +24,82 @@ use crate::providers::call::{
 use crate::scoring::Outcome;
 use crate::shard::Timer;
 use crate::upstream::{PoolConn, ReqBody};
+use crate::{DeploymentIdx, ModelIdx};
 
-/// One upstream attempt, for the books.
+/// One upstream attempt, for the books. Every attempt is recorded exactly once: by
+/// [`Attempt::record`], or as cancelled when it is dropped unrecorded.
 pub struct Attempt {
     /// The shard.
     pub state: Rc<ShardState>,
     /// The provider tried.
     pub provider: usize,
     /// The deployment tried.
-    pub deployment: DeploymentId,
-    /// The public model asked for.
+    pub deployment: DeploymentIdx,
+    /// The public model the attempt serves (the asked one or a fallback).
     pub model: usize,
     /// When the attempt started.
     pub started: Instant,
     /// Time to the response head.
     pub ttfb: Duration,
+    /// The breaker's half-open probe.
+    pub probe: bool,
+    /// A streamed answer (its latency is time to first token).
+    pub stream: bool,
+    recorded: Cell<bool>,
 }
 
 impl Attempt {
-    /// An attempt starting now.
-    pub fn start(state: &Rc<ShardState>, model: &ModelRoute) -> Self {
+    /// An attempt at `deployment` for `model` starting now (the router has counted it in).
+    pub fn start(
+        state: &Rc<ShardState>,
+        model: ModelIdx,
+        deployment: DeploymentIdx,
+        probe: bool,
+        stream: bool,
+    ) -> Self {
+        let provider = state
+            .config
+            .deployments
+            .get(deployment.get())
+            .map_or(0, |d| d.provider.get());
         Self {
             state: state.clone(),
-            provider: model.provider,
-            deployment: model.deployment.clone(),
-            model: model.index,
+            provider,
+            deployment,
+            model: model.get(),
             started: Instant::now(),
             ttfb: Duration::ZERO,
+            probe,
+            stream,
+            recorded: Cell::new(false),
         }
     }
 
-    /// Close the attempt's books: provider metrics, usage and cost, the scorer's outcome.
+    /// Close the attempt's books: provider metrics, usage and cost, the router's live
+    /// figures and breaker, the scorer's outcome. Only the first call counts.
     pub fn record(&self, status: u16, usage: Option<Usage>, result: UpstreamOutcome) {
+        if self.recorded.replace(true) {
+            return;
+        }
+        let now = Instant::now();
+        let health =
+            (result != UpstreamOutcome::Cancelled).then_some(result == UpstreamOutcome::Ok);
+        let latency = if self.stream && self.ttfb > Duration::ZERO {
+            self.ttfb
+        } else {
+            self.started.elapsed()
+        };
+        let change = self.state.router.borrow_mut().end(
+            self.deployment,
+            health,
+            self.probe,
+            latency,
+            self.stream,
+            now,
+        );
+        if let Some(change) = change {
+            self.state.breaker_changed(self.deployment, change);
+        }
         if result == UpstreamOutcome::Cancelled {
             // The client left: says nothing about the deployment's health.
             if let Some(m) = self.state.metrics.providers.get(self.provider) {
@@ -68,17 +112,25 @@ impl Attempt {
             return;
         }
         let outcome = Outcome {
-            deployment: self.deployment.clone(),
+            deployment: self.deployment,
             ok: result == UpstreamOutcome::Ok,
             status,
             latency: self.started.elapsed(),
             ttfb: self.ttfb,
             usage,
             cost: None,
-            at: Instant::now(),
+            at: now,
         };
         self.state
             .record_attempt(self.provider, self.model, outcome, result);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.recorded.get() {
+            self.record(0, None, UpstreamOutcome::Cancelled);
+        }
     }
 }
 
@@ -107,22 +159,22 @@ pub enum Opening {
 pub async fn open(
     state: &Rc<ShardState>,
     ctx: &RequestCtx,
-    model: &ModelRoute,
-    provider: &ProviderConfig,
+    mut attempt: Attempt,
+    timeouts: Timeouts,
     call: &Call,
 ) -> Result<Opening, GatewayError> {
     let pool = state
         .pools
-        .get(model.provider)
+        .get(attempt.provider)
         .and_then(Clone::clone)
         .ok_or_else(|| GatewayError::internal("No connection pool for this provider."))?;
     let target = state
         .targets
-        .get(model.provider)
+        .get(attempt.provider)
         .and_then(Option::as_ref)
         .ok_or_else(|| GatewayError::internal("No request target for this provider."))?;
     let (origin, absolute) = call.uris.as_ref().unwrap_or(&target.chat);
-    ctx.provider.set(Some(model.provider));
+    ctx.provider.set(Some(attempt.provider));
     let build = |h2: bool| {
         let mut req = Request::new(ReqBody::new(call.body.clone()));
         *req.method_mut() = Method::POST;
@@ -144,9 +196,7 @@ pub async fn open(
         req
     };
 
-    let timeouts = provider.timeouts;
-    let started = Instant::now();
-    let mut attempt = Attempt::start(state, model);
+    let started = attempt.started;
     let sent = match pool.send(build, &timeouts).await {
         Ok(s) => s,
         Err(e) => {
@@ -269,19 +319,5 @@ impl Opened {
                 Err(e.into())
             }
         }
-    }
-}
-
-/// Send `call` and answer the client from it: one attempt, opened then committed.
-pub async fn send(
-    state: &Rc<ShardState>,
-    ctx: &RequestCtx,
-    model: &ModelRoute,
-    provider: &ProviderConfig,
-    call: Call,
-) -> Result<Response<ResBody>, GatewayError> {
-    match open(state, ctx, model, provider, &call).await? {
-        Opening::Ready(opened) => opened.commit(state, ctx, &call).await,
-        Opening::Answer(res) => Ok(res),
     }
 }

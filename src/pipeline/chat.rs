@@ -4,15 +4,17 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderName, Response};
 
+use super::attempts::{Prepared, X_DEPLOYMENT};
 use super::body::ResBody;
 use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::api::decode_chat;
-use crate::config::ProviderKind;
+use crate::config::{Capabilities, ProviderKind};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{self, Dialect};
+use crate::routing::plan::Needs;
 
 /// Run a chat request whose body was read whole, in the client's `dialect`.
 pub async fn run(
@@ -38,28 +40,79 @@ pub async fn run(
             format!("The model `{public}` does not exist or you do not have access to it."),
         ));
     };
-    let provider = state.config.providers[model.provider].clone();
-    let target = state.targets.get(model.provider).and_then(Option::as_ref);
-    let call = providers::prepare(
-        dialect,
-        &model,
-        provider.kind,
-        target,
-        &body,
+    let tags = header_list(headers, &X_TAGS);
+    let pin = header_list(headers, &X_DEPLOYMENT);
+    let needs = Needs {
+        caps: needed_caps(&body),
+        prompt_tokens: estimate_prompt_tokens(&body),
+        tags: &tags,
+        pin: &pin,
         stream,
-        include_usage,
-        headers,
-    )?;
-    match provider.kind {
-        ProviderKind::Mock => super::local::chat(
-            state,
-            &model,
-            &provider,
-            &call.body,
+    };
+    super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
+        let target = state
+            .targets
+            .get(served.dep.provider.get())
+            .and_then(Option::as_ref);
+        let call = providers::prepare(
+            dialect,
+            served.public,
+            &served.dep.upstream_model,
+            served.provider.kind,
+            target,
+            &body,
             stream,
-            &call.answer,
+            include_usage,
             headers,
-        ),
-        _ => super::attempt::send(state, ctx, &model, &provider, call).await,
+        )?;
+        if served.provider.kind == ProviderKind::Mock {
+            return super::local::chat(
+                state,
+                served,
+                served.provider,
+                &call.body,
+                stream,
+                &call.answer,
+                headers,
+            )
+            .map(Prepared::Local);
+        }
+        Ok(Prepared::Upstream(call))
+    })
+    .await
+}
+
+/// `x-shardgate-tags`: tags every deployment tried must carry, comma-separated.
+pub static X_TAGS: HeaderName = HeaderName::from_static("x-shardgate-tags");
+
+/// A comma-separated header's items (at most a few; empty when absent).
+fn header_list<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Vec<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(16)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a request uses beyond plain chat, from a scan of its body (no second decode). A
+/// false positive (the word in a message's text) only narrows the choice to deployments
+/// that have the capability, which by default all do.
+pub fn needed_caps(body: &[u8]) -> Capabilities {
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    Capabilities {
+        tools: has(b"\"tools\"") || has(b"\"functions\""),
+        vision: has(b"\"image_url\"") || has(b"\"type\":\"image\""),
+        json_mode: has(b"\"response_format\""),
     }
+}
+
+/// Prompt tokens, estimated from the body's size (about four bytes per token).
+pub fn estimate_prompt_tokens(body: &[u8]) -> u32 {
+    u32::try_from(body.len() / 4).unwrap_or(u32::MAX)
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http::Response;
 
+use super::attempts::Prepared;
 use super::body::ResBody;
 use super::context::RequestCtx;
 use super::local;
@@ -17,6 +18,7 @@ use crate::config::ProviderKind;
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::call::{Answer, Call};
 use crate::providers::{Dialect, gemini};
+use crate::routing::plan::Needs;
 
 /// Run an embeddings request whose body was read whole.
 pub async fn run(
@@ -44,51 +46,56 @@ pub async fn run(
             format!("The model `{public}` does not exist or you do not have access to it."),
         ));
     };
-    let provider = state.config.providers[model.provider].clone();
-    let target = state.targets.get(model.provider).and_then(Option::as_ref);
-    let path = |p: &str| target.map(|t| t.uris(p)).transpose();
-    let call = match provider.kind {
-        ProviderKind::OpenAi => Call {
-            body: crate::api::chat::rewrite_model(&body, &public, &model.upstream_model)?,
-            uris: path("/embeddings")?,
-            headers: Vec::new(),
-            stream: false,
-            answer: Answer::Pass {
-                dialect: Dialect::OpenAi,
-                strip_usage: false,
-            },
-        },
-        ProviderKind::Gemini => {
-            let req = EmbeddingsRequest::from_json(&body)?;
-            let texts = req.texts("gemini")?;
-            let wire = gemini::translate::embed_to_wire(&req, &model.upstream_model)?;
-            let bytes = serde_json::to_vec(&wire)
-                .map_err(|e| GatewayError::internal("Cannot encode the request.").with_cause(e))?;
-            Call {
-                body: Bytes::from(bytes),
-                uris: path(&format!(
-                    "/models/{}:batchEmbedContents",
-                    model.upstream_model
-                ))?,
+    let needs = Needs::default();
+    super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
+        let upstream = &*served.dep.upstream_model;
+        let target = state
+            .targets
+            .get(served.dep.provider.get())
+            .and_then(Option::as_ref);
+        let path = |p: &str| target.map(|t| t.uris(p)).transpose();
+        let call = match served.provider.kind {
+            ProviderKind::OpenAi => Call {
+                body: crate::api::chat::rewrite_model(&body, &public, upstream)?,
+                uris: path("/embeddings")?,
                 headers: Vec::new(),
                 stream: false,
-                answer: Answer::GeminiEmbeddings {
-                    model: public.clone(),
-                    base64: req.base64(),
-                    input_tokens: estimate_tokens(&texts),
+                answer: Answer::Pass {
+                    dialect: Dialect::OpenAi,
+                    strip_usage: false,
                 },
+            },
+            ProviderKind::Gemini => {
+                let req = EmbeddingsRequest::from_json(&body)?;
+                let texts = req.texts("gemini")?;
+                let wire = gemini::translate::embed_to_wire(&req, upstream)?;
+                let bytes = serde_json::to_vec(&wire).map_err(|e| {
+                    GatewayError::internal("Cannot encode the request.").with_cause(e)
+                })?;
+                Call {
+                    body: Bytes::from(bytes),
+                    uris: path(&format!("/models/{upstream}:batchEmbedContents"))?,
+                    headers: Vec::new(),
+                    stream: false,
+                    answer: Answer::GeminiEmbeddings {
+                        model: public.clone(),
+                        base64: req.base64(),
+                        input_tokens: estimate_tokens(&texts),
+                    },
+                }
             }
-        }
-        ProviderKind::Anthropic => {
-            return Err(TranslateError::unsupported(
-                "embeddings with an anthropic model (Anthropic has no embeddings API)",
-            )
-            .into());
-        }
-        ProviderKind::Mock => {
-            let req = EmbeddingsRequest::from_json(&body)?;
-            return local::embeddings(state, &model, &req);
-        }
-    };
-    super::attempt::send(state, ctx, &model, &provider, call).await
+            ProviderKind::Anthropic => {
+                return Err(TranslateError::unsupported(
+                    "embeddings with an anthropic model (Anthropic has no embeddings API)",
+                )
+                .into());
+            }
+            ProviderKind::Mock => {
+                let req = EmbeddingsRequest::from_json(&body)?;
+                return local::embeddings(state, served, &req).map(Prepared::Local);
+            }
+        };
+        Ok(Prepared::Upstream(call))
+    })
+    .await
 }

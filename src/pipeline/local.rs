@@ -7,9 +7,10 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Response};
 
+use super::attempts::Served;
 use crate::api::Usage;
 use crate::api::embeddings::EmbeddingsRequest;
-use crate::config::{ModelRoute, ProviderConfig};
+use crate::config::ProviderConfig;
 use crate::error::GatewayError;
 use crate::metrics::labels::UpstreamOutcome;
 use crate::mock::{DEFAULT_CHUNKS, Knobs, Reply};
@@ -23,7 +24,7 @@ use crate::scoring::Outcome;
 #[allow(clippy::too_many_arguments)]
 pub fn chat(
     state: &Rc<ShardState>,
-    model: &ModelRoute,
+    served: &Served<'_>,
     provider: &ProviderConfig,
     body: &Bytes,
     stream: bool,
@@ -40,7 +41,7 @@ pub fn chat(
     }
     let mut knobs = Knobs::default();
     knobs
-        .apply_model_suffix(&model.upstream_model)
+        .apply_model_suffix(&served.dep.upstream_model)
         .map_err(|e| GatewayError::bad_request(e.0))?;
     if knobs
         != (Knobs {
@@ -55,7 +56,8 @@ pub fn chat(
     let mut scratch = body.to_vec();
     let mut reply =
         Reply::from_request(&mut scratch).map_err(|e| GatewayError::bad_request(e.0))?;
-    reply.model = model
+    reply.model = served
+        .dep
         .upstream_model
         .split(';')
         .next()
@@ -67,7 +69,7 @@ pub fn chat(
         ..Usage::default()
     };
     let outcome = Outcome {
-        deployment: model.deployment.clone(),
+        deployment: served.deployment,
         ok: true,
         status: 200,
         latency: started.elapsed(),
@@ -76,7 +78,12 @@ pub fn chat(
         cost: None,
         at: Instant::now(),
     };
-    state.record_attempt(model.provider, model.index, outcome, UpstreamOutcome::Ok);
+    state.record_attempt(
+        served.dep.provider.get(),
+        served.model.get(),
+        outcome,
+        UpstreamOutcome::Ok,
+    );
     let res = if stream {
         if matches!(answer, Answer::Translate { .. }) {
             // The translation reads usage from the stream, and adds it back only if asked.
@@ -105,7 +112,7 @@ pub fn chat(
 /// `shardgate-mock` (8 dimensions unless asked otherwise).
 pub fn embeddings(
     state: &Rc<ShardState>,
-    model: &ModelRoute,
+    served: &Served<'_>,
     req: &EmbeddingsRequest,
 ) -> Result<Response<ResBody>, GatewayError> {
     let texts = req.texts("mock")?;
@@ -120,7 +127,7 @@ pub fn embeddings(
         ..Usage::default()
     };
     let outcome = Outcome {
-        deployment: model.deployment.clone(),
+        deployment: served.deployment,
         ok: true,
         status: 200,
         latency: std::time::Duration::ZERO,
@@ -129,13 +136,13 @@ pub fn embeddings(
         cost: None,
         at: Instant::now(),
     };
-    state.record_attempt(model.provider, model.index, outcome, UpstreamOutcome::Ok);
-    let body = crate::api::embeddings::openai_answer(
-        model.public.as_str(),
-        &vectors,
-        req.base64(),
-        tokens,
+    state.record_attempt(
+        served.dep.provider.get(),
+        served.model.get(),
+        outcome,
+        UpstreamOutcome::Ok,
     );
+    let body = crate::api::embeddings::openai_answer(served.public, &vectors, req.base64(), tokens);
     let mut res = Response::new(ResBody::full(Bytes::from(body)));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -18,6 +18,7 @@
 //! wire format (`providers`).
 
 pub mod attempt;
+pub mod attempts;
 pub mod body;
 pub mod chat;
 pub mod context;

@@ -16,6 +16,9 @@ use crate::metrics::labels::{UpstreamOutcome, error_index};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{Registry, ShardMetrics};
 use crate::providers::call::Target;
+use crate::routing::breaker::BreakerState;
+use crate::routing::plan::Router;
+use crate::routing::retry::RetryBudget;
 use crate::scoring::{Outcome, ScoreTable};
 use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
@@ -58,6 +61,12 @@ pub struct ShardState {
     pub redactor: Redactor,
     /// Rate limit of repeated error log lines (per provider and kind).
     pub log_limit: RefCell<LogLimiter>,
+    /// This shard's router: live figures and breakers per deployment, strategy cursors.
+    pub router: RefCell<Router>,
+    /// Retries this shard allows itself.
+    pub retry_budget: RefCell<RetryBudget>,
+    /// Requests waiting for a deployment, per model.
+    pub queued: Vec<Cell<u32>>,
     seq: Cell<u64>,
     boot: u32,
 }
@@ -78,6 +87,15 @@ impl ShardState {
     ) -> Rc<Self> {
         let models_body = models_json(&config);
         let redactor = Redactor::from_config(&config);
+        let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
+        let router = RefCell::new(Router::new(config.clone(), seed));
+        let budget = config.routing.budget;
+        let retry_budget = RefCell::new(RetryBudget::new(
+            budget.ratio,
+            budget.floor_per_sec,
+            budget.window,
+        ));
+        let queued = (0..config.models.len()).map(|_| Cell::new(0)).collect();
         Rc::new(Self {
             id,
             metrics: registry.shards[id.0 as usize].clone(),
@@ -96,6 +114,9 @@ impl ShardState {
             head_answers,
             redactor,
             log_limit: RefCell::new(LogLimiter::default()),
+            router,
+            retry_budget,
+            queued,
             seq: Cell::new(0),
             boot,
         })
@@ -153,6 +174,25 @@ impl ShardState {
         let cost = self.config.models.get(model)?.price?.cost(u);
         m.cost_nano_usd.add(cost.0);
         Some(cost)
+    }
+
+    /// A deployment's breaker changed state on this shard: say so once (rare by nature).
+    pub fn breaker_changed(&self, d: crate::DeploymentIdx, to: BreakerState) {
+        let id = self
+            .config
+            .deployments
+            .get(d.get())
+            .map_or("?", |dep| dep.id.as_str());
+        match to {
+            BreakerState::Open => {
+                self.metrics.ejections.inc();
+                tracing::warn!(shard = %self.id, deployment = id, "Deployment ejected.");
+            }
+            BreakerState::Closed => {
+                tracing::info!(shard = %self.id, deployment = id, "Deployment re-admitted.");
+            }
+            BreakerState::HalfOpen => {}
+        }
     }
 
     /// Count a gateway error.

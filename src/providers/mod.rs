@@ -220,11 +220,13 @@ impl Transcoder {
 }
 
 /// Build the upstream call for a client's request: the body in the provider's format, its
-/// path and headers, and how the answer comes back. `body` is the client's, in `dialect`.
+/// path and headers, and how the answer comes back. `body` is the client's, in `dialect`;
+/// `public` is the model name the client used, `upstream` the deployment's.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
     dialect: Dialect,
-    model: &crate::config::ModelRoute,
+    public: &str,
+    upstream: &str,
     kind: ProviderKind,
     target: Option<&call::Target>,
     body: &Bytes,
@@ -233,8 +235,6 @@ pub fn prepare(
     client_headers: &http::HeaderMap,
 ) -> Result<call::Call, crate::error::GatewayError> {
     use call::{ANTHROPIC_BETA, ANTHROPIC_VERSION, Answer, Call};
-    let public = model.public.as_str();
-    let upstream = &*model.upstream_model;
     let translate = |from| Answer::Translate {
         from,
         to: dialect,

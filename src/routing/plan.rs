@@ -85,6 +85,8 @@ pub struct Plan {
     /// Deployments left out only because they are busy or cooling down: the request may
     /// wait for one instead of failing.
     pub waitable: bool,
+    /// The earliest a deployment left out for its `Retry-After` takes requests again.
+    pub retry_at: Option<Instant>,
 }
 
 /// What a shard knows of one deployment.
@@ -158,6 +160,11 @@ impl Router {
             cursors,
             rng: fastrand::Rng::with_seed(seed),
         }
+    }
+
+    /// A uniform random number in `0..1` from the router's seeded generator (backoff jitter).
+    pub fn random(&mut self) -> f64 {
+        self.rng.f64()
     }
 
     /// The live figures of a deployment.
@@ -241,7 +248,15 @@ impl Router {
             }
             match self.skip(d, route, needs, now) {
                 None => candidates.push(self.candidate(d, needs)),
-                Some(Skip::Saturated | Skip::Ejected | Skip::RetryAfter) => plan.waitable = true,
+                Some(Skip::RetryAfter) => {
+                    plan.waitable = true;
+                    let at = self.live[d.get()].not_before;
+                    plan.retry_at = match (plan.retry_at, at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Some(Skip::Saturated | Skip::Ejected) => plan.waitable = true,
                 Some(_) => {}
             }
         }

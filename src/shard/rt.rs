@@ -149,6 +149,8 @@ pub struct ConnWatch {
     closing: Cell<bool>,
     /// Framing headers seen in the current request head.
     framing: RefCell<FramingScan>,
+    /// A request was served on this connection: a proven client, shed last.
+    served: Cell<bool>,
 }
 
 /// Static answers the IO layer writes itself, when hyper has no request to answer.
@@ -182,6 +184,7 @@ impl ConnWatch {
             read_any: Cell::new(false),
             closing: Cell::new(false),
             framing: RefCell::new(FramingScan::default()),
+            served: Cell::new(false),
         })
     }
 
@@ -233,6 +236,7 @@ impl ConnWatch {
 
     /// A request's handler starts.
     pub fn request_started(&self) {
+        self.served.set(true);
         let n = match self.phase.get() {
             Phase::Busy(n) => n + 1,
             _ => 1,
@@ -277,16 +281,26 @@ impl ConnWatch {
         matches!(self.phase.get(), Phase::Idle(_) | Phase::Fresh(_))
     }
 
-    /// When this connection last started waiting on its client (accept, the end of its last
-    /// answer, or the first byte of a head), unless it is serving a request or already ending.
-    fn waiting_since(&self) -> Option<Instant> {
+    /// How readily this connection is shed, lowest first: (class, since). Class 0: it never
+    /// sent a byte; 1: its first request head is still coming; 2: it has been served before
+    /// (a proven client, idle or sending its next head). `since`: when it last started
+    /// waiting on its client. `None` while it is serving a request or already ending.
+    fn shed_rank(&self) -> Option<(u8, Instant)> {
         if self.expired.get().is_some() {
             return None;
         }
+        let served = self.served.get();
         match self.phase.get() {
-            Phase::Fresh(t) | Phase::Idle(t) | Phase::Head(t) => Some(t),
+            Phase::Fresh(t) => Some((0, t)),
+            Phase::Head(t) if !served => Some((1, t)),
+            Phase::Idle(t) | Phase::Head(t) => Some((2, t)),
             Phase::Busy(_) => None,
         }
+    }
+
+    /// Whether the sweep shed this connection near the cap.
+    pub fn was_shed(&self) -> bool {
+        self.expired.get() == Some(Expired::Shed)
     }
 
     /// Ask the connection to finish its current requests and close (graceful shutdown).
@@ -491,6 +505,8 @@ impl FramingScan {
 #[derive(Debug, Default)]
 pub struct WatchList {
     list: RefCell<Vec<Weak<ConnWatch>>>,
+    /// Connections shed and not closed yet.
+    shedding: Cell<usize>,
 }
 
 impl WatchList {
@@ -525,32 +541,45 @@ impl WatchList {
         expired
     }
 
-    /// Make room near the connection cap: expire up to `count` of the connections that have
-    /// waited longest on their client (silent, slow or idle; never one serving a request),
-    /// less those already shed and still closing. Returns how many were shed now.
+    /// Make room near the connection cap: expire up to `count` connections, less those
+    /// already shed and still closing, never one serving a request. Unproven connections go
+    /// first (silent ones, then slow first heads), clients served before last; the longest
+    /// waiting first within each. An attacker that reconnects at once is always the youngest,
+    /// so ranking by age alone would shed the idle keep-alive connections of real clients.
+    /// Returns how many were shed now.
     pub fn shed(&self, count: usize) -> usize {
-        let list = self.list.borrow();
-        let live = list.iter().filter_map(Weak::upgrade);
-        let mut closing = 0;
-        let mut waiting: Vec<(Instant, Rc<ConnWatch>)> = Vec::new();
-        for w in live {
-            if w.expired.get() == Some(Expired::Shed) {
-                closing += 1;
-            } else if let Some(since) = w.waiting_since() {
-                waiting.push((since, w));
-            }
+        let count = count.saturating_sub(self.shedding.get());
+        if count == 0 {
+            return 0;
         }
-        let count = count.saturating_sub(closing).min(waiting.len());
+        let list = self.list.borrow();
+        let mut waiting: Vec<((u8, Instant), Rc<ConnWatch>)> = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|w| w.shed_rank().map(|rank| (rank, w)))
+            .collect();
+        let count = count.min(waiting.len());
         if count == 0 {
             return 0;
         }
         if count < waiting.len() {
-            waiting.select_nth_unstable_by_key(count - 1, |(since, _)| *since);
+            waiting.select_nth_unstable_by_key(count - 1, |(rank, _)| *rank);
         }
         for (_, w) in &waiting[..count] {
             w.expire(Expired::Shed);
         }
+        self.shedding.set(self.shedding.get() + count);
         count
+    }
+
+    /// Connections shed and not closed yet.
+    pub fn shedding(&self) -> usize {
+        self.shedding.get()
+    }
+
+    /// A shed connection has closed.
+    pub fn shed_closed(&self) {
+        self.shedding.set(self.shedding.get().saturating_sub(1));
     }
 
     /// Expire every connection with `why` (used at the end of the shutdown grace, and with
@@ -869,28 +898,43 @@ mod tests {
     }
 
     #[test]
-    fn shedding_takes_the_longest_waiting_and_never_a_busy_connection() {
+    fn shedding_takes_unproven_connections_first_and_never_a_busy_one() {
         let list = WatchList::default();
         let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
         let conns: Vec<_> = (0..6).map(|_| ConnWatch::new(answers())).collect();
-        for (i, w) in conns.iter().enumerate() {
+        for w in &conns {
             list.add(w);
-            w.phase.set(Phase::Idle(t0 + Duration::from_secs(i as u64)));
         }
-        conns[0].request_started(); // the oldest is busy
-        conns[3].phase.set(Phase::Head(t0)); // a slow head, as old as it gets
-        assert_eq!(list.shed(2), 2);
-        let shed: Vec<usize> = (0..6)
-            .filter(|&i| conns[i].expired.get() == Some(Expired::Shed))
-            .collect();
-        assert_eq!(shed, vec![1, 3]);
+        conns[0].request_started(); // busy (and the oldest client)
+        for (i, c) in conns.iter().enumerate().take(3).skip(1) {
+            c.request_started();
+            c.request_finished();
+            c.phase.set(Phase::Idle(at(i as u64))); // served before, now idle
+        }
+        conns[3].phase.set(Phase::Head(t0)); // a slow first head
+        conns[4].phase.set(Phase::Fresh(at(4))); // silent, young
+        conns[5].phase.set(Phase::Fresh(at(5)));
+        let shed = |list: &WatchList, n| {
+            let got = list.shed(n);
+            let ids: Vec<usize> = (0..6).filter(|&i| conns[i].was_shed()).collect();
+            (got, ids)
+        };
+        // Silent ones go first, however young.
+        assert_eq!(shed(&list, 2), (2, vec![4, 5]));
         // Those two are still closing: asking for two again sheds nothing more.
         assert_eq!(list.shed(2), 0);
-        assert_eq!(list.shed(3), 1);
-        assert_eq!(conns[2].expired.get(), Some(Expired::Shed));
-        assert_eq!(conns[0].expired.get(), None);
-        // Closed connections no longer count.
+        list.shed_closed();
+        list.shed_closed();
+        // Then the slow first head, then the client idle longest.
+        assert_eq!(shed(&list, 2), (2, vec![1, 3, 4, 5]));
+        assert_eq!(list.shed(2), 0, "two are still closing");
+        list.shed_closed();
+        list.shed_closed();
+        assert_eq!(shed(&list, 10), (1, vec![1, 2, 3, 4, 5]));
+        assert!(!conns[0].was_shed(), "a busy connection is never shed");
         drop(conns);
+        list.shed_closed();
         assert_eq!(list.shed(5), 0);
         assert!(list.is_empty());
     }
