@@ -31,6 +31,7 @@ pub fn route_of(method: &Method, path: &str) -> (Route, bool) {
         "/ready" => (Route::Ready, Method::GET),
         "/metrics" => (Route::Metrics, Method::GET),
         "/admin/scores" => (Route::AdminScores, Method::GET),
+        "/admin/routes" => (Route::AdminRoutes, Method::GET),
         _ => return (Route::Unknown, true),
     };
     (
@@ -155,6 +156,12 @@ async fn dispatch(
             let body = serde_json::to_vec(&*scores).map_err(|e| {
                 GatewayError::internal("Cannot render the score table.").with_cause(e)
             })?;
+            Ok(json(Bytes::from(body)))
+        }
+        Route::AdminRoutes => {
+            let routes = crate::pipeline::routes_json(state);
+            let body = serde_json::to_vec(&routes)
+                .map_err(|e| GatewayError::internal("Cannot render the routes.").with_cause(e))?;
             Ok(json(Bytes::from(body)))
         }
         Route::Unknown => Err(GatewayError::new(

@@ -22,13 +22,15 @@ pub enum Route {
     Metrics,
     /// `GET /admin/scores`
     AdminScores,
+    /// `GET /admin/routes`
+    AdminRoutes,
     /// Anything else.
     Unknown,
 }
 
 impl Route {
     /// Every route, in index order.
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 10] = [
         Route::ChatCompletions,
         Route::Messages,
         Route::Embeddings,
@@ -37,6 +39,7 @@ impl Route {
         Route::Ready,
         Route::Metrics,
         Route::AdminScores,
+        Route::AdminRoutes,
         Route::Unknown,
     ];
 
@@ -51,6 +54,7 @@ impl Route {
             Route::Ready => "ready",
             Route::Metrics => "metrics",
             Route::AdminScores => "admin_scores",
+            Route::AdminRoutes => "admin_routes",
             Route::Unknown => "unknown",
         }
     }

@@ -222,6 +222,24 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     );
     counter(
         &mut out,
+        "gateway_retries_total",
+        "Attempts after a request's first (retries and failover).",
+        sum(shards, |s| s.retries.get()),
+    );
+    counter(
+        &mut out,
+        "gateway_retry_budget_refused_total",
+        "Retries the retry budget refused.",
+        sum(shards, |s| s.retry_budget_refused.get()),
+    );
+    counter(
+        &mut out,
+        "gateway_breaker_ejections_total",
+        "Deployments the shards' own breakers ejected.",
+        sum(shards, |s| s.ejections.get()),
+    );
+    counter(
+        &mut out,
         "gateway_panics_total",
         "Panics caught while handling requests.",
         sum(shards, |s| s.panics.get()),

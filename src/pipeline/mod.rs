@@ -26,3 +26,36 @@ pub mod embeddings;
 pub mod local;
 pub mod relay;
 pub mod state;
+
+/// `GET /admin/routes`: per model, its strategy and fallbacks, and each deployment as this
+/// shard's router sees it now (breaker, latency, in flight, score, and why it would not be
+/// chosen for a plain request).
+pub fn routes_json(state: &state::ShardState) -> serde_json::Value {
+    let now = std::time::Instant::now();
+    let router = state.router.borrow();
+    let config = &state.config;
+    let name = |m: &crate::ModelIdx| {
+        config
+            .models
+            .get(m.get())
+            .map_or_else(String::new, |r| r.public.to_string())
+    };
+    let models: serde_json::Map<String, serde_json::Value> = config
+        .models
+        .iter()
+        .map(|route| {
+            let rows = router.explain(route.idx(), now);
+            let value = serde_json::json!({
+                "strategy": route.strategy.as_str(),
+                "fallbacks": route.fallbacks.iter().map(name).collect::<Vec<_>>(),
+                "context_window_fallbacks":
+                    route.context_window_fallbacks.iter().map(name).collect::<Vec<_>>(),
+                "content_policy_fallbacks":
+                    route.content_policy_fallbacks.iter().map(name).collect::<Vec<_>>(),
+                "deployments": rows,
+            });
+            (route.public.to_string(), value)
+        })
+        .collect();
+    serde_json::json!({ "shard": state.id.0, "models": models })
+}

@@ -1,0 +1,170 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test clients run on plain threads, not shards"
+)]
+//! Routing over several deployments, end to end: real gateway, real sockets, several
+//! `shardgate-mock`s with different fault profiles.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+
+use common::*;
+
+/// A loopback address nothing listens on (bound, then released).
+fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A model `m` over the given upstream addresses, in order, with `extra` model settings.
+fn config(ups: &[SocketAddr], extra: &str, routing: &str) -> String {
+    let mut c = String::from("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 2000\n\n");
+    for (i, addr) in ups.iter().enumerate() {
+        c.push_str(&format!(
+            "[providers.p{i}]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nprotocol = \"http1\"\nconnect_timeout_ms = 500\nfirst_byte_timeout_ms = 2000\n\n"
+        ));
+    }
+    c.push_str(&format!("[models.m]\n{extra}\n"));
+    for i in 0..ups.len() {
+        c.push_str(&format!(
+            "[[models.m.deployments]]\nid = \"d{i}\"\nprovider = \"p{i}\"\nmodel = \"mock\"\n\n"
+        ));
+    }
+    c.push_str(routing);
+    c
+}
+
+#[test]
+fn a_deployment_refusing_connections_is_failed_over_for_every_request() {
+    let good = mock();
+    let cfg = config(
+        &[dead_addr(), good.addr],
+        "strategy = \"round_robin\"",
+        "[routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    for i in 0..20 {
+        let res = gw.chat("m", &format!("hello {i}"), i % 2 == 0);
+        assert_eq!(res.status, 200, "request {i}: {}", res.text());
+        assert_eq!(res.header("x-shardgate-deployment"), Some("d1"));
+    }
+    assert_eq!(good.requests(), 20);
+    assert!(gw.metric("gateway_retries_total") >= 1.0);
+}
+
+#[test]
+fn an_upstream_500_is_retried_elsewhere_and_the_client_sees_200() {
+    let bad = mock_with("status=500");
+    let good = mock();
+    let cfg = config(
+        &[bad.addr, good.addr],
+        "strategy = \"round_robin\"",
+        "[routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n[routing.breaker]\nconsecutive_failures = 100\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let mut two_attempts = 0;
+    for i in 0..10 {
+        let res = gw.chat("m", &format!("x{i}"), false);
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.header("x-shardgate-deployment"), Some("d1"));
+        if res.header("x-shardgate-attempts") == Some("2") {
+            two_attempts += 1;
+        }
+    }
+    // Round robin sends half the first attempts to the failing one.
+    assert_eq!(two_attempts, 5);
+    assert_eq!(bad.requests(), 5);
+    assert_eq!(good.requests(), 10);
+}
+
+#[test]
+fn a_429_goes_to_the_next_deployment_and_the_limited_one_rests_until_retry_after() {
+    let limited = mock_with("status=429;retry_after=30");
+    let good = mock();
+    let cfg = config(
+        &[limited.addr, good.addr],
+        "strategy = \"round_robin\"",
+        "[routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\nretry_after_cap_ms = 60000\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    for i in 0..10 {
+        let res = gw.chat("m", &format!("x{i}"), false);
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    assert_eq!(limited.requests(), 1, "tried once, then left alone");
+    assert_eq!(good.requests(), 10);
+}
+
+#[test]
+fn the_breaker_ejects_a_failing_deployment_and_never_the_last_healthy_one() {
+    let bad = mock_with("status=500");
+    let good = mock();
+    let cfg = config(
+        &[bad.addr, good.addr],
+        "strategy = \"round_robin\"",
+        "[routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n[routing.breaker]\nconsecutive_failures = 3\nbase_cooldown_ms = 60000\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    for i in 0..30 {
+        assert_eq!(gw.chat("m", &format!("x{i}"), false).status, 200);
+    }
+    assert_eq!(bad.requests(), 3, "ejected after three failures");
+    let routes = gw.get("/admin/routes").json();
+    let rows = routes["models"]["m"]["deployments"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let state = |id: &str| {
+        rows.iter()
+            .find(|r| r["deployment"] == id)
+            .map(|r| (r["breaker"].clone(), r["skip"].clone()))
+            .unwrap()
+    };
+    assert_eq!(state("d0").0, "open", "{routes}");
+    assert_eq!(state("d0").1, "ejected");
+    assert_eq!(state("d1").0, "closed");
+    assert!(gw.metric("gateway_breaker_ejections_total") >= 1.0);
+    // Now the healthy one fails too: it is the model's last, so it stays in.
+    good.set_knobs(shardgate::mock::Knobs::parse("status=500").unwrap());
+    for i in 0..10 {
+        assert_eq!(gw.chat("m", &format!("y{i}"), false).status, 502);
+    }
+    let routes = gw.get("/admin/routes").json();
+    let d1 = routes["models"]["m"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["deployment"] == "d1")
+        .unwrap()
+        .clone();
+    assert_eq!(d1["breaker"], "closed", "{routes}");
+}
+
+#[test]
+fn every_attempt_failing_gives_the_last_status_and_upstream_load_stays_within_the_budget() {
+    let a = mock_with("status=503");
+    let b = mock_with("status=503");
+    let cfg = config(
+        &[a.addr, b.addr],
+        "",
+        "[routing]\nmax_attempts = 3\nbackoff_base_ms = 1\nbackoff_max_ms = 2\nretry_budget_ratio = 0.2\nretry_budget_floor_per_sec = 1\n[routing.breaker]\nconsecutive_failures = 1000\nmin_volume = 100000\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let n = 100;
+    for i in 0..n {
+        let res = gw.chat("m", &format!("x{i}"), false);
+        res.assert_error(502, "upstream_status");
+    }
+    let upstream = a.requests() + b.requests();
+    // 100 first attempts, plus at most 20% of them, plus the floor over the 10 s window.
+    assert!(upstream >= n, "{upstream}");
+    assert!(
+        upstream <= n + n / 5 + 10 + 1,
+        "{upstream} upstream attempts for {n} requests"
+    );
+    assert!(gw.metric("gateway_retry_budget_refused_total") >= 1.0);
+}
