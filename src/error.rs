@@ -131,7 +131,11 @@ impl ErrorKind {
             Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamProtocol => {
                 RetryPolicy::Retry
             }
-            Self::UpstreamStatus(s) if s == 429 || s >= 500 => RetryPolicy::Retry,
+            // 401/403/404 are about the deployment (the gateway's credentials, the deployment's
+            // model name or URL), not the client's request: another deployment may answer.
+            Self::UpstreamStatus(s) if s == 429 || s >= 500 || matches!(s, 401 | 403 | 404) => {
+                RetryPolicy::Retry
+            }
             _ => RetryPolicy::NoRetry,
         }
     }

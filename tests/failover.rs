@@ -168,3 +168,21 @@ fn every_attempt_failing_gives_the_last_status_and_upstream_load_stays_within_th
     );
     assert!(gw.metric("gateway_retry_budget_refused_total") >= 1.0);
 }
+
+#[test]
+fn an_upstream_404_is_the_deployments_fault_and_fails_over() {
+    let wrong = mock_with("status=404");
+    let good = mock();
+    let cfg = config(
+        &[wrong.addr, good.addr],
+        "strategy = \"round_robin\"",
+        "[routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    for i in 0..4 {
+        let res = gw.chat("m", &format!("x{i}"), false);
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.header("x-shardgate-deployment"), Some("d1"));
+    }
+    assert!(wrong.requests() >= 1);
+}

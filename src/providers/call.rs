@@ -25,8 +25,9 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Most bytes of an upstream error body read.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Upstream statuses that are about the client's request, not about the provider's health:
-/// relayed as they are when the client speaks the provider's dialect, else translated.
-const RELAYED: [u16; 5] = [400, 404, 409, 413, 422];
+/// relayed as they are when the client speaks the provider's dialect, else translated. A 404 is not
+/// among them: the gateway chose the model name and URL, so it is the deployment's fault.
+const RELAYED: [u16; 4] = [400, 409, 413, 422];
 
 /// `user-agent` on every upstream request.
 pub static SHARDGATE_AGENT: HeaderValue =
