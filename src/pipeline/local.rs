@@ -68,22 +68,7 @@ pub fn chat(
         output_tokens: reply.completion_tokens(),
         ..Usage::default()
     };
-    let outcome = Outcome {
-        deployment: served.deployment,
-        ok: true,
-        status: 200,
-        latency: started.elapsed(),
-        ttfb: started.elapsed(),
-        usage: Some(usage),
-        cost: None,
-        at: Instant::now(),
-    };
-    state.record_attempt(
-        served.dep.provider.get(),
-        served.model.get(),
-        outcome,
-        UpstreamOutcome::Ok,
-    );
+    record(state, served, usage, started.elapsed());
     let res = if stream {
         if matches!(answer, Answer::Translate { .. }) {
             // The translation reads usage from the stream, and adds it back only if asked.
@@ -126,12 +111,22 @@ pub fn embeddings(
         input_tokens: tokens,
         ..Usage::default()
     };
+    record(state, served, usage, std::time::Duration::ZERO);
+    let body = crate::api::embeddings::openai_answer(served.public, &vectors, req.base64(), tokens);
+    let mut res = Response::new(ResBody::full(Bytes::from(body)));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(res)
+}
+
+/// The books of a local answer: always a success, counted like an upstream attempt.
+fn record(state: &ShardState, served: &Served<'_>, usage: Usage, took: std::time::Duration) {
     let outcome = Outcome {
         deployment: served.deployment,
         ok: true,
         status: 200,
-        latency: std::time::Duration::ZERO,
-        ttfb: std::time::Duration::ZERO,
+        latency: took,
+        ttfb: took,
         usage: Some(usage),
         cost: None,
         at: Instant::now(),
@@ -142,9 +137,4 @@ pub fn embeddings(
         outcome,
         UpstreamOutcome::Ok,
     );
-    let body = crate::api::embeddings::openai_answer(served.public, &vectors, req.base64(), tokens);
-    let mut res = Response::new(ResBody::full(Bytes::from(body)));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(res)
 }
