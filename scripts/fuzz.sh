@@ -28,10 +28,9 @@
 # stream targets run 1-5 k exec/s, each input being transcoded whole, cut, and byte by byte).
 # Found and fixed: usage sums overflowing on huge upstream token counts (whole_gemini; a panic
 # in debug, a wrapped, tiny bill in release); SSE events split differently when a blank line
-# came in a read of its own (pass-through usage stripping depended on the reads). Still open
-# (tests/fuzz-corpus/open/, `cargo test --test fuzz -- --ignored`): a translated stream whose
-# one read holds the upstream's in-band error and then a malformed event reaches the client
-# empty, because the relay drops the bytes translated before the failing event.
+# came in a read of its own (pass-through usage stripping depended on the reads); a translated
+# stream whose one read held the upstream's in-band error and then a malformed event reached
+# the client empty (the relay dropped the bytes translated before the failing event).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

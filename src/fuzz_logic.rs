@@ -8,10 +8,10 @@
 //! target checks it and returns a [`Violation`] naming the broken promise; the harnesses turn
 //! that into a crash. Targets: [`TARGETS`].
 //!
-//! Known and tolerated: when one upstream read holds good events followed by a malformed one,
-//! a translated stream drops the good events' output and sends only the error event (the
-//! relay's `Mode::events` returns the error without the bytes translated before it). The
-//! stream targets therefore compare cut streams up to their final error event by prefix.
+//! When one upstream read holds good events followed by a malformed one, the events before
+//! it go out, then the error event (`providers::call::Unreadable`). The stream targets still
+//! compare cut streams up to their final error event by prefix (a looser check, kept from when
+//! those events were dropped).
 
 use std::borrow::Cow;
 

@@ -3,8 +3,6 @@
 //! regressions) and over structured mutations of the fixtures (byte flips, dictionary tokens,
 //! splices, cuts, repeats), deterministic from a fixed seed. `SHARDGATE_FUZZ_CASES` raises the
 //! number of mutated cases per target (default 400); `SHARDGATE_FUZZ_SEED` changes the seed.
-//! `tests/fuzz-corpus/open/<target>/` holds findings not fixed yet: `cargo test --test fuzz --
-//! --ignored` replays them (each must fail until fixed; then it moves to its target's folder).
 //! The long, coverage-guided runs are `scripts/fuzz.sh`.
 #![allow(
     clippy::unwrap_used,
@@ -269,30 +267,4 @@ fn mutated_fixtures_break_no_promise() {
         ran += 1;
     }
     assert!(ran > 0, "no target matched SHARDGATE_FUZZ_TARGETS={only:?}");
-}
-
-/// Findings not fixed yet, one folder per target: each input must still break its promise (a
-/// fixed one belongs in the target's own folder, where it is replayed as a regression).
-#[test]
-#[ignore = "open findings: see tests/fuzz-corpus/open/"]
-fn open_findings_still_fail() {
-    let open = root().join("fuzz-corpus/open");
-    let mut seen = 0;
-    for dir in std::fs::read_dir(&open).unwrap() {
-        let dir = dir.unwrap().path();
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let t = target(&name).unwrap_or_else(|| panic!("open/{name}: no such target"));
-        for f in std::fs::read_dir(&dir).unwrap() {
-            let f = f.unwrap().path();
-            let bytes = std::fs::read(&f).unwrap();
-            let out = std::panic::catch_unwind(|| (t.run)(&bytes));
-            assert!(
-                !matches!(out, Ok(Ok(()))),
-                "{} passes now: move it to tests/fuzz-corpus/{name}/",
-                f.display()
-            );
-            seen += 1;
-        }
-    }
-    assert!(seen > 0, "no open finding left: remove this test's folder");
 }

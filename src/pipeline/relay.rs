@@ -21,7 +21,7 @@ use crate::api::sse::EventSplitter;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::labels::UpstreamOutcome;
 use crate::providers::Dialect;
-use crate::providers::call::{Incomplete, StreamMode};
+use crate::providers::call::{Incomplete, StreamMode, UNREADABLE_EVENT};
 use crate::shard::{self, Timer};
 use crate::upstream::PoolConn;
 
@@ -112,15 +112,34 @@ impl Relay {
         kind: ErrorKind,
         message: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.fail_after(None, kind, message)
+    }
+
+    /// End with `before` (events already translated from the last read), then a final error
+    /// event unless the provider already sent its own.
+    fn fail_after(
+        &mut self,
+        before: Option<Bytes>,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let result = UpstreamOutcome::from_error(kind);
         let already = self.mode.saw_error();
         let message = self.attempt.state.redactor.redact_str(message);
         let event = self.mode.fail(self.dialect, kind, &message);
         self.end(result);
-        if already {
-            return Poll::Ready(None);
+        let before = before.map(|b| self.attempt.state.redactor.redact_bytes(b));
+        match (before, already) {
+            (None, true) => Poll::Ready(None),
+            (Some(b), true) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            (None, false) => Poll::Ready(Some(Ok(Frame::data(event)))),
+            (Some(b), false) => {
+                let mut joined = Vec::with_capacity(b.len() + event.len());
+                joined.extend_from_slice(&b);
+                joined.extend_from_slice(&event);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(joined)))))
+            }
         }
-        Poll::Ready(Some(Ok(Frame::data(event))))
     }
 }
 
@@ -166,7 +185,14 @@ impl Body for Relay {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                         Ok(None) => {}
-                        Err(e) => return this.fail(ErrorKind::UpstreamProtocol, &e.to_string()),
+                        Err(e) => {
+                            tracing::debug!(error = %e.error, "Unreadable upstream stream event.");
+                            return this.fail_after(
+                                e.before,
+                                ErrorKind::UpstreamProtocol,
+                                UNREADABLE_EVENT,
+                            );
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(_))) => {

@@ -285,10 +285,11 @@ impl Answer {
                 Ok(Some(b)) => out.push(b),
                 Ok(None) => {}
                 Err(e) => {
+                    out.extend(e.before);
                     out.push(mode.fail(
                         self.dialect(),
                         ErrorKind::UpstreamProtocol,
-                        &e.to_string(),
+                        UNREADABLE_EVENT,
                     ));
                     return Transcoded {
                         events: out,
@@ -443,6 +444,18 @@ pub fn refusal(
     (Refusal::Error(err), UpstreamOutcome::Status)
 }
 
+/// A run of upstream events with one the gateway could not read.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// What the events before it became, to send before the error.
+    pub before: Option<Bytes>,
+    /// Why (logged; it may quote upstream values, so never shown to the client).
+    pub error: TranslateError,
+}
+
+/// What the client is told when an upstream stream event cannot be read.
+pub const UNREADABLE_EVENT: &str = "The upstream sent a stream event the gateway could not read.";
+
 /// The upstream ended a stream before its terminal event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incomplete;
@@ -478,7 +491,7 @@ pub struct PassAnthropic {
 
 impl StreamMode {
     /// Take a run of whole events; `Some` bytes to send.
-    pub fn events(&mut self, events: Bytes) -> Result<Option<Bytes>, TranslateError> {
+    pub fn events(&mut self, events: Bytes) -> Result<Option<Bytes>, Unreadable> {
         match self {
             Self::PassOpenAi {
                 strip_usage,
@@ -540,8 +553,15 @@ impl StreamMode {
             }
             Self::Translate(t) => {
                 let mut out = Vec::with_capacity(events.len() + 64);
-                t.events(&events, &mut out)?;
-                Ok((!out.is_empty()).then(|| Bytes::from(out)))
+                match t.events(&events, &mut out) {
+                    Ok(()) => Ok((!out.is_empty()).then(|| Bytes::from(out))),
+                    // What was translated before the bad event still goes out (it may hold
+                    // the upstream's own error event), then the relay's error.
+                    Err(error) => Err(Unreadable {
+                        before: (!out.is_empty()).then(|| Bytes::from(out)),
+                        error,
+                    }),
+                }
             }
         }
     }
