@@ -186,3 +186,58 @@ fn an_upstream_404_is_the_deployments_fault_and_fails_over() {
     }
     assert!(wrong.requests() >= 1);
 }
+
+#[test]
+fn context_window_and_content_policy_refusals_go_to_their_fallback_models() {
+    let small = mock_with("error=context_window");
+    let strict = mock_with("error=content_policy");
+    let big = mock();
+    let cfg = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[providers.small]
+kind = "openai"
+base_url = "http://{}/v1"
+[providers.strict]
+kind = "openai"
+base_url = "http://{}/v1"
+[providers.big]
+kind = "openai"
+base_url = "http://{}/v1"
+
+[models.short]
+provider = "small"
+model = "mock"
+context_window_fallbacks = ["long"]
+[models.picky]
+provider = "strict"
+model = "mock"
+content_policy_fallbacks = ["long"]
+[models.alone]
+provider = "small"
+model = "mock"
+[models.long]
+provider = "big"
+model = "mock"
+"#,
+        small.addr, strict.addr, big.addr
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let res = gw.chat("short", "a very long prompt", false);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("x-shardgate-deployment"), Some("big/mock"));
+    let res = gw.chat("picky", "something refused", true);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("x-shardgate-deployment"), Some("big/mock"));
+    assert_eq!(big.requests(), 2);
+    // Without a fallback route, the provider's own refusal reaches the client as it is.
+    let res = gw.chat("alone", "a very long prompt", false);
+    assert_eq!(res.status, 400);
+    assert!(
+        res.text().contains("context_length_exceeded"),
+        "{}",
+        res.text()
+    );
+    assert_eq!(gw.metric("gateway_fallbacks_total"), 2.0);
+}

@@ -164,6 +164,8 @@ pub struct ShardMetrics {
     pub retry_budget_refused: Counter,
     /// Deployments this shard's breakers ejected.
     pub ejections: Counter,
+    /// Requests sent on to a context-window or content-policy fallback model.
+    pub fallbacks: Counter,
     /// Panics caught while handling a request.
     pub panics: Counter,
     /// Per provider, in config order.
@@ -188,6 +190,7 @@ impl ShardMetrics {
             retries: Counter::default(),
             retry_budget_refused: Counter::default(),
             ejections: Counter::default(),
+            fallbacks: Counter::default(),
             panics: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),

@@ -240,6 +240,12 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     );
     counter(
         &mut out,
+        "gateway_fallbacks_total",
+        "Requests sent on to a context-window or content-policy fallback model.",
+        sum(shards, |s| s.fallbacks.get()),
+    );
+    counter(
+        &mut out,
         "gateway_panics_total",
         "Panics caught while handling requests.",
         sum(shards, |s| s.panics.get()),

@@ -19,7 +19,8 @@ use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::metrics::labels::UpstreamOutcome;
 use crate::providers::call::{
-    Answer, Call, MAX_ANSWER_BYTES, MAX_ERROR_BYTES, Refusal, SHARDGATE_AGENT, refusal,
+    Answer, Call, FallbackReason, MAX_ANSWER_BYTES, MAX_ERROR_BYTES, Refusal, SHARDGATE_AGENT,
+    fallback_reason, refusal,
 };
 use crate::scoring::Outcome;
 use crate::shard::Timer;
@@ -151,6 +152,9 @@ pub enum Opening {
     /// A final answer made without committing (the provider's verdict on the client's
     /// request, relayed as it is).
     Answer(Response<ResBody>),
+    /// A refusal with a fallback route (context window, content policy): the answer to give
+    /// when the model configures none.
+    Refused(FallbackReason, Box<Result<Response<ResBody>, GatewayError>>),
 }
 
 /// Send `call` to `model`'s provider and read the response head within the connect and
@@ -225,23 +229,32 @@ pub async fn open(
         sent.conn.release();
     }
     let code = parts.status.as_u16();
+    let body = body.ok();
+    let reason = body
+        .as_deref()
+        .and_then(|b| fallback_reason(parts.status, b));
     let (verdict, outcome) = refusal(
         &call.answer,
         parts.status,
         &parts.headers,
-        body.ok(),
+        body,
         &state.redactor,
     );
     attempt.record(code, None, outcome);
-    match verdict {
+    let answer = match verdict {
         Refusal::Relay(body) => {
             let mut res = Response::new(ResBody::full(body));
             *res.status_mut() = parts.status;
             res.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Ok(Opening::Answer(res))
+            Ok(res)
         }
         Refusal::Error(err) => Err(err),
+    };
+    match (reason, answer) {
+        (Some(reason), answer) => Ok(Opening::Refused(reason, Box::new(answer))),
+        (None, Ok(res)) => Ok(Opening::Answer(res)),
+        (None, Err(err)) => Err(err),
     }
 }
 

@@ -16,7 +16,7 @@ use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::config::{Deployment, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError, RetryPolicy};
-use crate::providers::call::Call;
+use crate::providers::call::{Call, FallbackReason};
 use crate::routing::plan::{Needs, Plan};
 use crate::shard;
 use crate::{DeploymentIdx, ModelIdx};
@@ -61,11 +61,14 @@ pub async fn run(
     let routing = &state.config.routing;
     let started = Instant::now();
     let deadline = started + routing.request_timeout;
-    let plan = plan_or_wait(state, model, needs, deadline).await?;
+    let mut plan = plan_or_wait(state, model, needs, deadline).await?;
     state.retry_budget.borrow_mut().on_request(started);
     let mut failures: Vec<(DeploymentIdx, GatewayError)> = Vec::new();
     let mut tries = 0u32;
-    for step in plan.steps {
+    let mut rerouted: Vec<FallbackReason> = Vec::new();
+    let mut next = 0;
+    while let Some(&step) = plan.steps.get(next) {
+        next += 1;
         if tries >= routing.max_attempts {
             break;
         }
@@ -119,6 +122,26 @@ pub async fn run(
         let result = match open(state, ctx, attempt, dep.timeouts, &call).await {
             Ok(Opening::Ready(opened)) => opened.commit(state, ctx, &call).await,
             Ok(Opening::Answer(res)) => Ok(res),
+            Ok(Opening::Refused(reason, answer)) => {
+                // The request itself was refused (too long, or by content policy): go on to
+                // the models configured for that, once; without any, the refusal stands.
+                let routes = state.config.models.get(model.get()).map(|r| match reason {
+                    FallbackReason::ContextWindow => r.context_window_fallbacks.clone(),
+                    FallbackReason::ContentPolicy => r.content_policy_fallbacks.clone(),
+                });
+                let routes = routes.unwrap_or_default();
+                if routes.is_empty() || rerouted.contains(&reason) {
+                    return (*answer).map(|res| answered(res, dep, tries));
+                }
+                rerouted.push(reason);
+                plan.steps.truncate(next);
+                let mut router = state.router.borrow_mut();
+                for m in routes {
+                    router.extend(&mut plan, m, needs, Instant::now());
+                }
+                state.metrics.fallbacks.inc();
+                continue;
+            }
             Err(e) => Err(e),
         };
         match result {

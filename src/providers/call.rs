@@ -373,6 +373,41 @@ pub(crate) fn provider_message(body: &[u8]) -> Option<String> {
         .map(|s| s.chars().take(500).collect())
 }
 
+/// Why a provider refused a request in a way another model may not: the routes a model
+/// configures for it (`context_window_fallbacks`, `content_policy_fallbacks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The request is over the model's context window.
+    ContextWindow,
+    /// The provider's content policy refused it.
+    ContentPolicy,
+}
+
+/// Read a refusal's body for a reason with a fallback route, in each provider's words:
+/// OpenAI's `context_length_exceeded` and `content_policy_violation` codes, Anthropic's
+/// "prompt is too long" and content-filtering messages, Gemini's "input token count ...
+/// exceeds". Only 400 and 413 answers are read.
+pub fn fallback_reason(status: StatusCode, body: &[u8]) -> Option<FallbackReason> {
+    if !matches!(status.as_u16(), 400 | 413) {
+        return None;
+    }
+    let has = |needle: &[u8]| memmem::find(body, needle).is_some();
+    if has(b"context_length_exceeded")
+        || has(b"prompt is too long")
+        || has(b"maximum context length")
+        || (has(b"input token count") && has(b"exceeds"))
+    {
+        Some(FallbackReason::ContextWindow)
+    } else if has(b"content_policy_violation")
+        || has(b"content_filter")
+        || has(b"content filtering")
+    {
+        Some(FallbackReason::ContentPolicy)
+    } else {
+        None
+    }
+}
+
 /// What an upstream error status means for the client.
 #[derive(Debug)]
 pub enum Refusal {
@@ -621,5 +656,52 @@ impl StreamMode {
             Self::PassAnthropic(p) => p.saw_error,
             Self::Translate(t) => t.saw_error(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_reasons_are_read_in_each_providers_words() {
+        let bad = StatusCode::BAD_REQUEST;
+        let cases: [(&[u8], Option<FallbackReason>); 6] = [
+            (
+                br#"{"error":{"code":"context_length_exceeded","message":"..."}}"#,
+                Some(FallbackReason::ContextWindow),
+            ),
+            (
+                br#"{"type":"error","error":{"message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+                Some(FallbackReason::ContextWindow),
+            ),
+            (
+                br#"{"error":{"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}}"#,
+                Some(FallbackReason::ContextWindow),
+            ),
+            (
+                br#"{"error":{"code":"content_policy_violation"}}"#,
+                Some(FallbackReason::ContentPolicy),
+            ),
+            (
+                br#"{"error":{"message":"Output blocked by content filtering policy"}}"#,
+                Some(FallbackReason::ContentPolicy),
+            ),
+            (br#"{"error":{"message":"temperature must be at most 2"}}"#, None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                fallback_reason(bad, body),
+                want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Only refusals of the request itself: a 500 saying the same is not one.
+        let body = br#"{"error":{"code":"context_length_exceeded"}}"#;
+        assert_eq!(
+            fallback_reason(StatusCode::INTERNAL_SERVER_ERROR, body),
+            None
+        );
     }
 }
