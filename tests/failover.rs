@@ -241,3 +241,31 @@ model = "mock"
     );
     assert_eq!(gw.metric("gateway_fallbacks_total"), 2.0);
 }
+
+#[test]
+fn a_request_with_an_image_only_goes_to_deployments_with_vision() {
+    let text_only = mock();
+    let vision = mock();
+    let cfg = config(
+        &[text_only.addr, vision.addr],
+        "strategy = \"round_robin\"",
+        "",
+    )
+    .replace(
+        "id = \"d0\"\nprovider = \"p0\"\nmodel = \"mock\"\n",
+        "id = \"d0\"\nprovider = \"p0\"\nmodel = \"mock\"\nvision = false\n",
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}]}"#;
+    for _ in 0..4 {
+        let res = gw.post("/v1/chat/completions", image);
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.header("x-shardgate-deployment"), Some("d1"));
+    }
+    // Plain text still spreads over both.
+    for i in 0..4 {
+        assert_eq!(gw.chat("m", &format!("x{i}"), false).status, 200);
+    }
+    assert_eq!(text_only.requests(), 2);
+    assert_eq!(vision.requests(), 6);
+}

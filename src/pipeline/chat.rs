@@ -11,7 +11,7 @@ use super::body::ResBody;
 use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::api::decode_chat;
-use crate::config::{Capabilities, ProviderKind};
+use crate::config::{Capabilities, Config, ModelRoute, ProviderKind};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{self, Dialect};
 use crate::routing::plan::Needs;
@@ -43,7 +43,11 @@ pub async fn run(
     let tags = header_list(headers, &X_TAGS);
     let pin = header_list(headers, &X_DEPLOYMENT);
     let needs = Needs {
-        caps: needed_caps(&body),
+        caps: if caps_matter(&state.config, &model) {
+            needed_caps(&body)
+        } else {
+            Capabilities::NONE
+        },
         prompt_tokens: estimate_prompt_tokens(&body),
         tags: &tags,
         pin: &pin,
@@ -110,6 +114,22 @@ pub fn needed_caps(body: &[u8]) -> Capabilities {
         vision: has(b"\"image_url\"") || has(b"\"type\":\"image\""),
         json_mode: has(b"\"response_format\""),
     }
+}
+
+/// Whether any deployment the request may reach (the model's or its fallbacks') lacks a
+/// capability: only then is the body scanned for what it uses (a few `memmem` passes, which
+/// cost microseconds on a large body).
+fn caps_matter(config: &Config, route: &ModelRoute) -> bool {
+    let routes = std::iter::once(route).chain(
+        route
+            .fallbacks
+            .iter()
+            .filter_map(|m| config.models.get(m.get()).map(|r| &**r)),
+    );
+    routes
+        .flat_map(|r| r.deployments.iter())
+        .filter_map(|d| config.deployments.get(d.get()))
+        .any(|d| d.caps != Capabilities::ALL)
 }
 
 /// Prompt tokens, estimated from the body's size (about four bytes per token).
