@@ -239,6 +239,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         n,
         config.providers.iter().map(|p| p.id.0.clone()).collect(),
         config.models.iter().map(|m| m.public.0.clone()).collect(),
+        config.deployments.iter().map(|d| d.id.0.clone()).collect(),
     );
     let config = Arc::new(config);
     let tuning = Arc::new(tuning);
@@ -288,10 +289,10 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                     on_connect,
                 ));
             }
+            let (sink, flush_interval) = (scorer.clone(), tuning.flush_interval);
             let outcomes = Batcher::new(tuning.batch_size, move |batch| {
-                let _ = scorer.cast(ScorerMsg::Outcomes(batch));
+                let _ = sink.cast(ScorerMsg::Outcomes(batch));
             });
-            outcomes.flush_every(tuning.flush_interval);
             let head_answers = crate::http::respond::head_answers(&config.server);
             let state = ShardState::new(
                 id,
@@ -303,6 +304,27 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 targets,
                 head_answers,
                 boot,
+            );
+            // Every flush interval: outcomes to the scorer, and this shard's in-flight
+            // counts when they changed (the other shards' `least_busy` reads them).
+            shard::every(
+                "bridge flush",
+                flush_interval,
+                Rc::downgrade(&state),
+                move |st: &ShardState| {
+                    st.outcomes.flush();
+                    let load = st
+                        .router
+                        .try_borrow_mut()
+                        .ok()
+                        .and_then(|mut r| r.take_load());
+                    if let Some(in_flight) = load {
+                        let _ = scorer.cast(ScorerMsg::Load {
+                            shard: i,
+                            in_flight,
+                        });
+                    }
+                },
             );
             let st = state.clone();
             inbox.serve(move |cmd| apply(&st, cmd));
@@ -353,9 +375,11 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
             if let Ok(mut router) = state.router.try_borrow_mut() {
                 for i in 0..table.deployments.len() {
                     let d = crate::DeploymentIdx(u32::try_from(i).unwrap_or(u32::MAX));
+                    let elsewhere = table.in_flight_elsewhere(usize::from(state.id.0), d);
                     if let Some(live) = router.live_mut(d) {
                         live.merged_open_until = table.open_until(d);
                         live.score = table.trusted_score(d);
+                        live.in_flight_elsewhere = elsewhere;
                     }
                 }
             }

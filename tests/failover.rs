@@ -79,6 +79,15 @@ fn an_upstream_500_is_retried_elsewhere_and_the_client_sees_200() {
     assert_eq!(two_attempts, 5);
     assert_eq!(bad.requests(), 5);
     assert_eq!(good.requests(), 10);
+    // Every attempt is in the metrics, by deployment and outcome.
+    let attempts = |d: &str, outcome: &str| {
+        gw.metric(&format!(
+            "gateway_deployment_attempts_total{{deployment=\"{d}\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(attempts("d0", "status"), 5.0);
+    assert_eq!(attempts("d1", "ok"), 10.0);
+    assert_eq!(gw.metric("gateway_retries_total"), 5.0);
 }
 
 #[test]

@@ -28,6 +28,14 @@ fn now() -> Instant {
 pub enum ScorerMsg {
     /// A batch of outcomes from one shard.
     Outcomes(Vec<Outcome>),
+    /// A shard's requests in flight per deployment (`DeploymentIdx` order), sent when they
+    /// changed.
+    Load {
+        /// The shard's index.
+        shard: usize,
+        /// In flight per deployment.
+        in_flight: Vec<u32>,
+    },
     /// Publish a new table if anything changed (sent by the actor's own interval, and when
     /// a breaker's cooldown ends).
     Publish,
@@ -64,6 +72,8 @@ pub struct Board {
     members: Vec<Vec<DeploymentIdx>>,
     /// Each breaker's state in the last table.
     published: Vec<BreakerState>,
+    /// Each shard's last reported in-flight counts (by shard index, then deployment).
+    load: Vec<Vec<u32>>,
 }
 
 impl Board {
@@ -87,7 +97,17 @@ impl Board {
             ejections: vec![0; n],
             members,
             published: vec![BreakerState::Closed; n],
+            load: Vec::new(),
         }
+    }
+
+    /// Keep shard `shard`'s in-flight counts for the next table.
+    pub fn set_load(&mut self, shard: usize, in_flight: Vec<u32>) {
+        // Bounded by the shard count: shards are numbered from 0 by the runtime.
+        if shard >= self.load.len() {
+            self.load.resize_with(shard + 1, Vec::new);
+        }
+        self.load[shard] = in_flight;
     }
 
     /// Fold one outcome in (an unknown deployment is ignored). Returns the breaker's new
@@ -160,15 +180,18 @@ impl Board {
             })
             .collect();
         self.published = views.iter().map(|v| v.state).collect();
-        ScoreTable::compute(
-            version,
-            &self.infos,
-            &mut self.stats,
-            &views,
-            weights,
-            min_samples,
-            now,
-        )
+        ScoreTable {
+            in_flight: self.load.clone(),
+            ..ScoreTable::compute(
+                version,
+                &self.infos,
+                &mut self.stats,
+                &views,
+                weights,
+                min_samples,
+                now,
+            )
+        }
     }
 
     /// When deployment `d`'s open breaker ends its cooldown.
@@ -236,6 +259,12 @@ impl Actor for ScorerActor {
                 state.dirty = true;
                 if breaker_changed {
                     publish(state, now());
+                }
+            }
+            ScorerMsg::Load { shard, in_flight } => {
+                if shard < state.args.shards.len() {
+                    state.board.set_load(shard, in_flight);
+                    state.dirty = true;
                 }
             }
             ScorerMsg::Publish => {

@@ -135,6 +135,20 @@ pub struct ModelMetrics {
     pub reasoning_tokens: Counter,
     /// Cost in nano-dollars (models with a price).
     pub cost_nano_usd: Counter,
+    /// Requests waiting in this model's queue now (also the queue's own count).
+    pub queued: Gauge,
+    /// How long queued requests waited, served or not.
+    pub queue_wait: Histogram,
+    /// Requests refused because every deployment was busy or cooling down (queue full, not
+    /// waitable, or the wait ran out).
+    pub queue_refused: Counter,
+}
+
+/// Figures of one deployment, on one shard.
+#[derive(Debug, Default)]
+pub struct DeploymentMetrics {
+    /// Upstream attempts by outcome.
+    pub attempts: [Counter; UpstreamOutcome::ALL.len()],
 }
 
 /// Everything one shard counts.
@@ -172,11 +186,13 @@ pub struct ShardMetrics {
     pub providers: Vec<ProviderMetrics>,
     /// Per public model, in config order.
     pub models: Vec<ModelMetrics>,
+    /// Per deployment, in config order.
+    pub deployments: Vec<DeploymentMetrics>,
 }
 
 impl ShardMetrics {
-    /// Zeroed metrics for `providers` providers.
-    pub fn new(providers: usize, models: usize) -> Self {
+    /// Zeroed metrics for this many providers, models and deployments.
+    pub fn new(providers: usize, models: usize, deployments: usize) -> Self {
         Self {
             requests: Default::default(),
             duration: Default::default(),
@@ -194,6 +210,9 @@ impl ShardMetrics {
             panics: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),
+            deployments: (0..deployments)
+                .map(|_| DeploymentMetrics::default())
+                .collect(),
         }
     }
 
@@ -219,18 +238,26 @@ pub struct Registry {
     pub providers: Arc<[Arc<str>]>,
     /// Public model names, in config order (label values).
     pub models: Arc<[Arc<str>]>,
+    /// Deployment ids, in config order (label values).
+    pub deployments: Arc<[Arc<str>]>,
 }
 
 impl Registry {
-    /// A registry for `shards` shards, these providers and these public models.
-    pub fn new(shards: usize, providers: Vec<Arc<str>>, models: Vec<Arc<str>>) -> Self {
-        let (n, m) = (providers.len(), models.len());
+    /// A registry for `shards` shards and these providers, public models and deployments.
+    pub fn new(
+        shards: usize,
+        providers: Vec<Arc<str>>,
+        models: Vec<Arc<str>>,
+        deployments: Vec<Arc<str>>,
+    ) -> Self {
+        let (n, m, d) = (providers.len(), models.len(), deployments.len());
         Self {
             shards: (0..shards)
-                .map(|_| Arc::new(ShardMetrics::new(n, m)))
+                .map(|_| Arc::new(ShardMetrics::new(n, m, d)))
                 .collect(),
             providers: providers.into(),
             models: models.into(),
+            deployments: deployments.into(),
         }
     }
 }

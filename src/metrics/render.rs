@@ -181,6 +181,56 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         );
     }
 
+    out.push_str("# HELP gateway_deployment_attempts_total Upstream attempts by deployment and outcome.\n# TYPE gateway_deployment_attempts_total counter\n");
+    for (d, name) in reg.deployments.iter().enumerate() {
+        for o in UpstreamOutcome::ALL {
+            let n = sum(shards, |s| {
+                s.deployments
+                    .get(d)
+                    .map_or(0, |m| m.attempts[o as usize].get())
+            });
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "gateway_deployment_attempts_total{{deployment=\"{name}\",outcome=\"{}\"}} {n}",
+                    o.as_str()
+                );
+            }
+        }
+    }
+    out.push_str("# HELP gateway_queue_depth Requests waiting for a free deployment, by public model.\n# TYPE gateway_queue_depth gauge\n");
+    for (i, name) in reg.models.iter().enumerate() {
+        let n: i64 = shards
+            .iter()
+            .filter_map(|s| s.models.get(i))
+            .map(|m| m.queued.get())
+            .sum();
+        let _ = writeln!(out, "gateway_queue_depth{{model=\"{name}\"}} {n}");
+    }
+    out.push_str("# HELP gateway_queue_refused_total Requests refused because every deployment was busy or cooling down, by public model.\n# TYPE gateway_queue_refused_total counter\n");
+    for (i, name) in reg.models.iter().enumerate() {
+        let n = sum(shards, |s| {
+            s.models.get(i).map_or(0, |m| m.queue_refused.get())
+        });
+        let _ = writeln!(out, "gateway_queue_refused_total{{model=\"{name}\"}} {n}");
+    }
+    out.push_str("# HELP gateway_queue_wait_seconds Time requests waited in a model's queue.\n# TYPE gateway_queue_wait_seconds histogram\n");
+    for (i, name) in reg.models.iter().enumerate() {
+        let h = sum_hist(
+            shards
+                .iter()
+                .filter_map(|s| s.models.get(i).map(|m| &m.queue_wait)),
+        );
+        if h.1 > 0 {
+            write_hist(
+                &mut out,
+                "gateway_queue_wait_seconds",
+                &format!("model=\"{name}\""),
+                h,
+            );
+        }
+    }
+
     let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
@@ -328,12 +378,28 @@ mod tests {
 
     #[test]
     fn aggregates_over_shards() {
-        let reg = Registry::new(2, vec!["p".into()], vec!["m".into()]);
+        let reg = Registry::new(2, vec!["p".into()], vec!["m".into()], vec!["p/m".into()]);
         reg.shards[0].request(Route::ChatCompletions, 200, Duration::from_millis(1));
         reg.shards[1].request(Route::ChatCompletions, 200, Duration::from_millis(2));
         reg.shards[1].request(Route::ChatCompletions, 502, Duration::from_millis(2));
         reg.shards[0].providers[0].input_tokens.add(5);
+        reg.shards[0].deployments[0].attempts[UpstreamOutcome::Ok as usize].inc();
+        reg.shards[1].deployments[0].attempts[UpstreamOutcome::Ok as usize].inc();
+        reg.shards[1].deployments[0].attempts[UpstreamOutcome::Timeout as usize].inc();
+        reg.shards[0].models[0].queued.inc();
+        reg.shards[1].models[0].queued.inc();
+        reg.shards[1].models[0]
+            .queue_wait
+            .observe(Duration::from_millis(20));
         let text = render(&reg, &ScoreTable::default());
+        for line in [
+            "gateway_deployment_attempts_total{deployment=\"p/m\",outcome=\"ok\"} 2\n",
+            "gateway_deployment_attempts_total{deployment=\"p/m\",outcome=\"timeout\"} 1\n",
+            "gateway_queue_depth{model=\"m\"} 2\n",
+            "gateway_queue_wait_seconds_count{model=\"m\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
         assert!(
             text.contains("gateway_requests_total{route=\"chat_completions\",status=\"200\"} 2\n"),
             "{text}"
@@ -356,7 +422,7 @@ mod tests {
         use crate::scoring::{BreakerView, DeploymentInfo, DeploymentStats, Weights};
         use std::time::Instant;
 
-        let reg = Registry::new(1, vec!["p".into()], vec!["m".into()]);
+        let reg = Registry::new(1, vec!["p".into()], vec!["m".into()], vec!["p/m".into()]);
         let infos: Vec<DeploymentInfo> = ["p/b", "p/a"]
             .iter()
             .map(|id| DeploymentInfo {

@@ -103,9 +103,8 @@ impl Attempt {
         }
         if result == UpstreamOutcome::Cancelled {
             // The client left: says nothing about the deployment's health.
-            if let Some(m) = self.state.metrics.providers.get(self.provider) {
-                m.attempts[result as usize].inc();
-            }
+            self.state
+                .count_attempt(self.provider, self.deployment, result);
             if let Some(u) = usage {
                 // Tokens the provider already reported are still spent.
                 self.state.record_usage(self.model, &u);

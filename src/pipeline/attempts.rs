@@ -16,6 +16,7 @@ use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::config::{Deployment, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError, RetryPolicy};
+use crate::metrics::ModelMetrics;
 use crate::providers::call::{Call, FallbackReason};
 use crate::routing::plan::{Needs, Plan};
 use crate::shard;
@@ -187,20 +188,20 @@ async fn plan_or_wait(
         )
         .with_retry_after(retry_after.max(Duration::from_secs(1)))
     };
-    let Some(queued) = state.queued.get(model.get()) else {
+    let Some(m) = state.metrics.models.get(model.get()) else {
         return Err(refuse(queue_timeout));
     };
-    if !plan.waitable || queue_max == 0 || queued.get() >= queue_max {
-        return Err(limited(&plan).unwrap_or_else(|| refuse(queue_timeout)));
-    }
     let until = (Instant::now() + queue_timeout).min(deadline);
+    let full = !plan.waitable || queue_max == 0 || m.queued.get() >= i64::from(queue_max);
     // Rate limited upstream for longer than the queue would wait: say so now.
-    if plan.retry_at.is_some_and(|at| at > until) {
+    if full || plan.retry_at.is_some_and(|at| at > until) {
+        m.queue_refused.inc();
         return Err(limited(&plan).unwrap_or_else(|| refuse(queue_timeout)));
     }
     // Wait in the model's bounded queue: poll the router every few ms until a deployment
-    // frees up, the queue timeout passes, or the request's deadline does.
-    queued.set(queued.get() + 1);
+    // frees up, the queue timeout passes, or the request's deadline does. The gauge is the
+    // queue's count; a dropped request (client gone) leaves through the guard.
+    let waiting = Queued::enter(m);
     let result = loop {
         shard::sleep(QUEUE_POLL).await;
         let now = Instant::now();
@@ -209,11 +210,35 @@ async fn plan_or_wait(
             break Ok(plan);
         }
         if now >= until {
+            m.queue_refused.inc();
             break Err(refuse(queue_timeout));
         }
     };
-    queued.set(queued.get().saturating_sub(1));
+    drop(waiting);
     result
+}
+
+/// A request's place in a model's queue: counted in on entry, out (with its wait) on drop.
+struct Queued<'a> {
+    model: &'a ModelMetrics,
+    since: Instant,
+}
+
+impl<'a> Queued<'a> {
+    fn enter(model: &'a ModelMetrics) -> Self {
+        model.queued.inc();
+        Self {
+            model,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.model.queued.dec();
+        self.model.queue_wait.observe(self.since.elapsed());
+    }
 }
 
 /// A 429 with the remaining `Retry-After` when the plan is empty because the model's

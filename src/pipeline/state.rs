@@ -65,8 +65,6 @@ pub struct ShardState {
     pub router: RefCell<Router>,
     /// Retries this shard allows itself.
     pub retry_budget: RefCell<RetryBudget>,
-    /// Requests waiting for a deployment, per model.
-    pub queued: Vec<Cell<u32>>,
     seq: Cell<u64>,
     boot: u32,
 }
@@ -95,7 +93,6 @@ impl ShardState {
             budget.floor_per_sec,
             budget.window,
         ));
-        let queued = (0..config.models.len()).map(|_| Cell::new(0)).collect();
         Rc::new(Self {
             id,
             metrics: registry.shards[id.0 as usize].clone(),
@@ -116,7 +113,6 @@ impl ShardState {
             log_limit: RefCell::new(LogLimiter::default()),
             router,
             retry_budget,
-            queued,
             seq: Cell::new(0),
             boot,
         })
@@ -147,8 +143,8 @@ impl ShardState {
         mut outcome: Outcome,
         result: UpstreamOutcome,
     ) {
+        self.count_attempt(provider, outcome.deployment, result);
         if let Some(m) = self.metrics.providers.get(provider) {
-            m.attempts[result as usize].inc();
             m.duration.observe(outcome.latency);
             if outcome.ok {
                 m.ttfb.observe(outcome.ttfb);
@@ -162,6 +158,16 @@ impl ShardState {
             outcome.cost = self.record_usage(model, u);
         }
         self.outcomes.push(outcome);
+    }
+
+    /// Count one attempt's outcome for its provider and its deployment.
+    pub fn count_attempt(&self, provider: usize, d: crate::DeploymentIdx, result: UpstreamOutcome) {
+        if let Some(m) = self.metrics.providers.get(provider) {
+            m.attempts[result as usize].inc();
+        }
+        if let Some(m) = self.metrics.deployments.get(d.get()) {
+            m.attempts[result as usize].inc();
+        }
     }
 
     /// Count a model's usage and its cost (returned, for models with a price).

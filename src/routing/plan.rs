@@ -134,6 +134,8 @@ pub struct Router {
     live: Vec<Live>,
     cursors: Vec<Cursor>,
     rng: fastrand::Rng,
+    /// An in-flight count changed since [`Router::take_load`] last ran.
+    load_changed: bool,
 }
 
 impl Router {
@@ -159,7 +161,17 @@ impl Router {
             live,
             cursors,
             rng: fastrand::Rng::with_seed(seed),
+            load_changed: false,
         }
+    }
+
+    /// This shard's in-flight count per deployment (`DeploymentIdx` order), when one changed
+    /// since the last call: what the shard reports for the other shards' `least_busy`.
+    pub fn take_load(&mut self) -> Option<Vec<u32>> {
+        if !std::mem::take(&mut self.load_changed) {
+            return None;
+        }
+        Some(self.live.iter().map(|l| l.in_flight).collect())
     }
 
     /// A uniform random number in `0..1` from the router's seeded generator (backoff jitter).
@@ -313,6 +325,7 @@ impl Router {
             Admit::No => return None,
         };
         live.in_flight = live.in_flight.saturating_add(1);
+        self.load_changed = true;
         Some(probe)
     }
 
@@ -331,6 +344,7 @@ impl Router {
         let may_eject = self.may_eject(d, now);
         let live = self.live.get_mut(d.get())?;
         live.in_flight = live.in_flight.saturating_sub(1);
+        self.load_changed = true;
         let Some(ok) = ok else {
             if probe {
                 live.breaker.release_probe();
@@ -478,6 +492,23 @@ consecutive_failures = 2
         // Round robin: the next plan starts elsewhere.
         let next = r.plan(main, &Needs::default(), now);
         assert_ne!(ids(&c, &plan)[0], ids(&c, &next)[0]);
+    }
+
+    #[test]
+    fn the_load_is_reported_once_per_change() {
+        let (mut r, c) = router();
+        let now = Instant::now();
+        let (one, three) = (idx(&c, "one"), idx(&c, "three"));
+        assert_eq!(r.take_load(), None, "nothing changed yet");
+        r.start(one, now);
+        r.start(three, now);
+        r.start(three, now);
+        let load = r.take_load().unwrap();
+        assert_eq!((load[one.get()], load[three.get()]), (1, 2));
+        assert_eq!(load.iter().sum::<u32>(), 3);
+        assert_eq!(r.take_load(), None);
+        r.end(three, None, false, Duration::ZERO, false, now);
+        assert_eq!(r.take_load().unwrap()[three.get()], 1);
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub struct ScoreTable {
     /// When the scorer computed it (`open_until_ms` counts from here); `None` for the empty
     /// table a shard starts with.
     pub published_at: Option<Instant>,
+    /// Requests in flight per shard (by shard index) and deployment (`DeploymentIdx`), as
+    /// each shard last reported them: what `least_busy` knows of the other shards.
+    pub in_flight: Vec<Vec<u32>>,
 }
 
 impl Serialize for ScoreTable {
@@ -294,6 +297,16 @@ impl ScoreTable {
     /// The figures of the deployment with id `id` (a linear search: for tools and tests).
     pub fn by_id(&self, id: &str) -> Option<&DeploymentScore> {
         self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// Requests in flight at `d` from every shard but `shard` (as last reported).
+    pub fn in_flight_elsewhere(&self, shard: usize, d: DeploymentIdx) -> u32 {
+        self.in_flight
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| *s != shard)
+            .filter_map(|(_, load)| load.get(d.get()))
+            .fold(0u32, |sum, n| sum.saturating_add(*n))
     }
 
     /// The score of `d` when it is trusted (what the `score` strategy ranks by).
@@ -406,6 +419,7 @@ impl ScoreTable {
             version,
             deployments,
             published_at: Some(now),
+            in_flight: Vec::new(),
         }
     }
 }

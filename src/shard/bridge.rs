@@ -88,16 +88,7 @@ impl<T: 'static> Batcher<T> {
     /// Flush every `interval` on the shard's low-priority queue, for as long as the batcher
     /// lives elsewhere.
     pub fn flush_every(self: &Rc<Self>, interval: Duration) {
-        let weak = Rc::downgrade(self);
-        super::spawn_background("batch flush", async move {
-            loop {
-                super::sleep(interval).await;
-                match weak.upgrade() {
-                    Some(b) => b.flush(),
-                    None => return,
-                }
-            }
-        });
+        super::every("batch flush", interval, Rc::downgrade(self), |b| b.flush());
     }
 }
 

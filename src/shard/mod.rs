@@ -130,6 +130,24 @@ pub fn spawn_background(what: &'static str, fut: impl Future<Output = ()> + 'sta
     }
 }
 
+/// Run `f` on `target` every `interval` (low priority) for as long as `target` lives.
+pub fn every<T: 'static>(
+    what: &'static str,
+    interval: Duration,
+    target: std::rc::Weak<T>,
+    f: impl Fn(&T) + 'static,
+) {
+    spawn_background(what, async move {
+        loop {
+            sleep(interval).await;
+            match target.upgrade() {
+                Some(t) => f(&t),
+                None => return,
+            }
+        }
+    });
+}
+
 /// Sleep on the shard's timer.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;

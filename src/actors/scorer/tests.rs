@@ -167,6 +167,34 @@ fn an_all_failing_deployment_scores_nothing_on_the_board() {
     assert!(good.score > 0.5, "{good:?}");
 }
 
+#[test]
+fn each_shard_sees_the_load_of_the_others_only() {
+    let t0 = Instant::now();
+    let mut b = Board::new(infos(&[("a", &[0]), ("b", &[0])]), breaker_config());
+    b.set_load(0, vec![3, 0]);
+    b.set_load(2, vec![1, 4]);
+    b.set_load(0, vec![2, 0]);
+    let t = b.table(1, Weights::default(), 2, t0);
+    let (a, bd) = (DeploymentIdx(0), DeploymentIdx(1));
+    assert_eq!(
+        (t.in_flight_elsewhere(0, a), t.in_flight_elsewhere(0, bd)),
+        (1, 4)
+    );
+    assert_eq!(
+        (t.in_flight_elsewhere(1, a), t.in_flight_elsewhere(1, bd)),
+        (3, 4)
+    );
+    assert_eq!(
+        (t.in_flight_elsewhere(2, a), t.in_flight_elsewhere(2, bd)),
+        (2, 0)
+    );
+    assert_eq!(
+        t.in_flight_elsewhere(0, DeploymentIdx(9)),
+        0,
+        "unknown deployment"
+    );
+}
+
 // Actor tests run on paused time: every wait is bounded by a (virtual) timeout, and time
 // moves only when the test advances it or the runtime has nothing else to do.
 
