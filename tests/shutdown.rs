@@ -17,7 +17,7 @@ fn sigterm_during_20_streams_lets_all_complete_and_exits_0() {
     let extra = &model("long", "mock;chunks=10;interval_ms=100");
     let config = upstream_config(mock.addr, extra).replace(
         "shutdown_grace_ms = 10000",
-        "shutdown_grace_ms = 10000\ndrain_delay_ms = 300",
+        "shutdown_grace_ms = 10000\ndrain_delay_ms = 1000",
     );
     let mut gw = Gateway::start(&config, TWO_SHARDS);
     let addr = gw.addr;
@@ -29,18 +29,15 @@ fn sigterm_during_20_streams_lets_all_complete_and_exits_0() {
             })
         })
         .collect();
-    // Let every stream start, then ask the gateway to stop.
-    let started = std::time::Instant::now();
-    while gw.metric("gateway_inflight_requests") < 20.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "streams did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Let every stream start (the scrape itself is not counted), then ask the gateway to stop.
+    poll_until(Duration::from_secs(10), "every stream started", || {
+        gw.metric("gateway_inflight_requests") == 20.0
+    });
     gw.sigterm();
     // Readiness fails at once, while the listener is still open (drain delay).
-    std::thread::sleep(Duration::from_millis(50));
+    poll_until(Duration::from_millis(800), "readiness fails", || {
+        gw.get("/ready").status == 503
+    });
     gw.get("/ready").assert_error(503, "draining");
     for (i, s) in streams.into_iter().enumerate() {
         let res = s.join().unwrap();

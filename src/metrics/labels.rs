@@ -29,6 +29,12 @@ pub enum Route {
 }
 
 impl Route {
+    /// Whether a request on this route counts in `gateway_inflight_requests`: every one but
+    /// the scrape reading the gauge.
+    pub fn counts_in_flight(self) -> bool {
+        self != Route::Metrics
+    }
+
     /// Every route, in index order.
     pub const ALL: [Route; 10] = [
         Route::ChatCompletions,

@@ -80,7 +80,9 @@ impl Finish {
         route: Route,
         start: Instant,
     ) -> Self {
-        state.metrics.inflight.inc();
+        if route.counts_in_flight() {
+            state.metrics.inflight.inc();
+        }
         if let Some(w) = &watch {
             w.request_started();
         }
@@ -103,7 +105,9 @@ impl Drop for Finish {
     fn drop(&mut self) {
         let m = &self.state.metrics;
         m.request(self.route, self.status, self.start.elapsed());
-        m.inflight.dec();
+        if self.route.counts_in_flight() {
+            m.inflight.dec();
+        }
         if let Some(w) = &self.watch {
             w.request_finished();
         }
