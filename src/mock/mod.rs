@@ -7,14 +7,16 @@
 //! included), the deterministic embeddings, and the fault knobs ([`Knobs`]).
 //! Does not: route or account anything.
 //! Key types: [`Reply`], [`Turn`], [`Format`], [`Knobs`], [`KnobPairs`], [`MockUsage`],
-//! [`server::MockServer`], [`schedule::Schedule`]. One file per wire format: [`openai`],
+//! `server::MockServer`, `schedule::Schedule`. One file per wire format: [`openai`],
 //! [`anthropic`], [`gemini`], [`embeddings`].
 
 pub mod anthropic;
 pub mod embeddings;
 pub mod gemini;
 pub mod openai;
+#[cfg(feature = "mock-server")]
 pub mod schedule;
+#[cfg(feature = "mock-server")]
 pub mod server;
 
 use std::time::Duration;
