@@ -3,9 +3,12 @@
 # through nginx proxy_pass ("nginx"), and through shardgate ("gateway").
 #
 #   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway] [--against REV]
+#                                [--config FILE]
 #
 # --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
 # target/against/) as target "before", on the same mock, and prints gateway/before ratios.
+# --config FILE runs target "gateway" with FILE instead of config/mock-upstream.toml ("before"
+# keeps that one), e.g. config/mock-two-deployments.toml for the cost of routing.
 # One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
 # LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
 # writes the plot to tuning/results/SCENARIO.svg (RESULTS_DIR overrides the folder). Runs are
@@ -13,18 +16,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCENARIO=$1
 shift
 SCALE=1
 TARGETS=direct,nginx,gateway
 AGAINST=
+GW_CONFIG=
 while [ $# -gt 0 ]; do
     case $1 in
         --scale) SCALE=$2; shift 2 ;;
         --targets) TARGETS=$2; shift 2 ;;
         --against) AGAINST=$2; shift 2 ;;
+        --config) GW_CONFIG=$2; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -114,7 +119,7 @@ if [[ $TARGETS == *before* ]]; then
 fi
 
 if [[ $TARGETS == *gateway* ]]; then
-    start_gateway "$OUT"
+    start_gateway "$OUT" "" "$GW_CONFIG"
     echo "  gateway RSS idle: $(awk '/VmRSS/ {print $2, $3}' "/proc/$GW/status")" >&2
     load gateway "http://127.0.0.1:$GW_PORT" "$GW"
     stop "$GW"
