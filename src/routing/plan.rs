@@ -259,7 +259,7 @@ impl Router {
                 continue;
             }
             match self.skip(d, route, needs, now) {
-                None => candidates.push(self.candidate(d, needs)),
+                None => candidates.push(self.candidate(d, needs, now)),
                 Some(Skip::RetryAfter) => {
                     plan.waitable = true;
                     let at = self.live[d.get()].not_before;
@@ -288,7 +288,7 @@ impl Router {
         }));
     }
 
-    fn candidate(&self, d: DeploymentIdx, needs: &Needs) -> Candidate {
+    fn candidate(&self, d: DeploymentIdx, needs: &Needs, now: Instant) -> Candidate {
         let dep = &self.config.deployments[d.get()];
         let live = &self.live[d.get()];
         let latency = if needs.stream {
@@ -308,7 +308,9 @@ impl Router {
         Candidate {
             deployment: d,
             weight: dep.weight,
-            latency_ms: latency.get(),
+            // Read at `now`: a deployment left alone since it was slow is measured again
+            // once its old figure has decayed below the others' (else it never would be).
+            latency_ms: latency.get_at(now),
             in_flight: live.in_flight.saturating_add(live.in_flight_elsewhere),
             cost,
             score: live.score,
@@ -637,6 +639,43 @@ consecutive_failures = 2
         );
         let ms = r.live(one).unwrap().total.get().unwrap();
         assert!(ms >= FAILURE_LATENCY.as_secs_f64() * 1e3, "{ms}");
+    }
+
+    #[test]
+    fn lowest_latency_measures_a_slow_deployment_again_once_its_figure_has_decayed() {
+        let config = r#"
+[providers.a]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[models.m]
+strategy = "lowest_latency"
+[[models.m.deployments]]
+id = "was-slow"
+provider = "a"
+model = "x"
+[[models.m.deployments]]
+id = "now-slow"
+provider = "a"
+model = "y"
+"#;
+        let c = Arc::new(Config::from_toml(config, "test", &|_| None).unwrap());
+        let mut r = Router::new(c.clone(), 3);
+        let (m, was, now_slow) = (model(&c, "m"), idx(&c, "was-slow"), idx(&c, "now-slow"));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // `was-slow` answered in 60 ms once; `now-slow` in 5 ms, then turns slow (50 ms).
+        for (d, latency) in [(was, ms(60)), (now_slow, ms(5)), (now_slow, ms(50))] {
+            r.start(d, t0);
+            r.end(d, Some(true), false, latency, false, t0);
+        }
+        let first = |r: &mut Router, at| ids(&c, &r.plan(m, &Needs::default(), at))[0].clone();
+        assert_eq!(first(&mut r, t0), "now-slow");
+        // `now-slow` keeps answering in 50 ms; nobody measures `was-slow` again, so its
+        // figure decays until it is tried.
+        let later = t0 + LATENCY_TAU;
+        r.start(now_slow, later);
+        r.end(now_slow, Some(true), false, ms(50), false, later);
+        assert_eq!(first(&mut r, later), "was-slow");
     }
 
     proptest! {

@@ -52,6 +52,17 @@ impl Ewma {
     pub fn get(&self) -> Option<f64> {
         self.at.map(|_| self.value)
     }
+
+    /// The average as read at `now` (linkerd's `get_at`): decayed toward zero for the time
+    /// since the last sample, exactly as a sample of 0 at `now` would pull it. An estimate
+    /// nobody refreshes (a deployment left alone because it was slow) looks better and
+    /// better, until a request measures it again. `None` before the first sample.
+    pub fn get_at(&self, now: Instant) -> Option<f64> {
+        let at = self.at?;
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        let tau = self.tau.as_secs_f64().max(f64::MIN_POSITIVE);
+        Some(self.value * (-dt / tau).exp())
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +101,19 @@ mod tests {
         e.observe_peak(5.0, t0 + Duration::from_secs(1));
         let v = e.get().unwrap();
         assert!(v < 50.0 && v > 5.0, "{v}");
+    }
+
+    #[test]
+    fn a_reading_decays_toward_zero_while_no_sample_comes() {
+        let t0 = Instant::now();
+        let mut e = Ewma::new(Duration::from_secs(10));
+        assert_eq!(e.get_at(t0), None);
+        e.observe_peak(100.0, t0);
+        assert_eq!(e.get_at(t0), Some(100.0));
+        let v = e.get_at(t0 + Duration::from_secs(10)).unwrap();
+        assert!((v - 100.0 / std::f64::consts::E).abs() < 1e-9, "{v}");
+        // Reading does not change the average.
+        assert_eq!(e.get(), Some(100.0));
     }
 
     #[test]
