@@ -16,6 +16,9 @@ pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
 pub const WINDOW_BUCKETS: usize = 6;
 /// ...of this length each.
 pub const WINDOW_BUCKET: Duration = Duration::from_secs(10);
+/// A latency figure younger than this is current; an older one fades (toward zero, by the
+/// EWMA's own decay) until the deployment is measured again.
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
 /// Samples needed in the window before a score is trusted.
 pub const DEFAULT_MIN_SAMPLES: u64 = 10;
 /// The value of a term the scorer has no input for (no configured quality, no price, no
@@ -332,7 +335,10 @@ impl ScoreTable {
     ///
     /// - Latency is relative to the fastest *trusted* deployment (one with `min_samples` in
     ///   its window and a latency sample), so a lucky first sample from a new deployment
-    ///   does not rescale everyone; with no trusted one, to the fastest of all. A deployment
+    ///   does not rescale everyone; with no trusted one, to the fastest of all. A figure
+    ///   older than [`STALE_AFTER`] fades ([`Ewma::get_at`]): a deployment left alone since
+    ///   it was slow looks better and better until it wins a request and is measured again
+    ///   (else one that recovers would never get traffic back). A deployment
     ///   whose window holds failures and no success gets 0 (the worst): it has no good
     ///   latency to show. One with no sample at all is neutral.
     /// - Quality is the configured `quality` (fed-back quality can replace it later);
@@ -362,7 +368,7 @@ impl ScoreTable {
                 .filter(|s| !trusted_only || s.samples() >= min_samples)
                 // An old latency of a deployment that now fails everything is no yardstick.
                 .filter(|s| !s.only_failures())
-                .filter_map(|s| s.latency)
+                .filter_map(|s| s.latency_now)
                 .filter(|l| l.is_finite())
                 .fold(f64::INFINITY, f64::min)
         };
@@ -430,6 +436,8 @@ struct Seen {
     ok: u64,
     failed: u64,
     latency: Option<f64>,
+    /// `latency` read at `now` (decayed since its last sample): what the term compares.
+    latency_now: Option<f64>,
     ttfb: Option<f64>,
     total: u64,
 }
@@ -441,6 +449,9 @@ impl Seen {
             ok,
             failed,
             latency: s.latency.get(),
+            latency_now: s
+                .latency
+                .get_at(now.checked_sub(STALE_AFTER).unwrap_or(now)),
             ttfb: s.ttfb.get(),
             total: s.total,
         }
@@ -460,7 +471,7 @@ fn latency_term(seen: &Seen, best: f64) -> f64 {
     if seen.only_failures() {
         return 0.0;
     }
-    match seen.latency {
+    match seen.latency_now {
         Some(l) if l <= 0.0 => 1.0,
         Some(l) if best.is_finite() => (best / l).clamp(0.0, 1.0),
         _ => NEUTRAL_TERM,

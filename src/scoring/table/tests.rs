@@ -135,6 +135,37 @@ fn a_deployment_that_turns_to_failing_loses_its_score_despite_its_old_latency() 
 }
 
 #[test]
+fn a_slow_deployment_left_alone_wins_again_once_its_old_figure_has_decayed() {
+    let t0 = Instant::now();
+    let infos = [info("was-slow"), info("now-slow")];
+    let mut stats = vec![DeploymentStats::default(); 2];
+    feed(&mut stats[0], t0, 20, true, 60);
+    feed(&mut stats[1], t0, 20, true, 5);
+    // From then on only `now-slow` takes traffic, and it has turned slow (50 ms).
+    for s in 1..=10u32 {
+        feed(
+            &mut stats[1],
+            t0 + Duration::from_secs(s.into()),
+            20,
+            true,
+            50,
+        );
+    }
+    let t = compute(&infos, &mut stats, t0 + Duration::from_secs(10) + 200 * MS);
+    let (was, now) = (
+        t.get(DeploymentIdx(0)).unwrap(),
+        t.get(DeploymentIdx(1)).unwrap(),
+    );
+    // `was-slow`'s 60 ms are ten seconds old: read now, they are below `now-slow`'s ~50.
+    assert!(
+        (was.latency_ewma_ms.unwrap() - 60.0).abs() < 1e-6,
+        "{was:?}"
+    );
+    assert_eq!(was.terms.latency, 1.0, "{was:?}");
+    assert!(was.score > now.score, "{was:?} vs {now:?}");
+}
+
+#[test]
 fn half_failing_keeps_half_its_blend() {
     let t0 = Instant::now();
     let infos = [info("a"), info("b")];
