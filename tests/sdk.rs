@@ -116,3 +116,41 @@ fn openai_python_sdk_round_trips() {
     );
     assert!(stdout.contains("passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn openai_python_sdk_sees_no_failure_while_one_of_two_deployments_is_down() {
+    let live = mock();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead); // nothing listens there now: connections are refused
+    // Round robin sends every other first attempt to the dead deployment, and the breaker
+    // never ejects it, so half the calls need a failover.
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}{}\
+         [models.m]\nstrategy = \"round_robin\"\n\
+         [[models.m.deployments]]\nid = \"down\"\nprovider = \"dead\"\nmodel = \"mock\"\n\
+         [[models.m.deployments]]\nid = \"up\"\nprovider = \"live\"\nmodel = \"mock\"\n\
+         [routing]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\nretry_budget_ratio = 1.0\n\
+         [routing.breaker]\nconsecutive_failures = 1000\nmin_volume = 100000\n",
+        provider("dead", "openai", dead_addr),
+        provider("live", "openai", live.addr),
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let n = 20;
+    run_script(
+        "openai_sdk_failover.py",
+        &[
+            format!("http://{}/v1", gw.addr),
+            "m".into(),
+            "up".into(),
+            n.to_string(),
+        ],
+    );
+    assert_eq!(live.requests(), 2 * n);
+    // Every other call tried the dead deployment first.
+    assert!(
+        gw.metric("gateway_retries_total") >= n as f64,
+        "{}",
+        gw.stderr()
+    );
+}
