@@ -10,24 +10,32 @@
 //!
 //! Every router is warmed first the way a shard's is after some traffic: latency estimates
 //! from finished attempts, a few requests in flight here and elsewhere, and a score table
-//! computed from 30 observations per deployment handed over as `runtime::apply` does.
+//! computed from 30 observations per deployment (with the shards' in-flight counts) handed
+//! over as `runtime::apply` does.
 //!
 //! Machine: 2-core shared VM (the CI kind), rustc 1.95, `cargo bench --bench routing`.
-//! Last numbers (median per iteration, commit d3b363f + this bench, load ~3 from other builds):
+//! Last numbers: median per iteration, 2026-12-02, commit 7aef9cd with the tree's uncommitted
+//! routing edits of the day, load average ~2 from other builds:
 //!
 //! | plan, `Needs::default()` |      2 |      8 |     64 |
 //! |--------------------------|--------|--------|--------|
-//! | weighted                 | 174 ns | 540 ns | 5.6 µs |
-//! | round_robin              | 184 ns | 392 ns | 2.8 µs |
-//! | least_busy               | 226 ns | 437 ns | 4.4 µs |
-//! | lowest_latency           | 197 ns | 445 ns | 2.3 µs |
-//! | lowest_cost              | 231 ns | 600 ns | 5.3 µs |
-//! | score                    | 189 ns | 523 ns | 4.5 µs |
-//! | score, vision + tag      |        | 297 ns |        |
+//! | weighted                 | 122 ns | 324 ns | 3.5 µs |
+//! | round_robin              | 124 ns | 319 ns | 2.0 µs |
+//! | least_busy               | 129 ns | 338 ns | 3.7 µs |
+//! | lowest_latency           | 186 ns | 326 ns | 2.3 µs |
+//! | lowest_cost              | 134 ns | 382 ns | 3.2 µs |
+//! | score                    | 152 ns | 314 ns | 4.2 µs |
+//! | score, vision + `eu` tag |        | 200 ns |        |
 //!
-//! Router start + end: 62 ns (success), 75 ns (failure). Breaker admit + record: 15 ns
-//! (success), 34 ns (failure); eject → cooldown → probe → close: 130 ns. Scorer: observe
-//! 79 ns; compute 750 ns (8), 4.1 µs (64).
+//! Router start + end: 41 ns (success), 68 ns (failure). Breaker admit + record: 20 ns
+//! (success), 27 ns (failure); eject → cooldown → probe → close: 129 ns. Scorer: observe
+//! 39 ns; compute 570 ns (8), 3.3 µs (64).
+//!
+//! Where a plan for 8 goes (perf, `score` and `round_robin`): the rule checks and candidate
+//! figures in `Router::extend`/`skip` (~40%), the u128 division of `Price::cost` for every
+//! candidate (~11%, though only `lowest_cost` reads it), three small allocations (~10%),
+//! the strategy's ordering (3% round robin, 16–30% the sorting ones). At 64, `weighted`
+//! spends ~40% in smooth weighted round robin's linear search of its cursor.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -145,19 +153,16 @@ fn warm_router(config: &Arc<Config>) -> (Router, Instant) {
                 }
             }
         }
-        // A few requests in flight here, and some on the other shards.
+        // A few requests in flight here.
         for _ in 0..(i % 3) {
             router.start(d, now);
-        }
-        if let Some(live) = router.live_mut(d) {
-            live.in_flight_elsewhere = (i % 4) as u32;
         }
     }
     // The scorer's snapshot, handed over as `runtime::apply` does.
     let infos = DeploymentInfo::from_config(config);
     let mut stats = warm_stats(infos.len(), t0);
     let breakers = vec![BreakerView::default(); infos.len()];
-    let table = ScoreTable::compute(
+    let mut table = ScoreTable::compute(
         1,
         &infos,
         &mut stats,
@@ -166,10 +171,17 @@ fn warm_router(config: &Arc<Config>) -> (Router, Instant) {
         table_min_samples(),
         now,
     );
+    // Two shards report their requests in flight: this one (0) and another.
+    table.in_flight = vec![
+        (0..infos.len()).map(|i| (i % 3) as u32).collect(),
+        (0..infos.len()).map(|i| (i % 4) as u32).collect(),
+    ];
     for d in deployments(config) {
+        let elsewhere = table.in_flight_elsewhere(0, d);
         if let Some(live) = router.live_mut(d) {
             live.merged_open_until = table.open_until(d);
             live.score = table.trusted_score(d);
+            live.in_flight_elsewhere = elsewhere;
         }
     }
     (router, now)
@@ -177,8 +189,6 @@ fn warm_router(config: &Arc<Config>) -> (Router, Instant) {
 
 fn plan(c: &mut Criterion) {
     let mut g = c.benchmark_group("plan");
-    g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(2));
     for strategy in STRATEGIES {
         for n in SIZES {
             let config = config(n, strategy, "");
@@ -227,8 +237,6 @@ fn no_trip() -> BreakerConfig {
 
 fn bookkeeping(c: &mut Criterion) {
     let mut g = c.benchmark_group("attempt");
-    g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(2));
     let config = config(8, "score", NO_TRIP);
     let (mut router, now) = warm_router(&config);
     let d = DeploymentIdx(3);
@@ -285,8 +293,6 @@ fn bookkeeping(c: &mut Criterion) {
 
 fn scorer(c: &mut Criterion) {
     let mut g = c.benchmark_group("scorer");
-    g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(2));
     let t0 = Instant::now();
     let mut stats = DeploymentStats::default();
     let mut i = 0u64;
@@ -328,5 +334,18 @@ fn scorer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plan, bookkeeping, scorer);
+/// Short runs, so that the whole file takes under two minutes: 27 benches of 1 s warm-up,
+/// 2 s measurement, and a lighter bootstrap (the confidence interval, not the median).
+fn short() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .nresamples(10_000)
+}
+
+criterion_group! {
+    name = benches;
+    config = short();
+    targets = plan, bookkeeping, scorer
+}
 criterion_main!(benches);
