@@ -327,6 +327,16 @@ fn a_saturated_model_queues_a_bounded_time_then_refuses_with_503() {
     // One request per deployment; the two queued and the eight over the queue are refused.
     assert_eq!((ok, refused), (2, n - 2));
     assert_eq!(a.requests() + b.requests(), 2);
+    // The queue's figures: every refusal counted, two of them after waiting, none left.
+    assert_eq!(
+        gw.metric("gateway_queue_refused_total{model=\"m\"}"),
+        refused as f64
+    );
+    assert_eq!(
+        gw.metric("gateway_queue_wait_seconds_count{model=\"m\"}"),
+        2.0
+    );
+    assert_eq!(gw.metric("gateway_queue_depth{model=\"m\"}"), 0.0);
     // No refusal waited for a slot to free up: every one came back before either upstream
     // answer, which takes several times the queue timeout.
     for (res, served_before) in &answers {
@@ -345,7 +355,6 @@ fn a_saturated_model_queues_a_bounded_time_then_refuses_with_503() {
 }
 
 #[test]
-#[ignore = "bug: http::respond writes Retry-After only on 429s, so the queue's 503 loses it"]
 fn every_saturation_refusal_carries_retry_after() {
     let (_a, _b, cfg) = saturation_config(1000, 100);
     let gw = Gateway::start(&cfg, TUNING);

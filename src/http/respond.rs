@@ -49,7 +49,9 @@ pub fn error_response_redacted(
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, JSON);
     h.insert(X_ERROR.clone(), HeaderValue::from_static(kind.as_str()));
-    if kind.status() == 429 {
+    // Every 429 says when to come back (1 s unless known); so does any other refusal that
+    // knows (the queue's 503).
+    if kind.status() == 429 || err.retry_after().is_some() {
         let secs = err.retry_after().map_or(1, |d| d.as_secs().max(1));
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -205,6 +207,16 @@ mod tests {
         let res = error_response(&e, Dialect::OpenAi);
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()[RETRY_AFTER], "7");
+        let busy = GatewayError::new(ErrorKind::NoProvider, "busy")
+            .with_retry_after(std::time::Duration::from_secs(2));
+        let res = error_response(&busy, Dialect::OpenAi);
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "2");
+        let plain = error_response(
+            &GatewayError::new(ErrorKind::NoProvider, "x"),
+            Dialect::OpenAi,
+        );
+        assert!(plain.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]
