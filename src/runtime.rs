@@ -162,6 +162,11 @@ fn resolve(host: &str, port: u16) -> Result<Arc<[SocketAddr]>, RuntimeError> {
 pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gateway, RuntimeError> {
     let n = tuning.shard_count();
     check_environment(n)?;
+    if !tuning.transparent_huge_pages
+        && let Err(e) = shard::disable_transparent_huge_pages()
+    {
+        tracing::warn!(error = %e, "Cannot turn transparent huge pages off; running with them.");
+    }
     let listen = config.server.listen.clone();
     let addr = listen
         .to_socket_addrs()
@@ -171,7 +176,8 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             what: format!("listen address {listen}"),
             source: std::io::Error::other("no address"),
         })?;
-    let listeners = bind_reuseport(addr, n).map_err(io_err(format!("cannot listen on {addr}")))?;
+    let listeners = bind_reuseport(addr, n, config.server.header_timeout)
+        .map_err(io_err(format!("cannot listen on {addr}")))?;
     let addr = listeners
         .first()
         .map(|l| l.local_addr())

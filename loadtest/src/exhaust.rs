@@ -306,6 +306,12 @@ pub struct NormalReport {
     pub errors: BTreeMap<String, u64>,
     /// Intended send → last byte of the answer, successful requests.
     pub latency: Latency,
+    /// The same, of the requests that opened their connection (accept queue and handshake
+    /// included).
+    pub latency_new_conn: Latency,
+    /// TCP connect of the connections opened (the handshake only: the server's accept may
+    /// come later).
+    pub connect: Latency,
     /// Connections the client opened.
     pub connections_opened: u64,
     /// Idle keep-alive connections found closed by the server before reuse (and replaced:
@@ -358,6 +364,10 @@ struct NormalState {
     idle: RefCell<Vec<Conn>>,
     slots: tokio::sync::Semaphore,
     latencies_us: RefCell<Vec<u64>>,
+    /// Latencies of the requests that opened their connection.
+    new_conn_us: RefCell<Vec<u64>>,
+    /// Connect times.
+    connect_us: RefCell<Vec<u64>>,
     report: RefCell<NormalReport>,
 }
 
@@ -375,6 +385,8 @@ async fn normal_main(addr: SocketAddr, cfg: NormalConfig) -> NormalReport {
         idle: RefCell::new(Vec::new()),
         slots: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
         latencies_us: RefCell::new(Vec::with_capacity(n as usize)),
+        new_conn_us: RefCell::new(Vec::new()),
+        connect_us: RefCell::new(Vec::new()),
         report: RefCell::new(NormalReport {
             requests: n,
             ..NormalReport::default()
@@ -394,6 +406,8 @@ async fn normal_main(addr: SocketAddr, cfg: NormalConfig) -> NormalReport {
     st.idle.borrow_mut().clear();
     let mut report = st.report.borrow().clone();
     report.latency = Latency::of(std::mem::take(&mut *st.latencies_us.borrow_mut()));
+    report.latency_new_conn = Latency::of(std::mem::take(&mut *st.new_conn_us.borrow_mut()));
+    report.connect = Latency::of(std::mem::take(&mut *st.connect_us.borrow_mut()));
     report.seconds = start.elapsed().as_secs_f64();
     report
 }
@@ -408,18 +422,21 @@ async fn one_request(st: Rc<NormalState>, intended: Instant) {
     };
     let mut report = st.report.borrow_mut();
     match result {
-        Ok(()) => {
+        Ok(opened) => {
             report.ok += 1;
             let us = intended.elapsed().as_micros() as u64;
             st.latencies_us.borrow_mut().push(us);
+            if opened {
+                st.new_conn_us.borrow_mut().push(us);
+            }
         }
         Err(f) => count(&mut report.errors, f),
     }
 }
 
 /// One request on a pooled (or new) connection; the connection goes back to the pool when
-/// it may be reused.
-async fn attempt(st: &NormalState, connecting: &Cell<bool>) -> Result<(), Failure> {
+/// it may be reused. Whether it opened its connection.
+async fn attempt(st: &NormalState, connecting: &Cell<bool>) -> Result<bool, Failure> {
     let _slot = st.slots.acquire().await.map_err(|_| Failure::Closed)?;
     let mut conn = loop {
         let pooled = st.idle.borrow_mut().pop();
@@ -428,10 +445,14 @@ async fn attempt(st: &NormalState, connecting: &Cell<bool>) -> Result<(), Failur
             Some(c) => break c,
             None => {
                 connecting.set(true);
+                let t0 = Instant::now();
                 let stream = TcpStream::connect(st.addr)
                     .await
                     .map_err(|e| Failure::of_connect(&e))?;
                 connecting.set(false);
+                st.connect_us
+                    .borrow_mut()
+                    .push(t0.elapsed().as_micros() as u64);
                 let _ = stream.set_nodelay(true);
                 st.report.borrow_mut().connections_opened += 1;
                 break Conn {
@@ -442,12 +463,13 @@ async fn attempt(st: &NormalState, connecting: &Cell<bool>) -> Result<(), Failur
             }
         }
     };
+    let opened = conn.used == 0;
     let close = conn.exchange(&st.request).await?;
     conn.used += 1;
     if !close && (st.cfg.reuse == 0 || conn.used < st.cfg.reuse) {
         st.idle.borrow_mut().push(conn);
     }
-    Ok(())
+    Ok(opened)
 }
 
 impl Conn {
@@ -1365,6 +1387,14 @@ pub fn render(r: &Report) -> String {
             n.connections_opened,
             n.closed_while_idle,
             errors_text(&n.errors)
+        );
+    }
+    for (label, n) in [("baseline", &r.baseline), ("under attack", &r.under_attack)] {
+        let l = n.latency_new_conn;
+        let _ = writeln!(
+            o,
+            "  {label}, first request on a new connection: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (its TCP connect: p99 {:.2} ms, max {:.2} ms)",
+            l.count, l.p50_ms, l.p99_ms, l.max_ms, n.connect.p99_ms, n.connect.max_ms
         );
     }
     let _ = writeln!(

@@ -10,7 +10,7 @@ use hyper_util::server::conn::auto;
 use super::routes;
 use crate::pipeline::state::ShardState;
 use crate::shard::net::{Listener, TcpStream};
-use crate::shard::rt::{ConnWatch, Expired, Io, ReadUninit, ShardExec, Watched};
+use crate::shard::rt::{ConnWatch, Expired, Io, ReadUninit, ShardExec, Timeouts, Watched};
 use crate::shard::{self, Semaphore};
 
 /// Serve on `listener` until the shard drains; returns when every connection is closed (or
@@ -159,6 +159,13 @@ where
     }
 }
 
+/// How long an accepted connection may stay silent. The listener defers accept until a
+/// client's first bytes arrive or it has been silent for the header timeout
+/// (`shard::net::bind_reuseport`), so a live client has spoken by accept, and one that comes in
+/// silent has been silent all along (or came through SYN cookies when the SYN queue was full,
+/// and then speaks within a round trip).
+const SILENT_GRACE: Duration = Duration::from_secs(1);
+
 /// Connections the sweep closes at most per tick: thousands of connections opened together
 /// time out together, and closing them in one go would stall the shard for milliseconds.
 const SWEEP_BUDGET: usize = 64;
@@ -168,8 +175,13 @@ const SWEEP_BUDGET: usize = 64;
 /// [`SWEEP_BUDGET`] per tick, and a tick that used its budget is followed by a short one.
 fn spawn_sweep(state: &Rc<ShardState>) {
     let server = &state.config.server;
-    let (header, idle) = (server.header_timeout, server.idle_timeout);
-    let tick = (header.min(idle) / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let timeouts = Timeouts {
+        silent: SILENT_GRACE,
+        head: server.header_timeout,
+        idle: server.idle_timeout,
+    };
+    let shortest = timeouts.silent.min(timeouts.head).min(timeouts.idle);
+    let tick = (shortest / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
     let catch_up = Duration::from_millis(20).min(tick);
     let weak = Rc::downgrade(state);
     shard::spawn_background("timeout sweep", async move {
@@ -177,9 +189,7 @@ fn spawn_sweep(state: &Rc<ShardState>) {
         loop {
             shard::sleep(wait).await;
             let Some(state) = weak.upgrade() else { return };
-            let n = state
-                .watches
-                .sweep(Instant::now(), header, idle, SWEEP_BUDGET);
+            let n = state.watches.sweep(Instant::now(), &timeouts, SWEEP_BUDGET);
             state.metrics.timeouts.add(n as u64);
             wait = if n == SWEEP_BUDGET { catch_up } else { tick };
         }

@@ -110,6 +110,19 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Stop the kernel from backing this process's memory with transparent huge pages, from
+/// now on (`PR_SET_THP_DISABLE`; pages already huge stay so).
+pub fn disable_transparent_huge_pages() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integer arguments and touches no
+    // memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Spawn a task on the current shard (panics inside are caught and logged).
 pub fn spawn(what: &'static str, fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(guarded(what, fut)).detach();

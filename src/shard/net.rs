@@ -16,10 +16,19 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Bind `count` listening sockets on `addr` with `SO_REUSEPORT`, one per shard.
 ///
+/// With a non-zero `defer_accept` (Linux `TCP_DEFER_ACCEPT`, whole seconds, rounded up) the
+/// kernel hands over a connection only when its first bytes arrive, or once it has been
+/// silent that long: a client that connects and says nothing holds no slot of ours, no
+/// descriptor and no task, and never stands in the accept queue ahead of a live client.
+///
 /// First checks that no other socket holds the port: glommio (and any process using
 /// `SO_REUSEPORT`) could otherwise silently share it and take part of the traffic. Port 0
 /// resolves to one OS-chosen port that every shard then shares.
-pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListener>> {
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+    defer_accept: Duration,
+) -> io::Result<Vec<StdListener>> {
     let domain = Domain::for_address(addr);
     // The probe binds without SO_REUSEPORT: it fails if anyone holds the port at all.
     let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
@@ -47,9 +56,34 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListe
             s.set_nodelay(true)?;
             s.bind(&SockAddr::from(bound))?;
             s.listen(LISTEN_BACKLOG)?;
+            if !defer_accept.is_zero() {
+                set_defer_accept(&s, defer_accept)?;
+            }
             Ok(s.into())
         })
         .collect()
+}
+
+fn set_defer_accept(s: &Socket, after: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = libc::c_int::try_from(after.as_secs() + u64::from(after.subsec_nanos() > 0))
+        .unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its exact length, as
+    // setsockopt(2) asks for TCP_DEFER_ACCEPT.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A shard's listener.

@@ -117,6 +117,20 @@ pub enum Expired {
     Shed,
 }
 
+/// The sweep's deadlines for a connection waiting on its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Accepted and not a byte yet. The listener defers accept until the first bytes
+    /// (`TCP_DEFER_ACCEPT`), so a live client's request is there at accept: a connection
+    /// still silent after this long has already been silent for the header timeout in the
+    /// kernel (or came in through SYN cookies, and a live one speaks within a round trip).
+    pub silent: Duration,
+    /// A request head in progress (the first one counts from accept).
+    pub head: Duration,
+    /// Keep-alive with no request in progress.
+    pub idle: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Accepted at this instant; no byte read yet. The header timeout applies: a connection
@@ -328,28 +342,18 @@ impl ConnWatch {
     }
 
     /// The sweep's check: what, if anything, has timed out at `now`.
-    pub fn check(
-        &self,
-        now: Instant,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Option<Expired> {
+    pub fn check(&self, now: Instant, t: &Timeouts) -> Option<Expired> {
         if self.expired.get().is_some() {
             return None;
         }
+        let waited = |since| now.saturating_duration_since(since);
         match self.phase.get() {
-            Phase::Fresh(since) if now.saturating_duration_since(since) >= header_timeout => {
-                Some(Expired::Idle)
-            }
-            Phase::Idle(since) if now.saturating_duration_since(since) >= idle_timeout => {
-                Some(Expired::Idle)
-            }
+            Phase::Fresh(since) if waited(since) >= t.silent.min(t.head) => Some(Expired::Idle),
+            Phase::Idle(since) if waited(since) >= t.idle => Some(Expired::Idle),
             Phase::Head(since) if self.h2.get() => {
-                (now.saturating_duration_since(since) >= idle_timeout).then_some(Expired::Idle)
+                (waited(since) >= t.idle).then_some(Expired::Idle)
             }
-            Phase::Head(since) if now.saturating_duration_since(since) >= header_timeout => {
-                Some(Expired::Head)
-            }
+            Phase::Head(since) if waited(since) >= t.head => Some(Expired::Head),
             _ => None,
         }
     }
@@ -518,19 +522,13 @@ impl WatchList {
     /// Expire what timed out, at most `budget` connections (the rest wait for the next
     /// sweep, so that thousands of connections opened together do not all close in one
     /// burst that stalls the shard); drop closed connections from the list.
-    pub fn sweep(
-        &self,
-        now: Instant,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-        budget: usize,
-    ) -> usize {
+    pub fn sweep(&self, now: Instant, timeouts: &Timeouts, budget: usize) -> usize {
         let mut expired = 0;
         self.list.borrow_mut().retain(|w| match w.upgrade() {
             None => false,
             Some(w) => {
                 if expired < budget
-                    && let Some(why) = w.check(now, header_timeout, idle_timeout)
+                    && let Some(why) = w.check(now, timeouts)
                 {
                     w.expire(why);
                     expired += 1;
@@ -878,23 +876,40 @@ mod tests {
 
     const HEAD: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);
+    const T: Timeouts = Timeouts {
+        silent: HEAD,
+        head: HEAD,
+        idle: IDLE,
+    };
 
     #[test]
     fn a_silent_connection_gets_the_header_timeout_not_the_idle_one() {
         let w = ConnWatch::new(answers());
         let t0 = Instant::now();
-        assert_eq!(w.check(t0 + HEAD / 2, HEAD, IDLE), None);
-        assert_eq!(w.check(t0 + HEAD, HEAD, IDLE), Some(Expired::Idle));
-        // The first head's clock runs from accept, not from its first byte.
+        assert_eq!(w.check(t0 + HEAD / 2, &T), None);
+        assert_eq!(w.check(t0 + HEAD, &T), Some(Expired::Idle));
+        // Behind a deferred accept, silence gets a short grace (never more than the head).
+        let deferred = Timeouts {
+            silent: Duration::from_secs(1),
+            ..T
+        };
+        assert_eq!(w.check(t0 + Duration::from_millis(999), &deferred), None);
+        assert_eq!(
+            w.check(t0 + Duration::from_secs(1), &deferred),
+            Some(Expired::Idle)
+        );
+        // The first head's clock runs from accept, not from its first byte, and once a
+        // byte came the silent grace no longer applies.
         let w = ConnWatch::new(answers());
         w.phase.set(Phase::Fresh(t0));
         w.on_bytes_read(b"GE");
-        assert_eq!(w.check(t0 + HEAD, HEAD, IDLE), Some(Expired::Head));
+        assert_eq!(w.check(t0 + HEAD / 2, &deferred), None);
+        assert_eq!(w.check(t0 + HEAD, &T), Some(Expired::Head));
         // Between requests, the idle timeout applies.
         w.request_started();
         w.request_finished();
-        assert_eq!(w.check(Instant::now() + HEAD, HEAD, IDLE), None);
-        assert!(w.check(Instant::now() + IDLE, HEAD, IDLE).is_some());
+        assert_eq!(w.check(Instant::now() + HEAD, &T), None);
+        assert!(w.check(Instant::now() + IDLE, &T).is_some());
     }
 
     #[test]
@@ -947,10 +962,10 @@ mod tests {
             list.add(w);
         }
         let later = Instant::now() + HEAD;
-        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 4);
-        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 4);
-        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 2);
-        assert_eq!(list.sweep(later, HEAD, IDLE, 4), 0);
+        assert_eq!(list.sweep(later, &T, 4), 4);
+        assert_eq!(list.sweep(later, &T, 4), 4);
+        assert_eq!(list.sweep(later, &T, 4), 2);
+        assert_eq!(list.sweep(later, &T, 4), 0);
     }
 
     #[test]
