@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::breaker::{Admit, Breaker, BreakerState};
-use super::select::{self, Candidate, Cursor};
+use super::select::{self, Candidate, Cursor, Strategy};
 use crate::config::{Capabilities, Config, ModelRoute};
 use crate::scoring::Ewma;
 use crate::{DeploymentIdx, ModelIdx};
@@ -235,13 +235,12 @@ impl Router {
     /// then each fallback model's the same way (a deployment appears once).
     pub fn plan(&mut self, model: ModelIdx, needs: &Needs, now: Instant) -> Plan {
         let mut plan = Plan::default();
-        let Some(first) = self.config.models.get(model.get()) else {
+        let config = self.config.clone();
+        let Some(first) = config.models.get(model.get()) else {
             return plan;
         };
-        let chain: Vec<ModelIdx> = std::iter::once(model)
-            .chain(first.fallbacks.iter().copied())
-            .collect();
-        for m in chain {
+        self.extend(&mut plan, model, needs, now);
+        for &m in &first.fallbacks {
             self.extend(&mut plan, m, needs, now);
         }
         plan
@@ -259,7 +258,7 @@ impl Router {
                 continue;
             }
             match self.skip(d, route, needs, now) {
-                None => candidates.push(self.candidate(d, needs, now)),
+                None => candidates.push(self.candidate(d, route.strategy, needs, now)),
                 Some(Skip::RetryAfter) => {
                     plan.waitable = true;
                     let at = self.live[d.get()].not_before;
@@ -288,7 +287,13 @@ impl Router {
         }));
     }
 
-    fn candidate(&self, d: DeploymentIdx, needs: &Needs, now: Instant) -> Candidate {
+    fn candidate(
+        &self,
+        d: DeploymentIdx,
+        strategy: Strategy,
+        needs: &Needs,
+        now: Instant,
+    ) -> Candidate {
         let dep = &self.config.deployments[d.get()];
         let live = &self.live[d.get()];
         let latency = if needs.stream {
@@ -297,7 +302,9 @@ impl Router {
             &live.total
         };
         let expected_output = 500u64;
-        let cost = dep.price.map_or(0, |p| {
+        // Only `lowest_cost` reads it (a 128-bit division per candidate otherwise).
+        let price = dep.price.filter(|_| strategy == Strategy::LowestCost);
+        let cost = price.map_or(0, |p| {
             p.cost(&crate::api::Usage {
                 input_tokens: u64::from(needs.prompt_tokens),
                 output_tokens: expected_output,
