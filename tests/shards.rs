@@ -107,6 +107,41 @@ fn a_silent_connection_is_closed_by_the_header_timeout() {
     assert!(gw.metric("gateway_connection_timeouts_total") >= 1.0);
 }
 
+/// Accept is deferred until a client speaks: fifty clients that connect and say nothing hold
+/// no descriptor of the gateway's (and cannot queue ahead of a live client), which is served
+/// at once among them.
+#[test]
+fn silent_connections_are_not_accepted_until_they_speak() {
+    let config = PANIC_CONFIG.replace("header_timeout_ms = 300", "header_timeout_ms = 10000");
+    let gw = Gateway::start(&config, ONE_SHARD);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(gw.get("/health").status, 200);
+    let before = fds();
+    let silent: Vec<_> = (0..50)
+        .map(|_| std::net::TcpStream::connect(gw.addr).unwrap())
+        .collect();
+    assert_eq!(gw.get("/health").status, 200, "a live client is served");
+    let during = fds();
+    assert!(
+        during < before + 10,
+        "50 silent connections took descriptors: {before} -> {during}"
+    );
+    // A client that speaks after a while is accepted then and served.
+    let mut late = std::net::TcpStream::connect(gw.addr).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    late.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    late.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_response(&raw).status, 200);
+    drop(silent);
+}
+
 /// Between requests the idle timeout applies, and the close is quiet.
 #[test]
 fn idle_keep_alive_connection_is_closed() {
