@@ -28,6 +28,7 @@
 //! - [`actors`]: the control plane (tokio + ractor): `ScorerActor`.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus rendering.
 //! - [`config`]: strict config and tuning parsing and validation.
+//! - [`detect`]: the tuning detector (`shardgate tuning detect`): `/proc` + `/sys` → profile.
 //! - [`mock`]: the deterministic mock provider, in-process and as an HTTP server.
 //! - [`runtime`]: wires the topology: control plane, shards, shutdown.
 //!
@@ -44,6 +45,7 @@ pub mod actors;
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod detect;
 pub mod error;
 /// Fuzz entry points (one function per target), shared by the fuzzer and `tests/fuzz.rs`.
 #[doc(hidden)]

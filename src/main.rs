@@ -1,4 +1,4 @@
-//! The `shardgate` binary: `serve` (default) and `check-config`.
+//! The `shardgate` binary: `serve` (default), `check-config` and `tuning detect`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,10 @@ shardgate: a thread-per-core LLM gateway
 USAGE:
     shardgate [serve] [--config FILE] [--tuning FILE] [--listen ADDR]
     shardgate check-config FILE [--tuning FILE]
+    shardgate tuning detect [--root DIR]
+
+`tuning detect` prints a tuning profile for this machine (or for the /proc and /sys tree under
+DIR) followed by suggested IRQ, RPS/XPS, memlock and NUMA settings; it changes nothing.
 
 With no --config, shardgate serves its embedded default: a built-in mock provider answering
 model `mock` on 127.0.0.1:8080 (no keys, no network).
@@ -26,6 +30,9 @@ struct Args {
     config: Option<PathBuf>,
     tuning: Option<PathBuf>,
     listen: Option<String>,
+    /// `tuning detect`: the subcommand word and the root to read.
+    sub: Option<String>,
+    root: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -34,6 +41,8 @@ fn parse_args() -> anyhow::Result<Args> {
         config: None,
         tuning: None,
         listen: None,
+        sub: None,
+        root: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     if let Some(first) = it.peek()
@@ -47,6 +56,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--config" | "-c" => args.config = Some(value("--config")?.into()),
             "--tuning" | "-t" => args.tuning = Some(value("--tuning")?.into()),
             "--listen" | "-l" => args.listen = Some(value("--listen")?),
+            "--root" if args.command == "tuning" => args.root = Some(value("--root")?.into()),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -61,6 +71,9 @@ fn parse_args() -> anyhow::Result<Args> {
                     && !other.starts_with('-') =>
             {
                 args.config = Some(other.into());
+            }
+            other if args.command == "tuning" && args.sub.is_none() => {
+                args.sub = Some(other.into());
             }
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
@@ -80,6 +93,22 @@ fn load(args: &Args) -> anyhow::Result<(Config, Tuning)> {
     Ok((config, tuning))
 }
 
+/// `tuning detect`: read the machine (or a fixture tree), print the profile; write nothing else.
+fn detect_tuning(root: Option<PathBuf>) -> anyhow::Result<()> {
+    use shardgate::detect;
+    let (root, io_uring) = match root {
+        Some(r) => (r, detect::IoUring::NotProbed),
+        None => (PathBuf::from("/"), detect::live::probe_io_uring()),
+    };
+    let detected = detect::detect(&root, io_uring)?;
+    let plan = detect::plan(&detected);
+    print!(
+        "{}",
+        detect::render(&detected, &plan, &root.display().to_string())
+    );
+    Ok(())
+}
+
 fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
     match args.command.as_str() {
@@ -96,6 +125,10 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        "tuning" => match args.sub.as_deref() {
+            Some("detect") => detect_tuning(args.root),
+            _ => bail!("tuning needs a subcommand: detect\n\n{USAGE}"),
+        },
         "serve" => {
             let (mut config, tuning) = load(&args)?;
             if let Some(l) = &args.listen {
