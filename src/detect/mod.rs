@@ -96,6 +96,8 @@ pub struct QueueIrq {
     pub queue: usize,
     /// The action name in `/proc/interrupts`.
     pub action: String,
+    /// Its current `proc/irq/N/smp_affinity_list`, when readable.
+    pub affinity_now: Option<Vec<usize>>,
 }
 
 /// A physical network interface (one with a `device` link; `lo`, bridges and veths have none).
@@ -113,6 +115,11 @@ pub struct Nic {
     pub tx_queues: usize,
     /// Its queue interrupt lines from `/proc/interrupts`, by IRQ number.
     pub irqs: Vec<QueueIrq>,
+    /// Current `rx-N/rps_cpus` per receive queue (`None`: not readable).
+    pub rps_now: Vec<Option<Vec<usize>>>,
+    /// Current `tx-N/xps_cpus` per transmit queue (`None`: not readable, as on a NIC with
+    /// one transmit queue).
+    pub xps_now: Vec<Option<Vec<usize>>>,
 }
 
 impl Nic {

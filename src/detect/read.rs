@@ -38,6 +38,12 @@ fn read_optional(path: &Path) -> Result<Option<String>, DetectError> {
     }
 }
 
+/// `None` on any error: for files that only say what is set now (some are absent or refuse
+/// reads, like `xps_cpus` on a single-queue NIC), never needed for the plan.
+fn read_current(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
 fn parse_error(path: &Path, message: String) -> DetectError {
     DetectError::Parse {
         path: path.display().to_string(),
@@ -70,6 +76,19 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
     }
     cpus.sort_unstable();
     cpus.dedup();
+    Ok(cpus)
+}
+
+/// Parse a sysfs cpumask (`rps_cpus`, `xps_cpus`): comma-separated 32-bit hex words, highest
+/// first (`1,00000004` is CPUs 2 and 32).
+pub fn parse_cpu_mask(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for (i, word) in text.trim().rsplit(',').enumerate() {
+        let bits =
+            u32::from_str_radix(word, 16).map_err(|_| format!("bad cpumask word {word:?}"))?;
+        cpus.extend((0..32).filter(|b| bits & (1 << b) != 0).map(|b| i * 32 + b));
+    }
+    cpus.sort_unstable();
     Ok(cpus)
 }
 
@@ -318,8 +337,19 @@ pub fn nics(root: &Path, interrupts: &[IrqLine]) -> Result<Vec<Nic>, DetectError
             None => None,
         };
         let queues = path.join("queues");
-        let rx_queues = numbered_entries(&queues, "rx-")?.len();
-        let tx_queues = numbered_entries(&queues, "tx-")?.len();
+        let current_mask = |dir: &PathBuf, file: &str| {
+            read_current(&dir.join(file)).and_then(|t| parse_cpu_mask(&t).ok())
+        };
+        let rx = numbered_entries(&queues, "rx-")?;
+        let tx = numbered_entries(&queues, "tx-")?;
+        let rps_now = rx
+            .iter()
+            .map(|(_, d)| current_mask(d, "rps_cpus"))
+            .collect();
+        let xps_now = tx
+            .iter()
+            .map(|(_, d)| current_mask(d, "xps_cpus"))
+            .collect();
         let irqs = interrupts
             .iter()
             .filter_map(|l| {
@@ -327,6 +357,10 @@ pub fn nics(root: &Path, interrupts: &[IrqLine]) -> Result<Vec<Nic>, DetectError
                     irq: l.irq,
                     queue,
                     action: l.action.clone(),
+                    affinity_now: read_current(
+                        &root.join(format!("proc/irq/{}/smp_affinity_list", l.irq)),
+                    )
+                    .and_then(|t| parse_cpu_list(&t).ok()),
                 })
             })
             .collect();
@@ -334,9 +368,11 @@ pub fn nics(root: &Path, interrupts: &[IrqLine]) -> Result<Vec<Nic>, DetectError
             name,
             device,
             numa_node,
-            rx_queues,
-            tx_queues,
+            rx_queues: rx.len(),
+            tx_queues: tx.len(),
             irqs,
+            rps_now,
+            xps_now,
         });
     }
     nics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -36,6 +36,17 @@ fn list_or_none(cpus: &[usize]) -> String {
     }
 }
 
+/// What is set now against what is suggested: `; already set`, `; now 0-7`, or nothing when
+/// the current value could not be read.
+fn now_note(now: Option<&Vec<usize>>, want: &[usize]) -> String {
+    match now {
+        Some(now) if now.as_slice() == want => "; already set".into(),
+        Some(now) if now.is_empty() => "; now off".into(),
+        Some(now) => format!("; now {}", format_cpu_list(now)),
+        None => String::new(),
+    }
+}
+
 fn kib(bytes: u64) -> u64 {
     bytes.div_ceil(1024)
 }
@@ -258,8 +269,9 @@ pub fn render(d: &Detected, p: &Plan, root: &str) -> String {
                     .iter()
                     .position(|c| c == cpu)
                     .map_or_else(|| "reserved".to_owned(), |s| format!("shard {s}"));
+                let now = now_note(irq.affinity_now.as_ref(), &[*cpu]);
                 line(format!(
-                    "#   echo {cpu} > /proc/irq/{}/smp_affinity_list   # irq {} -> cpu {cpu}: {} (queue {}, {shard})",
+                    "#   echo {cpu} > /proc/irq/{}/smp_affinity_list   # irq {} -> cpu {cpu}: {} (queue {}, {shard}{now})",
                     irq.irq, irq.irq, irq.action, irq.queue
                 ));
             }
@@ -282,9 +294,11 @@ pub fn render(d: &Detected, p: &Plan, root: &str) -> String {
                 }
             },
         );
+        let current = d.nics.iter().find(|n| n.name == nic.name);
         for (q, cpus) in &nic.rps {
+            let now = now_note(current.and_then(|n| n.rps_now.get(*q)?.as_ref()), cpus);
             line(format!(
-                "#   echo {} > /sys/class/net/{dev}/queues/rx-{q}/rps_cpus   # rx-{q} -> {}",
+                "#   echo {} > /sys/class/net/{dev}/queues/rx-{q}/rps_cpus   # rx-{q} -> {}{now}",
                 cpu_mask(cpus),
                 if cpus.is_empty() {
                     "off".to_owned()
@@ -299,8 +313,9 @@ pub fn render(d: &Detected, p: &Plan, root: &str) -> String {
                 "XPS: a shard sends on the queue its own core receives on (others: the kernel's hash).",
             );
             for (q, cpus) in &nic.xps {
+                let now = now_note(current.and_then(|n| n.xps_now.get(*q)?.as_ref()), cpus);
                 line(format!(
-                    "#   echo {} > /sys/class/net/{dev}/queues/tx-{q}/xps_cpus   # tx-{q} <- {}",
+                    "#   echo {} > /sys/class/net/{dev}/queues/tx-{q}/xps_cpus   # tx-{q} <- {}{now}",
                     cpu_mask(cpus),
                     if cpus.is_empty() {
                         "no shard".to_owned()

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
 use super::plan::Steering;
-use super::read::{format_cpu_list, parse_cpu_list, parse_interrupts, parse_memlock, queue_of};
+use super::read::{
+    format_cpu_list, parse_cpu_list, parse_cpu_mask, parse_interrupts, parse_memlock, queue_of,
+};
 use super::render::cpu_mask;
 use super::*;
 use crate::config::Tuning;
@@ -55,6 +57,21 @@ fn masks_use_32_bit_words_highest_first() {
     assert_eq!(cpu_mask(&[0, 1, 2, 3]), "f");
     assert_eq!(cpu_mask(&[2, 32]), "1,00000004");
     assert_eq!(cpu_mask(&[97]), "2,00000000,00000000,00000000");
+}
+
+#[test]
+fn masks_parse_back() {
+    for cpus in [
+        vec![],
+        vec![1],
+        vec![0, 1, 2, 3],
+        vec![2, 32],
+        vec![33, 49, 97],
+    ] {
+        assert_eq!(parse_cpu_mask(&cpu_mask(&cpus)).unwrap(), cpus);
+    }
+    assert_eq!(parse_cpu_mask("00,00000003\n").unwrap(), vec![0, 1]);
+    assert!(parse_cpu_mask("zz").is_err());
 }
 
 #[test]
@@ -255,7 +272,25 @@ fn nic_8queue_one_irq_per_shard_core() {
     assert_eq!(n.suggested_queues, Some(7));
     assert_profile_parses(&d, &p, &text);
     assert!(text.contains("echo 1 > /proc/irq/47/smp_affinity_list"));
-    assert!(text.contains("echo 0 > /sys/class/net/enp3s0f0/queues/rx-3/rps_cpus   # rx-3 -> off"));
+    // What is set now is read and shown beside each suggestion.
+    assert_eq!(nic.irqs[0].affinity_now, Some(vec![1]));
+    assert_eq!(nic.rps_now[2], Some((1..8).collect()));
+    assert!(
+        text.contains("enp3s0f0-TxRx-0 (queue 0, shard 0; already set)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("enp3s0f0-TxRx-1 (queue 1, shard 1; now 0-7)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rx-2/rps_cpus   # rx-2 -> off; now 1-7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rx-3/rps_cpus   # rx-3 -> off; already set"),
+        "{text}"
+    );
     assert!(text.contains("echo 4 > /sys/class/net/enp3s0f0/queues/tx-1/xps_cpus"));
     assert!(
         text.contains("64 KiB (7 shard(s) need 3584 KiB, 11776 KiB recommended): TOO LOW"),
