@@ -88,6 +88,10 @@ fn vm_2core_one_shard_on_core_1_and_rps() {
         "#   echo 2 > /sys/class/net/ens4/queues/rx-0/rps_cpus",
     );
     assert!(
+        out.contains("virtio1-input.0 (queue 0, reserved; now 0-1)"),
+        "the current affinity is shown: {out}"
+    );
+    assert!(
         !out.contains("/proc/irq/30/"),
         "the config IRQ is not a queue"
     );
