@@ -162,8 +162,11 @@ pub enum IoUring {
 /// Everything the detector read about a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detected {
-    /// Online CPUs, ascending by id.
+    /// Online CPUs this process may run on (`Cpus_allowed_list`), ascending by id: the ones
+    /// a profile may name, since the gateway validates its cores against its affinity.
     pub cpus: Vec<Cpu>,
+    /// Online CPUs outside this process's affinity (a cpuset, `taskset`, `CPUAffinity=`).
+    pub excluded_cpus: Vec<usize>,
     /// Physical cores, ordered by their first thread.
     pub cores: Vec<Core>,
     /// NUMA nodes (empty when the machine has no `node*` directories).
@@ -209,8 +212,18 @@ impl Detected {
 /// Read the machine under `root` (`/` for this one). `io_uring` is the live probe's answer
 /// ([`live::probe_io_uring`] on this machine, [`IoUring::NotProbed`] for a fixture).
 pub fn detect(root: &Path, io_uring: IoUring) -> Result<Detected, DetectError> {
-    let cpus = read::cpus(root)?;
+    let online = read::cpus(root)?;
     let nodes = read::nodes(root)?;
+    let allowed = read::allowed_cpus(root)?;
+    let (cpus, excluded): (Vec<Cpu>, Vec<Cpu>) = online
+        .into_iter()
+        .partition(|c| allowed.as_ref().is_none_or(|a| a.contains(&c.id)));
+    if cpus.is_empty() {
+        return Err(DetectError::Parse {
+            path: root.join("proc/self/status").display().to_string(),
+            message: "Cpus_allowed_list names no online CPU".into(),
+        });
+    }
     let cpus: Vec<Cpu> = cpus
         .into_iter()
         .map(|mut c| {
@@ -223,6 +236,7 @@ pub fn detect(root: &Path, io_uring: IoUring) -> Result<Detected, DetectError> {
     let nics = read::nics(root, &interrupts)?;
     Ok(Detected {
         cpus,
+        excluded_cpus: excluded.iter().map(|c| c.id).collect(),
         cores,
         nodes,
         nics,

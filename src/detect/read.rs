@@ -379,6 +379,18 @@ pub fn nics(root: &Path, interrupts: &[IrqLine]) -> Result<Vec<Nic>, DetectError
     Ok(nics)
 }
 
+/// The process's CPU affinity from `proc/self/status` (`Cpus_allowed_list:`), when present.
+pub fn allowed_cpus(root: &Path) -> Result<Option<Vec<usize>>, DetectError> {
+    let path = root.join("proc/self/status");
+    let Some(text) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| parse_cpu_list(list).map_err(|m| parse_error(&path, m)))
+        .transpose()
+}
+
 /// Parse the soft `Max locked memory` limit from a `/proc/<pid>/limits` text.
 pub fn parse_memlock(text: &str) -> Memlock {
     text.lines()

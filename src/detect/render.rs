@@ -100,6 +100,12 @@ pub fn render(d: &Detected, p: &Plan, root: &str) -> String {
         d.threads_per_core(),
         d.packages()
     ));
+    if !d.excluded_cpus.is_empty() {
+        line(format!(
+            "#            outside this process's CPU affinity, left out: {}",
+            format_cpu_list(&d.excluded_cpus)
+        ));
+    }
     if d.nodes.is_empty() {
         line("# numa:      no NUMA nodes listed (one memory domain)".into());
     } else {

@@ -312,6 +312,7 @@ fn small_machines_reserve_what_they_can() {
         let cores = read::group_cores(&cpus);
         Detected {
             cpus,
+            excluded_cpus: Vec::new(),
             cores,
             nodes: Vec::new(),
             nics: Vec::new(),
@@ -365,5 +366,29 @@ fn errors_name_the_file() {
     assert_eq!(d.cpus.len(), 1);
     assert!(d.nics.is_empty());
     assert_eq!(d.memlock, Memlock::Unknown);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_process_affinity_bounds_the_profile() {
+    let root = temp_root("affinity");
+    std::fs::write(root.join("sys/devices/system/cpu/online"), "0-3\n").unwrap();
+    std::fs::create_dir_all(root.join("proc/self")).unwrap();
+    std::fs::write(
+        root.join("proc/self/status"),
+        "Name:\tshardgate\nCpus_allowed:\t7\nCpus_allowed_list:\t0-2\n",
+    )
+    .unwrap();
+    let d = detect(&root, IoUring::NotProbed).unwrap();
+    assert_eq!(d.excluded_cpus, vec![3]);
+    let p = plan(&d);
+    assert_eq!((p.shard_cpus.clone(), p.control_plane_cpu), (vec![1, 2], 0));
+    let text = render(&d, &p, "affinity");
+    assert!(text.contains("affinity, left out: 3"), "{text}");
+    assert_profile_parses(&d, &p, &text);
+
+    std::fs::write(root.join("proc/self/status"), "Cpus_allowed_list:\t9\n").unwrap();
+    let e = detect(&root, IoUring::NotProbed).unwrap_err();
+    assert!(e.to_string().contains("proc/self/status"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
