@@ -278,3 +278,49 @@ fn a_request_with_an_image_only_goes_to_deployments_with_vision() {
     assert_eq!(text_only.requests(), 2);
     assert_eq!(vision.requests(), 6);
 }
+
+/// Usage is priced at the deployment that answered: the same requests cost ten times more on
+/// the deployment whose prices are ten times higher (the model's first deployment's price was
+/// once charged for every answer).
+#[test]
+fn spend_is_priced_at_the_deployment_that_answered() {
+    let (cheap, dear) = (mock(), mock());
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}\n{}\n[models.m]\nallow_pin = true\n\
+         [[models.m.deployments]]\nid = \"cheap\"\nprovider = \"a\"\nmodel = \"mock\"\n\
+         price = {{ input = 1.0, output = 2.0 }}\n\
+         [[models.m.deployments]]\nid = \"dear\"\nprovider = \"b\"\nmodel = \"mock\"\n\
+         price = {{ input = 10.0, output = 20.0 }}\n",
+        provider("a", "openai", cheap.addr),
+        provider("b", "openai", dear.addr),
+    );
+    let gw = Gateway::start(&cfg, ONE_SHARD);
+    let spend = || gw.metric("gateway_cost_usd_total{model=\"m\"}");
+    let send = |pin: &str| {
+        for i in 0..5 {
+            let body = chat_body("m", &format!("the same words {i}"), i % 2 == 0);
+            let res = request(
+                gw.addr,
+                "POST",
+                "/v1/chat/completions",
+                &[
+                    ("content-type", "application/json"),
+                    ("x-shardgate-deployment", pin),
+                ],
+                body.as_bytes(),
+            );
+            assert_eq!(res.status, 200, "{}", res.text());
+            assert_eq!(res.header("x-shardgate-deployment"), Some(pin));
+        }
+    };
+    send("cheap");
+    let on_cheap = spend();
+    send("dear");
+    let on_dear = spend() - on_cheap;
+    assert!(on_cheap > 0.0, "usage was priced");
+    let ratio = on_dear / on_cheap;
+    assert!(
+        (ratio - 10.0).abs() < 1e-6,
+        "dear/cheap spend = {ratio} (expected 10)"
+    );
+}

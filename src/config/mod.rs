@@ -340,8 +340,6 @@ pub struct ModelRoute {
     pub deployment: DeploymentId,
     /// Position in `Config::models` (indexes per-model metrics).
     pub index: usize,
-    /// First deployment: prices, when configured.
-    pub price: Option<Price>,
     /// Every deployment, in config order (never empty).
     pub deployments: Vec<DeploymentIdx>,
     /// How requests spread over `deployments`.

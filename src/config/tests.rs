@@ -153,7 +153,9 @@ fn kinds_choose_their_key_header_and_prices_are_checked() {
         c.providers[1].key_header,
         crate::config::KeyHeader::XGoogApiKey
     );
-    let p = c.models[0].price.unwrap();
+    let p = c.deployments[c.models[0].deployments[0].get()]
+        .price
+        .unwrap();
     assert_eq!(
         (p.input, p.cached_input, p.output),
         (3_000_000, 3_000_000, 15_000_000)
@@ -250,7 +252,7 @@ provider = "azure"
         output: 10_000_000,
         cached_input: 2_500_000,
     };
-    assert_eq!(m.price, Some(price));
+    assert_eq!(c.deployments[m.deployments[0].get()].price, Some(price));
     let p = c.model("plain").unwrap();
     assert_eq!(
         (
@@ -261,7 +263,7 @@ provider = "azure"
         ),
         (0, "plain", "azure/plain", 1)
     );
-    assert_eq!(p.price, None);
+    assert_eq!(c.deployments[p.deployments[0].get()].price, None);
     // The same thing as one deployment with every default.
     assert_eq!(c.deployments.len(), 2);
     assert_eq!(m.deployments, [DeploymentIdx(0)]);
@@ -289,7 +291,7 @@ provider = "azure"
         Duration::from_millis(45_000)
     );
     for m in [m, p] {
-        assert_eq!(m.strategy, Strategy::Score);
+        assert_eq!(m.strategy, Strategy::LowestLatency);
         assert!(m.fallbacks.is_empty() && m.context_window_fallbacks.is_empty());
         assert!(m.content_policy_fallbacks.is_empty() && !m.allow_pin);
         assert_eq!(m.queue_max, raw::DEFAULT_QUEUE_MAX);
@@ -450,7 +452,6 @@ fn the_deployments_form_fills_every_field() {
         (m.provider, &*m.upstream_model, m.deployment.as_str()),
         (0, "gpt-4o-2024-08-06", "azure-east")
     );
-    assert_eq!(m.price, east.price);
     // The same provider + model under another id is another deployment.
     let (long_idx, long) = c.deployment_by_id("openai-no-tools").unwrap();
     assert_eq!(c.model("gpt-4o-long").unwrap().deployments, [long_idx]);

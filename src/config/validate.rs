@@ -154,7 +154,6 @@ pub fn validate(
             deployment: first.id.clone(),
             provider: first.provider.get(),
             upstream_model: first.upstream_model.clone(),
-            price: first.price,
             public: ModelId(name.into()),
             index: me.get(),
             deployments: own,

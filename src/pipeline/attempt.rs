@@ -107,7 +107,7 @@ impl Attempt {
                 .count_attempt(self.provider, self.deployment, result);
             if let Some(u) = usage {
                 // Tokens the provider already reported are still spent.
-                self.state.record_usage(self.model, &u);
+                self.state.record_usage(self.model, self.deployment, &u);
             }
             return;
         }

@@ -155,7 +155,7 @@ impl ShardState {
             }
         }
         if let Some(u) = &outcome.usage {
-            outcome.cost = self.record_usage(model, u);
+            outcome.cost = self.record_usage(model, outcome.deployment, u);
         }
         self.outcomes.push(outcome);
     }
@@ -170,14 +170,25 @@ impl ShardState {
         }
     }
 
-    /// Count a model's usage and its cost (returned, for models with a price).
-    pub fn record_usage(&self, model: usize, u: &crate::api::Usage) -> Option<crate::budget::Cost> {
+    /// Count a model's usage and its cost at the price of the deployment that answered
+    /// (returned, for deployments with a price).
+    pub fn record_usage(
+        &self,
+        model: usize,
+        deployment: crate::DeploymentIdx,
+        u: &crate::api::Usage,
+    ) -> Option<crate::budget::Cost> {
         let m = self.metrics.models.get(model)?;
         m.input_tokens.add(u.input_tokens);
         m.output_tokens.add(u.output_tokens);
         m.cached_input_tokens.add(u.cached_input_tokens);
         m.reasoning_tokens.add(u.reasoning_tokens);
-        let cost = self.config.models.get(model)?.price?.cost(u);
+        let cost = self
+            .config
+            .deployments
+            .get(deployment.get())?
+            .price?
+            .cost(u);
         m.cost_nano_usd.add(cost.0);
         Some(cost)
     }
