@@ -181,23 +181,22 @@ pub fn group_cores(cpus: &[Cpu]) -> Vec<Core> {
     cores
 }
 
-fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<(usize, PathBuf)>, DetectError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(DetectError::Read {
-                path: dir.display().to_string(),
-                source,
-            });
-        }
+/// The entries of `dir` (none when it does not exist).
+fn dir_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, DetectError> {
+    let read_error = |source| DetectError::Read {
+        path: dir.display().to_string(),
+        source,
     };
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map_err(read_error)).collect(),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(read_error(source)),
+    }
+}
+
+fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<(usize, PathBuf)>, DetectError> {
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| DetectError::Read {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    for entry in dir_entries(dir)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(n) = name.strip_prefix(prefix).and_then(|n| n.parse().ok()) {
             out.push((n, entry.path()));
@@ -302,23 +301,8 @@ pub fn queue_of(action: &str, ifname: &str, device: Option<&str>) -> Option<usiz
 
 /// Physical NICs under `sys/class/net` (those with a `device` link) with their queue IRQs.
 pub fn nics(root: &Path, interrupts: &[IrqLine]) -> Result<Vec<Nic>, DetectError> {
-    let dir = root.join(NET_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(DetectError::Read {
-                path: dir.display().to_string(),
-                source,
-            });
-        }
-    };
     let mut nics = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| DetectError::Read {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    for entry in dir_entries(&root.join(NET_DIR))? {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         let device_link = path.join("device");

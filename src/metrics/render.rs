@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::labels::{ERROR_KINDS, Route, StatusLabel, UpstreamOutcome};
-use super::{BUCKETS, Histogram, Registry, ShardMetrics};
+use super::{BUCKETS, Counter, Histogram, Registry, ShardMetrics};
 use crate::scoring::ScoreTable;
 
 fn sum_hist<'a>(hs: impl Iterator<Item = &'a Histogram>) -> ([u64; BUCKETS.len()], u64, f64) {
@@ -33,6 +33,31 @@ fn write_hist(out: &mut String, name: &str, labels: &str, h: ([u64; BUCKETS.len(
 
 fn sum<'a>(shards: &'a [std::sync::Arc<ShardMetrics>], f: impl Fn(&'a ShardMetrics) -> u64) -> u64 {
     shards.iter().map(|s| f(s)).sum()
+}
+
+/// A counter per outcome for each of `names` (the label's values, in index order), summed
+/// over the shards; `attempts` finds a shard's counters for the thing at an index.
+fn by_outcome(
+    out: &mut String,
+    metric: &str,
+    help: &str,
+    (label, names): (&str, &[std::sync::Arc<str>]),
+    shards: &[std::sync::Arc<ShardMetrics>],
+    attempts: impl Fn(&ShardMetrics, usize) -> Option<&[Counter; UpstreamOutcome::ALL.len()]>,
+) {
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+    for (i, name) in names.iter().enumerate() {
+        for o in UpstreamOutcome::ALL {
+            let n = sum(shards, |s| {
+                attempts(s, i).map_or(0, |a| a[o as usize].get())
+            });
+            let _ = writeln!(
+                out,
+                "{metric}{{{label}=\"{name}\",outcome=\"{}\"}} {n}",
+                o.as_str()
+            );
+        }
+    }
 }
 
 /// Render every shard's metrics and the score table as Prometheus text.
@@ -82,21 +107,14 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         }
     }
 
-    out.push_str("# HELP gateway_upstream_requests_total Upstream attempts by provider and outcome.\n# TYPE gateway_upstream_requests_total counter\n");
-    for (p, name) in reg.providers.iter().enumerate() {
-        for o in UpstreamOutcome::ALL {
-            let n = sum(shards, |s| {
-                s.providers
-                    .get(p)
-                    .map_or(0, |m| m.attempts[o as usize].get())
-            });
-            let _ = writeln!(
-                out,
-                "gateway_upstream_requests_total{{provider=\"{name}\",outcome=\"{}\"}} {n}",
-                o.as_str()
-            );
-        }
-    }
+    by_outcome(
+        &mut out,
+        "gateway_upstream_requests_total",
+        "Upstream attempts by provider and outcome.",
+        ("provider", &reg.providers),
+        shards,
+        |s, p| s.providers.get(p).map(|m| &m.attempts),
+    );
     out.push_str("# HELP gateway_upstream_connections_total Upstream connections opened by provider.\n# TYPE gateway_upstream_connections_total counter\n");
     for (p, name) in reg.providers.iter().enumerate() {
         let n = sum(shards, |s| {
@@ -181,23 +199,14 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         );
     }
 
-    out.push_str("# HELP gateway_deployment_attempts_total Upstream attempts by deployment and outcome.\n# TYPE gateway_deployment_attempts_total counter\n");
-    for (d, name) in reg.deployments.iter().enumerate() {
-        for o in UpstreamOutcome::ALL {
-            let n = sum(shards, |s| {
-                s.deployments
-                    .get(d)
-                    .map_or(0, |m| m.attempts[o as usize].get())
-            });
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "gateway_deployment_attempts_total{{deployment=\"{name}\",outcome=\"{}\"}} {n}",
-                    o.as_str()
-                );
-            }
-        }
-    }
+    by_outcome(
+        &mut out,
+        "gateway_deployment_attempts_total",
+        "Upstream attempts by deployment and outcome.",
+        ("deployment", &reg.deployments),
+        shards,
+        |s, d| s.deployments.get(d).map(|m| &m.attempts),
+    );
     out.push_str("# HELP gateway_queue_depth Requests waiting for a free deployment, by public model.\n# TYPE gateway_queue_depth gauge\n");
     for (i, name) in reg.models.iter().enumerate() {
         let n: i64 = shards
