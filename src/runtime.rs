@@ -87,19 +87,11 @@ pub fn check_environment(shards: usize) -> Result<(), RuntimeError> {
             )));
         }
     }
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup(1, params) writes at most 120 bytes of io_uring_params into the
-    // buffer; on success we close the returned descriptor at once.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(RuntimeError::Environment(format!(
+    shard::probe_io_uring().map_err(|e| {
+        RuntimeError::Environment(format!(
             "io_uring is not available ({e}): the kernel lacks it or a seccomp profile blocks it (Docker's default does: run with --security-opt seccomp=unconfined, or on the host)."
-        )));
-    }
-    // SAFETY: `fd` is a descriptor we own and close once.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
+        ))
+    })
 }
 
 /// Options for [`serve`] beyond config and tuning.

@@ -3,16 +3,11 @@
 
 use super::IoUring;
 
-/// Try `io_uring_setup` with one entry and close the ring at once.
+/// Whether this process may set up an io_uring (`shard::probe_io_uring`, the gateway's own
+/// start-up check).
 pub fn probe_io_uring() -> IoUring {
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup(1, params) writes at most 120 bytes of io_uring_params into the
-    // buffer we own; on success it returns a descriptor that we close below.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return IoUring::Blocked(std::io::Error::last_os_error().to_string());
+    match crate::shard::probe_io_uring() {
+        Ok(()) => IoUring::Available,
+        Err(e) => IoUring::Blocked(e.to_string()),
     }
-    // SAFETY: `fd` is the descriptor io_uring_setup just returned; we own it and close it once.
-    unsafe { libc::close(fd as libc::c_int) };
-    IoUring::Available
 }

@@ -110,6 +110,21 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Whether this process may set up an io_uring: `io_uring_setup` with one entry, the ring
+/// closed at once (a kernel without it, a seccomp profile or a sysctl each refuse it).
+pub fn probe_io_uring() -> io::Result<()> {
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(1, params) writes at most 120 bytes of io_uring_params into the
+    // buffer we own; on success it returns a descriptor that we close below.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is the descriptor io_uring_setup just returned; we own it and close it once.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// Stop the kernel from backing this process's memory with transparent huge pages, from
 /// now on (`PR_SET_THP_DISABLE`; pages already huge stay so).
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
