@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use loadtest::ratios::{self, Verdict};
 use loadtest::report::{self, Meta, RunReport};
 use loadtest::run::{Options, Target, run};
 use loadtest::scenario::Plan;
@@ -20,6 +21,7 @@ USAGE:
     shardgate-loadtest mock-args SCENARIO.toml
     shardgate-loadtest compare RUN.json... [--csv FILE --commit C --date D --machine M]
     shardgate-loadtest plot OUT.svg RUN.json...
+    shardgate-loadtest ratios RUN.json... [--new gateway] [--base before] [--max-cpu-ratio X]
 
 run        runs every step of the scenario (after its warm-up) and prints a summary;
            --pid reports the CPU per request and RSS of those processes (summed);
@@ -27,7 +29,11 @@ run        runs every step of the scenario (after its warm-up) and prints a summ
 mock-args  prints the shardgate-mock flags for the scenario's latency model.
 compare    prints runs side by side with the ratios (targets labelled direct, nginx,
            gateway), and appends CSV rows to FILE when --csv is given.
-plot       writes a latency-vs-throughput SVG of the runs.";
+plot       writes a latency-vs-throughput SVG of the runs.
+ratios     pairs the runs of two builds on the same mock (the i-th run labelled --new with the
+           i-th labelled --base) and prints per step and overall the median ratio new/base of
+           req/s, CPU per request, p50 and p99 with its min-max spread, and the absolute
+           medians; with --max-cpu-ratio it fails when the overall median CPU ratio exceeds X.";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(out, report::svg(&reports)).with_context(|| format!("writing {out}"))?;
             Ok(())
         }
+        Some("ratios") => cmd_ratios(&args[1..]),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -153,4 +160,45 @@ fn cmd_compare(args: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cmd_ratios(args: &[String]) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let (mut new, mut base, mut max_cpu) = ("gateway", "before", None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--new" => new = flag_value(&mut it, a)?,
+            "--base" => base = flag_value(&mut it, a)?,
+            "--max-cpu-ratio" => {
+                let v = flag_value(&mut it, a)?;
+                let x: f64 = v.parse().with_context(|| format!("--max-cpu-ratio {v}"))?;
+                if !(x.is_finite() && x > 0.0) {
+                    bail!("--max-cpu-ratio {v}: a positive ratio, e.g. 1.05");
+                }
+                max_cpu = Some(x);
+            }
+            other if other.starts_with("--") => bail!("unknown flag {other}\n\n{USAGE}"),
+            file => files.push(file.to_owned()),
+        }
+    }
+    let pairs = ratios::pair_up(ratios::read_runs(&files)?, new, base)?;
+    let table = ratios::ratios(&pairs);
+    print!("{}", table.render());
+    let Some(max) = max_cpu else {
+        return Ok(());
+    };
+    match table.guard(max) {
+        Verdict::Pass(m) => {
+            println!("\nguard: median CPU ratio {m:.3}× ≤ {max}: pass");
+            Ok(())
+        }
+        Verdict::Fail(m) => {
+            println!("\nguard: median CPU ratio {m:.3}× > {max}: FAIL");
+            // A verdict, not a fault: one line on stderr and status 1, no backtrace.
+            eprintln!("{new}/{base}: median CPU per request ratio {m:.3}× exceeds {max}");
+            std::process::exit(1)
+        }
+        Verdict::NoCpu => bail!("--max-cpu-ratio: the runs measured no CPU (run them with --pid)"),
+    }
 }
