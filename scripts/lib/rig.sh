@@ -49,13 +49,15 @@ start_mock() {
     wait_port "$MOCK_PORT"
 }
 
-# start_gateway OUT_DIR [BINARY] [CONFIG]: one shard in front of the mock
-# (tuning/loadtest-1core.toml), with CONFIG (default config/mock-upstream.toml); sets GW.
+# start_gateway OUT_DIR [BINARY] [CONFIG] [NAME]: one shard in front of the mock
+# (tuning/loadtest-1core.toml), with CONFIG (default config/mock-upstream.toml); writes
+# OUT_DIR/NAME.toml and NAME.log (NAME defaults to gateway); sets GW.
 start_gateway() {
+    local name=${4:-gateway}
     sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
-        "${3:-config/mock-upstream.toml}" >"$1/gateway.toml"
-    RUST_LOG=warn taskset -c "$GW_CORE" "${2:-$BIN/shardgate}" serve --config "$1/gateway.toml" \
-        --tuning tuning/loadtest-1core.toml >"$1/gateway.log" 2>&1 &
+        "${3:-config/mock-upstream.toml}" >"$1/$name.toml"
+    RUST_LOG=warn taskset -c "$GW_CORE" "${2:-$BIN/shardgate}" serve --config "$1/$name.toml" \
+        --tuning tuning/loadtest-1core.toml >"$1/$name.log" 2>&1 &
     GW=$!
     PIDS+=("$GW")
     wait_port "$GW_PORT"
