@@ -465,21 +465,11 @@ consecutive_failures = 2
     }
 
     fn idx(config: &Config, id: &str) -> DeploymentIdx {
-        let i = config
-            .deployments
-            .iter()
-            .position(|d| d.id.as_str() == id)
-            .unwrap();
-        DeploymentIdx(i as u32)
+        config.deployment_by_id(id).unwrap().0
     }
 
     fn model(config: &Config, name: &str) -> ModelIdx {
-        let i = config
-            .models
-            .iter()
-            .position(|m| m.public.as_str() == name)
-            .unwrap();
-        ModelIdx(i as u32)
+        config.model(name).unwrap().idx()
     }
 
     fn ids(config: &Config, plan: &Plan) -> Vec<String> {
