@@ -7,8 +7,14 @@ use anyhow::{Context, bail};
 use shardgate::config::{Config, Tuning};
 use shardgate::runtime::{self, ServeOptions};
 
+// mimalloc serves; with `--features dhat-heap` (scripts/heap.sh) dhat's allocator takes its
+// place to record every allocation's size and backtrace: much slower, for profiling only.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
 
 const USAGE: &str = "\
 shardgate: a thread-per-core LLM gateway
@@ -162,6 +168,18 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // dhat-heap: profile from here until `main` returns (after the shards drained on
+    // SIGTERM/SIGINT), when dropping the profiler writes the JSON. Backtraces are not cut to
+    // dhat's default 10 frames (only its own frames go), so each site reaches the gateway, hyper
+    // or glommio frame under the allocator, `bytes` and std ones. `--help` and `--version`
+    // leave by `process::exit` and write nothing.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(
+            std::env::var_os("SHARDGATE_DHAT_OUT").unwrap_or_else(|| "dhat-heap.json".into()),
+        )
+        .trim_backtraces(Some(usize::MAX))
+        .build();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
