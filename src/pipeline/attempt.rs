@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 
 use super::body::ResBody;
 use super::context::RequestCtx;
@@ -24,7 +23,7 @@ use crate::providers::call::{
 };
 use crate::scoring::Outcome;
 use crate::shard::Timer;
-use crate::upstream::{PoolConn, ReqBody};
+use crate::upstream::{PoolConn, UpBody};
 use crate::{DeploymentIdx, ModelIdx};
 
 /// One upstream attempt, for the books. Every attempt is recorded exactly once: by
@@ -138,7 +137,7 @@ impl Drop for Attempt {
 /// client yet, so the request may still go elsewhere if reading the answer fails.
 pub struct Opened {
     attempt: Attempt,
-    response: Response<Incoming>,
+    response: Response<UpBody>,
     conn: PoolConn,
     timeouts: Timeouts,
     deadline: Instant,
@@ -146,8 +145,8 @@ pub struct Opened {
 
 /// How an opened attempt ended before commit.
 pub enum Opening {
-    /// A success head: commit to it.
-    Ready(Opened),
+    /// A success head: commit to it (boxed: it holds the connection).
+    Ready(Box<Opened>),
     /// A final answer made without committing (the provider's verdict on the client's
     /// request, relayed as it is).
     Answer(Response<ResBody>),
@@ -179,7 +178,7 @@ pub async fn open(
     let (origin, absolute) = call.uris.as_ref().unwrap_or(&target.chat);
     ctx.provider.set(Some(attempt.provider));
     let build = |h2: bool| {
-        let mut req = Request::new(ReqBody::new(call.body.clone()));
+        let mut req = Request::new(call.body.clone());
         *req.method_mut() = Method::POST;
         if h2 {
             *req.uri_mut() = absolute.clone();
@@ -213,13 +212,13 @@ pub async fn open(
     attempt.ttfb = sent.ttfb;
     let deadline = started + timeouts.total;
     if sent.response.status().is_success() {
-        return Ok(Opening::Ready(Opened {
+        return Ok(Opening::Ready(Box::new(Opened {
             attempt,
             response: sent.response,
             conn: sent.conn,
             timeouts,
             deadline,
-        }));
+        })));
     }
     let (parts, incoming) = sent.response.into_parts();
     let body = read_all(incoming, timeouts.idle, deadline, MAX_ERROR_BYTES).await;

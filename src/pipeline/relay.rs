@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::attempt::Attempt;
 use super::body::BodyCollector;
@@ -23,11 +22,11 @@ use crate::metrics::labels::UpstreamOutcome;
 use crate::providers::Dialect;
 use crate::providers::call::{Incomplete, StreamMode, UNREADABLE_EVENT};
 use crate::shard::{self, Timer};
-use crate::upstream::PoolConn;
+use crate::upstream::{PoolConn, UpBody};
 
 /// Read a whole upstream body within the idle and total timeouts and a byte cap.
 pub async fn read_all(
-    mut body: Incoming,
+    mut body: UpBody,
     idle: Duration,
     deadline: Instant,
     cap: usize,
@@ -79,7 +78,7 @@ pub async fn read_all(
 /// already sent its own), never a silent truncation.
 pub struct Relay {
     pub(super) attempt: Attempt,
-    pub(super) upstream: Option<Incoming>,
+    pub(super) upstream: Option<UpBody>,
     pub(super) conn: Option<PoolConn>,
     pub(super) splitter: EventSplitter,
     pub(super) timer: Timer,

@@ -3,6 +3,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,6 +27,27 @@ pub enum UpStream {
 }
 
 impl UpStream {
+    /// Whether an idle connection has nothing waiting: no close and no bytes (one
+    /// non-blocking `MSG_PEEK`, no wait).
+    pub fn idle_alive(&self) -> bool {
+        let fd = match self {
+            Self::Plain(s) => s.as_raw_fd(),
+            Self::Tls(t) => t.get_ref().0.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: `fd` is this stream's open socket; recv writes at most one byte into
+        // `byte`, which outlives the call.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
     /// Whether TLS ALPN chose HTTP/2.
     pub fn alpn_h2(&self) -> bool {
         match self {

@@ -7,9 +7,12 @@
 //! Does not: build provider requests or read bodies (callers do, with idle/total timeouts).
 //! Key types: [`EndpointPool`], [`PoolConn`], [`UpstreamError`].
 
+mod body;
 mod connect;
+pub mod h1;
 mod pool;
 
+pub use body::UpBody;
 pub use connect::{UpStream, tls_client_config};
 pub use pool::{EndpointPool, PoolConn, PoolLimits, ReqBody, Sent};
 
@@ -22,9 +25,18 @@ pub enum UpstreamError {
     /// TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] std::io::Error),
-    /// HTTP handshake or exchange failed.
+    /// HTTP handshake or exchange failed (HTTP/2).
     #[error("HTTP error: {0}")]
     Http(#[source] hyper::Error),
+    /// Reading or writing the connection failed (HTTP/1.1).
+    #[error("connection error: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream closed the connection before its answer was complete (HTTP/1.1).
+    #[error("connection closed before the response")]
+    Closed,
+    /// The upstream's answer broke HTTP/1.1 or our limits.
+    #[error(transparent)]
+    Malformed(h1::codec::Malformed),
     /// A timeout fired.
     #[error("{0} timeout after {1:?}")]
     Timeout(&'static str, std::time::Duration),
@@ -46,7 +58,7 @@ impl UpstreamError {
                 ErrorKind::UpstreamTimeout,
                 "The upstream provider did not answer in time.",
             ),
-            Self::Http(_) => (
+            Self::Http(_) | Self::Io(_) | Self::Closed | Self::Malformed(_) => (
                 ErrorKind::UpstreamProtocol,
                 "The connection to the upstream provider failed.",
             ),

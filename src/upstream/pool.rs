@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use rustls::ClientConfig;
 
 use super::UpstreamError;
+use super::body::UpBody;
 use super::connect::{UpStream, open};
+use super::h1::{H1Conn, Returned};
 use crate::config::{Endpoint, Protocol, Scheme, Timeouts};
 use crate::shard::rt::{Io, ShardExec};
 use crate::shard::{self};
 
-/// Upstream request body: the whole (possibly rewritten) client body.
+/// Upstream HTTP/2 request body: the whole (possibly rewritten) client body.
 pub type ReqBody = http_body_util::Full<Bytes>;
 
 /// Pool sizes from the tuning profile.
@@ -44,7 +45,7 @@ pub struct EndpointPool {
     addrs: RefCell<Arc<[SocketAddr]>>,
     tls: Option<Arc<ClientConfig>>,
     limits: PoolLimits,
-    idle: RefCell<Vec<http1::SendRequest<ReqBody>>>,
+    idle: RefCell<Vec<H1Conn>>,
     h2: RefCell<Vec<H2Conn>>,
     /// For `auto` over TLS: what ALPN chose last time.
     alpn_h2: Cell<Option<bool>>,
@@ -56,8 +57,8 @@ pub struct EndpointPool {
 pub enum PoolConn {
     /// HTTP/1.1: the connection is ours alone until released.
     H1 {
-        /// The sender.
-        tx: http1::SendRequest<ReqBody>,
+        /// Where the body leaves the connection when it ended cleanly.
+        back: Returned,
         /// Where to put it back.
         pool: Weak<EndpointPool>,
     },
@@ -84,12 +85,13 @@ impl Drop for StreamSlot {
 impl PoolConn {
     /// The response was read completely: the connection may serve another request.
     pub fn release(self) {
-        if let PoolConn::H1 { tx, pool } = self
+        if let PoolConn::H1 { back, pool } = self
             && let Some(pool) = pool.upgrade()
+            && let Some(conn) = back.take()
         {
             let mut idle = pool.idle.borrow_mut();
-            if idle.len() < pool.limits.max_idle && !tx.is_closed() {
-                idle.push(tx);
+            if idle.len() < pool.limits.max_idle {
+                idle.push(conn);
             }
         }
     }
@@ -98,7 +100,7 @@ impl PoolConn {
 /// A response head and the connection that must outlive its body.
 pub struct Sent {
     /// The response (body not yet read).
-    pub response: Response<Incoming>,
+    pub response: Response<UpBody>,
     /// The connection, ours until the body is read.
     pub conn: PoolConn,
     /// Time to the response head.
@@ -106,7 +108,7 @@ pub struct Sent {
 }
 
 enum Conn {
-    H1(http1::SendRequest<ReqBody>),
+    H1(H1Conn),
     H2(http2::SendRequest<ReqBody>, Rc<Cell<u32>>),
 }
 
@@ -161,7 +163,7 @@ impl EndpointPool {
     /// may have been written is ever sent twice.
     pub async fn send(
         self: &Rc<Self>,
-        build: impl Fn(bool) -> Request<ReqBody>,
+        build: impl Fn(bool) -> Request<Bytes>,
         timeouts: &Timeouts,
     ) -> Result<Sent, UpstreamError> {
         let mut retried = false;
@@ -169,20 +171,32 @@ impl EndpointPool {
             let started = Instant::now();
             let (conn, reused) = self.checkout(timeouts.connect).await?;
             let first_byte = timeouts.first_byte;
+            // Only a request that certainly never left (no byte written, or hyper handed it
+            // back unsent) on a reused connection that turned out to be closed is sent once
+            // more: one that may have reached the upstream (an incomplete answer, a reset
+            // after the write) never is. Trying elsewhere is the router's decision.
             let (sent, conn) = match conn {
-                Conn::H1(mut tx) => {
-                    let sent = shard::timeout(first_byte, tx.try_send_request(build(false))).await;
-                    (
-                        sent,
-                        PoolConn::H1 {
-                            tx,
-                            pool: Rc::downgrade(self),
-                        },
-                    )
+                Conn::H1(h1) => {
+                    let back = Returned::default();
+                    let exchange = h1.exchange(build(false), back.clone());
+                    let sent = shard::timeout(first_byte, exchange).await.map(|r| {
+                        r.map(|res| res.map(UpBody::H1))
+                            .map_err(|e| (e.error, e.unsent))
+                    });
+                    let pool = Rc::downgrade(self);
+                    (sent, PoolConn::H1 { back, pool })
                 }
                 Conn::H2(mut tx, inflight) => {
                     let held = PoolConn::H2(StreamSlot::take(inflight));
-                    let sent = shard::timeout(first_byte, tx.try_send_request(build(true))).await;
+                    let req = build(true).map(ReqBody::new);
+                    let sent = shard::timeout(first_byte, tx.try_send_request(req))
+                        .await
+                        .map(|r| {
+                            r.map(|res| res.map(UpBody::H2)).map_err(|mut e| {
+                                let unsent = e.take_message().is_some();
+                                (UpstreamError::Http(e.into_error()), unsent)
+                            })
+                        });
                     (sent, held)
                 }
             };
@@ -195,16 +209,12 @@ impl EndpointPool {
                         ttfb: started.elapsed(),
                     });
                 }
-                Ok(Err(mut e)) => {
-                    // Only a request hyper hands back unsent never left: one that may have
-                    // reached the upstream (an incomplete answer, a reset after the write) is
-                    // never sent again here. Trying elsewhere is the router's decision.
-                    let unsent = e.take_message().is_some();
+                Ok(Err((e, unsent))) => {
                     if reused && unsent && !retried {
                         retried = true;
                         continue;
                     }
-                    return Err(UpstreamError::Http(e.into_error()));
+                    return Err(e);
                 }
             }
         }
@@ -220,9 +230,11 @@ impl EndpointPool {
             }
         } else {
             let mut idle = self.idle.borrow_mut();
-            while let Some(tx) = idle.pop() {
-                if tx.is_ready() {
-                    return Ok((Conn::H1(tx), true));
+            // Most recently used first; a connection the upstream closed while idle is
+            // dropped here.
+            while let Some(conn) = idle.pop() {
+                if conn.idle_alive() {
+                    return Ok((Conn::H1(conn), true));
                 }
             }
         }
@@ -261,8 +273,8 @@ impl EndpointPool {
                 h2
             }
         };
-        let io = Io::new(stream, None);
         if h2 {
+            let io = Io::new(stream, None);
             let (tx, conn) = http2::Builder::new(ShardExec)
                 .handshake::<_, ReqBody>(io)
                 .await
@@ -279,17 +291,7 @@ impl EndpointPool {
             });
             Ok(Conn::H2(tx, inflight))
         } else {
-            let (tx, conn) = http1::Builder::new()
-                .max_buf_size(1024 * 1024)
-                .handshake::<_, ReqBody>(io)
-                .await
-                .map_err(UpstreamError::Http)?;
-            shard::spawn("upstream h1 connection", async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "Upstream HTTP/1 connection ended.");
-                }
-            });
-            Ok(Conn::H1(tx))
+            Ok(Conn::H1(H1Conn::new(stream)))
         }
     }
 }
