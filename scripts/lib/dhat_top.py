@@ -6,9 +6,10 @@
 Prints the allocation sites with the most bytes live at the global peak (t-gmax) and at the
 end (t-end), each with bytes, blocks, bytes per stream (bytes / N) and a compact backtrace: the
 first non-std frame when it is a helper crate (bytes, tokio, serde_json...), then the first F
-frames in shardgate, hyper, hyper_util, h2, glommio, rustls or futures_rustls. Sites (dhat
-program points) with the same compact backtrace are merged. Then the bytes at t-gmax rolled up
-by the first shardgate frame, which is where the gateway can act. Standard library only.
+frames in shardgate, hyper, hyper_util, h2, glommio, rustls or futures_rustls, then ("in ...")
+the first shardgate frame outside src/shard/ (past the runtime glue) when not among them.
+Sites (dhat program points) with the same compact backtrace are merged. Last, the bytes at
+t-gmax rolled up by that shardgate frame: where the gateway can act. Standard library only.
 
 dhat counts the bytes asked of the allocator, not resident pages: allocator overhead, freed
 memory the allocator keeps (mimalloc's pages, glibc's arenas), thread stacks and glommio's
@@ -24,15 +25,29 @@ from collections import defaultdict
 # Crates whose frames name a site (the gateway and the stack it is built on).
 OURS = ("shardgate", "hyper", "hyper_util", "h2", "glommio", "rustls", "futures_rustls")
 # Frames that never name a site: the allocator, the profiler, std and the unwinder.
-SKIP = ("dhat", "alloc", "core", "std", "backtrace", "__rust", "__libc", "_start", "main")
+SKIP = ("dhat", "alloc", "core", "std", "backtrace", "__rust")
 FRAME = re.compile(r"^\S+: (?P<name>.*) \((?P<file>.*):(?P<line>\d+):(?P<col>\d+)\)$")
 
 
-def crate_of(name):
-    """The crate a demangled symbol belongs to: `<hyper::X<T> as Y>::f` -> hyper."""
-    n = name.lstrip("<&*").removeprefix("mut ").removeprefix("dyn ").lstrip("<&*")
-    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", n)
-    return m.group(0) if m else ""
+def crate_of(name, path):
+    """The crate of a frame: from the symbol's path (`<hyper::X<T> as Y>::f` -> hyper) when the
+    debug info names it, else from a registry source path (`bytes-1.12.1/src/...` -> bytes)."""
+    n = re.sub(r"^(?:[<&*]|mut |dyn )+", "", name)
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", n)
+    if m:
+        return m.group(1)
+    if name.startswith("__"):
+        return "__rust"
+    m = re.match(r"([A-Za-z0-9_]+(?:-[A-Za-z_][A-Za-z0-9_]*)*)-\d+\.\d+\.\d+", path)
+    return m.group(1).replace("-", "_") if m else ""
+
+
+def src_path(crate, path):
+    """`src-abc123/src/main.rs` or `providers/openai/stream.rs` -> `src/...` for our crate."""
+    if crate != "shardgate" or path.startswith("src/"):
+        return path
+    i = path.find("/src/")
+    return path[i + 1:] if i >= 0 else "src/" + path
 
 
 def strip_generics(name):
@@ -64,9 +79,10 @@ class Frames:
             if m is None:
                 self.parsed.append(("", f, "", 0))
                 continue
-            name = m.group("name")
+            name, path = m.group("name"), m.group("file")
+            crate = crate_of(name, path)
             self.parsed.append(
-                (crate_of(name), short_name(name), m.group("file"), int(m.group("line")))
+                (crate, short_name(name), src_path(crate, path), int(m.group("line")))
             )
 
     def describe(self, fs, frames):
@@ -78,7 +94,9 @@ class Frames:
                 continue
             where = f"{name} ({path}:{line})"
             if crate in OURS:
-                if first_sg is None and crate == "shardgate":
+                # The gateway's own code names the site, past the runtime glue in src/shard/
+                # (`shard::spawn`, `rt::Watched`) that every task and connection goes through.
+                if first_sg is None and crate == "shardgate" and not path.startswith("src/shard/"):
                     first_sg = where
                 if len(ours) < frames and (not ours or ours[-1] != where):
                     ours.append(where)
@@ -98,14 +116,17 @@ def table(title, rows, streams, total, top):
           + (f", {total / streams:,.0f} B per stream" if streams else "") + " ==")
     print(f"{'#':>3} {'KiB':>10} {'blocks':>9} {'B/stream':>9} {'blk/str':>7} {'sites':>5}  site")
     for i, (key, b, bk, n) in enumerate(rows[:top], 1):
-        helper, ours = key
+        helper, ours, sg = key
         per = f"{b / streams:,.0f}" if streams else "-"
         perk = f"{bk / streams:.2f}" if streams else "-"
         print(f"{i:>3} {kib(b):>10} {bk:>9,} {per:>9} {perk:>7} {n:>5}  "
               + (ours[0] if ours else helper or "(no frame in the listed crates)"))
-        rest = ([helper] if helper and ours else []) + ours[1:]
-        for r in rest:
-            print(f"{'':>51}{'<- ' if r != helper else 'via '}{r}")
+        lines = [f"via {helper}"] if helper and ours else []
+        lines += [f"<- {o}" for o in ours[1:]]
+        if sg and sg not in ours:
+            lines.append(f"in {sg}")
+        for line in lines:
+            print(f"{'':>51}{line}")
 
 
 def ranked(pps, frames, bytes_key, blocks_key, depth):
@@ -114,8 +135,8 @@ def ranked(pps, frames, bytes_key, blocks_key, depth):
         b = pp.get(bytes_key, 0)
         if not b:
             continue
-        helper, ours, _ = frames.describe(pp["fs"], depth)
-        m = merged[(helper, tuple(ours))]
+        helper, ours, sg = frames.describe(pp["fs"], depth)
+        m = merged[(helper, tuple(ours), sg)]
         m[0] += b
         m[1] += pp.get(blocks_key, 0)
         m[2] += 1
@@ -156,7 +177,7 @@ def main():
             _, _, sg = frames.describe(pp["fs"], 1)
             by_sg[sg or "(no shardgate frame)"][0] += pp["gb"]
             by_sg[sg or "(no shardgate frame)"][1] += pp.get("gbk", 0)
-    print("\n== t-gmax by first shardgate frame ==")
+    print("\n== t-gmax by first shardgate frame outside src/shard/ ==")
     print(f"{'KiB':>10} {'blocks':>9} {'B/stream':>9}  frame")
     for where, (b, bk) in sorted(by_sg.items(), key=lambda kv: -kv[1][0])[:12]:
         per = f"{b / n:,.0f}" if n else "-"
