@@ -31,6 +31,7 @@ fn every_shipped_scenario_resolves() {
         names,
         [
             "baseline",
+            "burst",
             "overhead",
             "saturation",
             "spike",
