@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod json;
+pub mod needle;
 pub mod request;
 pub mod response;
 pub mod sse;

@@ -75,12 +75,16 @@ pub fn is_usage_only_chunk(doc: &[u8]) -> bool {
     empty && json::top_level_value(doc, b"usage").is_some_and(|u| doc[u.start] == b'{')
 }
 
+crate::needles! {
+    USAGE = b"\"usage\"";
+}
+
 impl Usage {
     /// Read the top-level `usage` object of an OpenAI-shaped JSON document (a response or a
     /// stream chunk). `None` when absent or `null`.
     pub fn from_openai_json(doc: &[u8]) -> Option<Self> {
         // Most stream chunks carry no usage: skip the structural scan for them.
-        memchr::memmem::find(doc, b"\"usage\"")?;
+        USAGE.find(doc)?;
         let span = json::top_level_value(doc, b"usage")?;
         let raw = &doc[span];
         if raw.first() != Some(&b'{') {

@@ -524,6 +524,14 @@ pub struct PassAnthropic {
     saw_error: bool,
 }
 
+crate::needles! {
+    DONE = b"[DONE]";
+    USAGE = b"\"usage\"";
+    ERROR = b"\"error\"";
+    MESSAGE_ = b"\"message_";
+    CONTENT_BLOCK = b"content_block";
+}
+
 impl StreamMode {
     /// Take a run of whole events; `Some` bytes to send.
     pub fn events(&mut self, events: Bytes) -> Result<Option<Bytes>, Unreadable> {
@@ -536,13 +544,11 @@ impl StreamMode {
             } => {
                 // Only an event whose whole data payload is `[DONE]` ends the stream; the
                 // bytes inside a chunk's text do not.
-                if memmem::find(&events, b"[DONE]").is_some()
-                    && data_payloads(&events).any(|d| *d == *b"[DONE]")
+                if DONE.find(&events).is_some() && data_payloads(&events).any(|d| *d == *b"[DONE]")
                 {
                     *saw_done = true;
                 }
-                let interesting = memmem::find(&events, b"\"usage\"").is_some()
-                    || memmem::find(&events, b"\"error\"").is_some();
+                let interesting = USAGE.find(&events).is_some() || ERROR.find(&events).is_some();
                 if interesting {
                     for data in data_payloads(&events) {
                         if let Some(u) = Usage::from_openai_json(&data) {
@@ -555,20 +561,18 @@ impl StreamMode {
                         }
                     }
                 }
-                if *strip_usage && memmem::find(&events, b"\"usage\"").is_some() {
+                if *strip_usage && USAGE.find(&events).is_some() {
                     let kept = without_events(&events, is_usage_only_chunk);
                     return Ok((!kept.is_empty()).then_some(kept));
                 }
                 Ok(Some(events))
             }
             Self::PassAnthropic(p) => {
-                if memmem::find(&events, b"\"message_").is_some()
-                    || memmem::find(&events, b"\"error\"").is_some()
-                {
+                if MESSAGE_.find(&events).is_some() || ERROR.find(&events).is_some() {
                     for data in data_payloads(&events) {
-                        let interesting = memmem::find(&data, b"\"message_").is_some()
-                            || memmem::find(&data, b"\"error\"").is_some();
-                        if !interesting || memmem::find(&data, b"content_block").is_some() {
+                        let interesting =
+                            MESSAGE_.find(&data).is_some() || ERROR.find(&data).is_some();
+                        if !interesting || CONTENT_BLOCK.find(&data).is_some() {
                             continue;
                         }
                         // Relayed untouched: a malformed event is the client's to see.
