@@ -64,6 +64,8 @@ struct RawTuning {
 struct RawMemory {
     /// Let the kernel back the heap with transparent huge pages (default false).
     transparent_huge_pages: Option<bool>,
+    /// Give freed heap back to the kernel once a burst of connections has closed (default true).
+    release_after_burst: Option<bool>,
 }
 
 /// `[shards]`
@@ -177,6 +179,10 @@ pub struct Tuning {
     /// pages on the shard's thread (30–80 ms stalls under a connection flood, measured with
     /// `perf` during `scripts/exhaust.sh`), and a few live bytes keep a whole 2 MiB resident.
     pub transparent_huge_pages: bool,
+    /// Give freed heap back to the kernel once at least half of a shard's peak connections
+    /// (and 32 or more) have closed, checked on the sweep tick (`shard::mem`). Without it,
+    /// a shard that served a burst keeps its peak RSS until its next burst.
+    pub release_after_burst: bool,
 }
 
 impl Tuning {
@@ -289,6 +295,7 @@ impl Tuning {
             )?,
             h1_read_buffer_bytes,
             transparent_huge_pages: raw.memory.transparent_huge_pages.unwrap_or(false),
+            release_after_burst: raw.memory.release_after_burst.unwrap_or(true),
             h2_max_concurrent_streams: raw
                 .http
                 .h2_max_concurrent_streams
@@ -378,5 +385,20 @@ mod tests {
         assert!(e.to_string().contains("rings"), "{e}");
         let e = Tuning::from_toml("[shards]\ncount = \"many\"\n", "t.toml", vec![0]).unwrap_err();
         assert!(e.to_string().contains("shards.count"), "{e}");
+    }
+
+    #[test]
+    fn memory_knobs_default_and_validate() {
+        let t = Tuning::from_toml("", "t", vec![0]).unwrap();
+        assert!(t.release_after_burst && !t.transparent_huge_pages);
+        let t = Tuning::from_toml("[memory]\nrelease_after_burst = false\n", "t", vec![0]).unwrap();
+        assert!(!t.release_after_burst);
+        for bad in [
+            "[memory]\nrelease_after_burst = 1\n",
+            "[memory]\nrelease_after_bursts = true\n",
+        ] {
+            let e = Tuning::from_toml(bad, "t.toml", vec![0]).unwrap_err();
+            assert!(e.to_string().contains("memory"), "{bad}: {e}");
+        }
     }
 }

@@ -199,6 +199,10 @@ fn spawn_sweep(state: &Rc<ShardState>) {
     let tick = (shortest / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
     let catch_up = Duration::from_millis(20).min(tick);
     let weak = Rc::downgrade(state);
+    let mut release = state
+        .tuning
+        .release_after_burst
+        .then(shard::mem::ReleasePolicy::default);
     shard::spawn_background("timeout sweep", async move {
         let mut wait = tick;
         loop {
@@ -207,6 +211,11 @@ fn spawn_sweep(state: &Rc<ShardState>) {
             let n = state.watches.sweep(Instant::now(), &timeouts, SWEEP_BUDGET);
             state.metrics.timeouts.add(n as u64);
             wait = if n == SWEEP_BUDGET { catch_up } else { tick };
+            if let Some(policy) = release.as_mut()
+                && policy.tick(state.watches.len())
+            {
+                shard::mem::release_freed();
+            }
         }
     });
 }

@@ -7,6 +7,7 @@
 //! Key types: [`ShardSpec`], [`ShardHandle`], [`rt::Io`], [`bridge::Batcher`], [`bridge::Inbox`].
 
 pub mod bridge;
+pub mod mem;
 pub mod net;
 pub mod rt;
 
@@ -14,6 +15,8 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
@@ -89,12 +92,38 @@ where
 
 /// Run a future, turning a panic inside it into a logged error. Used for every task a shard
 /// spawns, so one panicking request never takes the shard (or the process) down.
-pub async fn guarded<T>(what: &'static str, fut: impl Future<Output = T>) -> Option<T> {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(v) => Some(v),
-        Err(payload) => {
-            tracing::error!(task = what, panic = %panic_message(&*payload), "Task panicked; shard continues.");
-            None
+///
+/// A plain future, not an `async fn`: an `async fn` keeps its future argument and the
+/// future it awaits side by side, which doubled every task and request future it wrapped
+/// (11 KB instead of 5.6 for a connection task, measured with `scripts/heap.sh`).
+pub fn guarded<F: Future>(what: &'static str, fut: F) -> Guarded<F> {
+    Guarded {
+        inner: AssertUnwindSafe(fut).catch_unwind(),
+        what,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`guarded`]: `None` when the wrapped future panicked.
+    pub struct Guarded<F> {
+        #[pin]
+        inner: futures_lite::future::CatchUnwind<AssertUnwindSafe<F>>,
+        what: &'static str,
+    }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(Some(v)),
+            Poll::Ready(Err(payload)) => {
+                tracing::error!(task = *this.what, panic = %panic_message(&*payload), "Task panicked; shard continues.");
+                Poll::Ready(None)
+            }
         }
     }
 }

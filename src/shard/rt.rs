@@ -25,9 +25,9 @@ where
     F: Future + 'static,
 {
     fn execute(&self, fut: F) {
-        super::spawn("hyper task", async move {
-            fut.await;
-        });
+        // Spawned as it is (its output dropped by the task), not inside another `async`
+        // block, which would hold it twice.
+        glommio::spawn_local(super::guarded("hyper task", fut)).detach();
     }
 }
 
