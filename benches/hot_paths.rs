@@ -158,5 +158,63 @@ fn redact(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, rewrite, sse, scoring_and_metrics, redact);
+/// The upstream HTTP/1.1 exchange's framing: a 1 KB request serialised, a typical response
+/// head parsed, and a 20-event chunked stream decoded from one read.
+fn upstream_h1(c: &mut Criterion) {
+    use shardgate::upstream::h1::codec::{Chunk, Decoded, Framing, encode_request, parse_head};
+    let mut g = c.benchmark_group("upstream_h1");
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("host", "api.openai.com")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            "Bearer sk-0123456789abcdef0123456789abcdef",
+        )
+        .header("user-agent", "shardgate/0.1")
+        .body(chat_body(1024))
+        .unwrap_or_else(|_| unreachable!());
+    g.bench_function("encode_request_1k", |b| {
+        b.iter(|| encode_request(black_box(&req)))
+    });
+    let head = bytes::BytesMut::from(
+        &b"HTTP/1.1 200 OK\r\ndate: Wed, 02 Dec 2026 07:00:00 GMT\r\ncontent-type: text/event-stream\r\n\
+           transfer-encoding: chunked\r\nconnection: keep-alive\r\nx-request-id: req_0123456789\r\n\
+           openai-processing-ms: 12\r\n\r\n"[..],
+    );
+    g.bench_function("parse_head", |b| {
+        b.iter(|| parse_head(&mut black_box(head.clone())).unwrap_or_else(|_| unreachable!()))
+    });
+    let event = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
+    let mut chunked = Vec::new();
+    for _ in 0..20 {
+        chunked.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+        chunked.extend_from_slice(event);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let chunked = bytes::BytesMut::from(&chunked[..]);
+    g.bench_function("decode_20_chunks_one_read", |b| {
+        b.iter(|| {
+            let mut buf = chunked.clone();
+            let mut f = Framing::Chunked(Chunk::Size);
+            let mut n = 0;
+            while let Ok(Decoded::Data(d)) = f.decode(&mut buf, false) {
+                n += d.len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    rewrite,
+    sse,
+    scoring_and_metrics,
+    redact,
+    upstream_h1
+);
 criterion_main!(benches);
