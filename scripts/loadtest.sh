@@ -4,6 +4,7 @@
 #
 #   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway] [--against REV]
 #                                [--config FILE] [--runs N [--max-cpu-ratio X]]
+#   scripts/loadtest.sh compare SCENARIO REV [--runs N] [...]   (= SCENARIO --against REV --runs 5)
 #
 # --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
 # target/against/) as target "before", on the same mock, and prints gateway/before ratios.
@@ -23,10 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
-SCENARIO=$1
-shift
 SCALE=1
 TARGETS=direct,nginx,gateway
 AGAINST=
@@ -34,6 +33,15 @@ GW_CONFIG=
 ROUNDS=
 MAX_CPU=
 TARGETS_GIVEN=
+if [ "$1" = compare ]; then
+    # The regression guard by name: this build against REV, alternating rounds (5 unless --runs).
+    [ $# -ge 3 ] || usage
+    SCENARIO=$2 AGAINST=$3 ROUNDS=5
+    shift 3
+else
+    SCENARIO=$1
+    shift
+fi
 while [ $# -gt 0 ]; do
     case $1 in
         --scale) SCALE=$2; shift 2 ;;
