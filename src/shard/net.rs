@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -120,4 +120,21 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
         .map_err(io::Error::from)?;
     s.set_nodelay(true).map_err(io::Error::from)?;
     Ok(s)
+}
+
+/// Whether an idle stream has nothing waiting: no close and no bytes from the peer (one
+/// non-blocking `MSG_PEEK`, no wait). An HTTP/1.1 server says nothing between answers.
+pub fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is this stream's open socket; recv writes at most one byte into
+    // `byte`, which outlives the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }

@@ -56,6 +56,34 @@ impl ReadUninit for glommio::net::TcpStream {
     }
 }
 
+/// Bytes read at most per [`poll_read_into`] when no size is reserved.
+pub const SCRATCH_READ: usize = 16 * 1024;
+
+/// Read once, appending to `buf`. With `reserve` > 0 the read goes straight into `buf`,
+/// reserved for that many bytes (a body of known size lands in one buffer); otherwise onto
+/// the stack and copied out at the size it came, so a connection waiting for its next
+/// event holds no buffer.
+pub fn poll_read_into<R: ReadUninit + Unpin>(
+    reader: &mut R,
+    buf: &mut bytes::BytesMut,
+    reserve: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if reserve > 0 {
+        buf.reserve(reserve);
+        let n = ready!(Pin::new(reader).poll_read_uninit(cx, buf.spare_capacity_mut()))?;
+        // SAFETY: the reader initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        return Poll::Ready(Ok(n));
+    }
+    let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_READ];
+    let n = ready!(Pin::new(reader).poll_read_uninit(cx, &mut scratch))?;
+    // SAFETY: the reader initialised the first `n` bytes of `scratch`.
+    let read = unsafe { &*(&scratch[..n] as *const [MaybeUninit<u8>] as *const [u8]) };
+    buf.extend_from_slice(read);
+    Poll::Ready(Ok(n))
+}
+
 /// Most bytes zeroed per read for streams that might read their buffer (TLS): one record.
 const ZEROED_READ_CAP: usize = 16 * 1024 + 256;
 

@@ -3,7 +3,6 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +13,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
 use super::UpstreamError;
-use crate::shard::net::{TcpStream, connect};
+use crate::shard::net::{TcpStream, connect, idle_and_open};
 use crate::shard::rt::ReadUninit;
 use crate::shard::{self};
 
@@ -27,25 +26,13 @@ pub enum UpStream {
 }
 
 impl UpStream {
-    /// Whether an idle connection has nothing waiting: no close and no bytes (one
-    /// non-blocking `MSG_PEEK`, no wait).
+    /// Whether an idle connection has nothing waiting: no close and no bytes (over TLS, such
+    /// bytes are most likely a close_notify).
     pub fn idle_alive(&self) -> bool {
-        let fd = match self {
-            Self::Plain(s) => s.as_raw_fd(),
-            Self::Tls(t) => t.get_ref().0.as_raw_fd(),
-        };
-        let mut byte = 0u8;
-        // SAFETY: `fd` is this stream's open socket; recv writes at most one byte into
-        // `byte`, which outlives the call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                (&raw mut byte).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+        match self {
+            Self::Plain(s) => idle_and_open(s),
+            Self::Tls(t) => idle_and_open(t.get_ref().0),
+        }
     }
 
     /// Whether TLS ALPN chose HTTP/2.

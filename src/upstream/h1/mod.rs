@@ -13,7 +13,6 @@ pub mod codec;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
@@ -26,12 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use self::codec::{Decoded, Framing, Malformed};
 use super::UpStream;
 use super::UpstreamError;
-use crate::shard::rt::ReadUninit;
-
-/// Bytes read at most per read when the body's size is unknown (chunked, until close, a
-/// head): read onto the stack and copied out at their size, so a connection waiting for its
-/// next event holds no buffer.
-const SCRATCH: usize = 16 * 1024;
+use crate::shard::rt::{SCRATCH_READ, poll_read_into};
 
 /// Largest single read into the body buffer when the size is known.
 const MAX_DIRECT_READ: usize = 1024 * 1024;
@@ -132,8 +126,8 @@ async fn write_all(io: &mut UpStream, mut bytes: &[u8], written: &mut usize) -> 
     Ok(())
 }
 
-/// Read once into `buf`. With a known wanted size (`want` > 0) the read goes straight into
-/// `buf`, reserved for it; otherwise onto the stack and copied out at the size it came.
+/// Read once into `buf`: straight into it for a known size past [`SCRATCH_READ`] (capped
+/// at [`MAX_DIRECT_READ`]), otherwise by way of the stack.
 fn poll_fill(
     io: &mut UpStream,
     buf: &mut BytesMut,
@@ -141,20 +135,12 @@ fn poll_fill(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     let want = usize::try_from(want).unwrap_or(MAX_DIRECT_READ);
-    if want > SCRATCH {
-        buf.reserve(want.min(MAX_DIRECT_READ));
-        let spare = buf.spare_capacity_mut();
-        let n = ready!(Pin::new(io).poll_read_uninit(cx, spare))?;
-        // SAFETY: the reader initialised the first `n` bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        return Poll::Ready(Ok(n));
-    }
-    let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
-    let n = ready!(Pin::new(io).poll_read_uninit(cx, &mut scratch))?;
-    // SAFETY: the reader initialised the first `n` bytes of `scratch`.
-    let read = unsafe { &*(&scratch[..n] as *const [MaybeUninit<u8>] as *const [u8]) };
-    buf.extend_from_slice(read);
-    Poll::Ready(Ok(n))
+    let reserve = if want > SCRATCH_READ {
+        want.min(MAX_DIRECT_READ)
+    } else {
+        0
+    };
+    poll_read_into(io, buf, reserve, cx)
 }
 
 /// A response body read on the connection itself.
