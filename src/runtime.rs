@@ -268,6 +268,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 max_idle: tuning.upstream_max_idle,
                 h2_connections: tuning.upstream_h2_connections,
                 h2_streams: tuning.upstream_h2_streams,
+                read_bytes: tuning.upstream_read_bytes,
             };
             let mut shard_pools = vec![None; config.providers.len()];
             let metrics = registry.shards[i].clone();

@@ -24,6 +24,12 @@ pub const DEFAULT_UPSTREAM_MAX_IDLE: usize = 256;
 pub const DEFAULT_UPSTREAM_H2_CONNECTIONS: usize = 4;
 /// Default upstream HTTP/2 streams per connection before another connection opens.
 pub const DEFAULT_UPSTREAM_H2_STREAMS: u32 = 100;
+/// Default largest read into an upstream HTTP/1.1 body buffer of known size.
+pub const DEFAULT_UPSTREAM_READ_BYTES: usize = 1024 * 1024;
+/// Smallest `upstream.read_bytes`: at or below it, reads go by way of a 16 KiB stack buffer.
+pub const MIN_UPSTREAM_READ_BYTES: usize = 16 * 1024;
+/// Largest `upstream.read_bytes`.
+pub const MAX_UPSTREAM_READ_BYTES: usize = 64 * 1024 * 1024;
 /// Default interval between re-resolutions of provider host names (off the shards).
 pub const DEFAULT_DNS_REFRESH_SECS: u64 = 30;
 /// Default bridge flush interval (shard → actor batches).
@@ -124,6 +130,8 @@ struct RawUpstream {
     h2_streams_per_connection: Option<u32>,
     /// Seconds between re-resolutions of provider host names (0 = resolve once at start).
     dns_refresh_secs: Option<u64>,
+    /// Largest single read into an upstream HTTP/1.1 body buffer when the size is known.
+    read_bytes: Option<usize>,
 }
 
 /// `[bridge]`
@@ -168,6 +176,11 @@ pub struct Tuning {
     pub upstream_h2_connections: usize,
     /// Streams per upstream h2 connection.
     pub upstream_h2_streams: u32,
+    /// Largest single read into an upstream HTTP/1.1 body buffer of known size (a whole
+    /// answer with a `content-length` lands in one buffer up to this size; reads of unknown
+    /// size, streams among them, go through a 16 KiB stack buffer and hold nothing between
+    /// reads).
+    pub upstream_read_bytes: usize,
     /// Provider DNS re-resolution interval (`None` = never).
     pub dns_refresh: Option<Duration>,
     /// Bridge flush interval.
@@ -276,6 +289,16 @@ impl Tuning {
                 "must be at least 8192".into(),
             ));
         }
+        let upstream_read_bytes = raw
+            .upstream
+            .read_bytes
+            .unwrap_or(DEFAULT_UPSTREAM_READ_BYTES);
+        if !(MIN_UPSTREAM_READ_BYTES..=MAX_UPSTREAM_READ_BYTES).contains(&upstream_read_bytes) {
+            return Err(invalid(
+                "upstream.read_bytes",
+                format!("must be from {MIN_UPSTREAM_READ_BYTES} to {MAX_UPSTREAM_READ_BYTES}"),
+            ));
+        }
         Ok(Self {
             placement,
             control_plane_core: raw.control_plane.core,
@@ -316,6 +339,7 @@ impl Tuning {
                 .h2_streams_per_connection
                 .unwrap_or(DEFAULT_UPSTREAM_H2_STREAMS)
                 .max(1),
+            upstream_read_bytes,
             dns_refresh: match raw
                 .upstream
                 .dns_refresh_secs
@@ -388,11 +412,23 @@ mod tests {
     }
 
     #[test]
-    fn memory_knobs_default_and_validate() {
+    fn memory_and_buffer_knobs_default_and_validate() {
         let t = Tuning::from_toml("", "t", vec![0]).unwrap();
         assert!(t.release_after_burst && !t.transparent_huge_pages);
         let t = Tuning::from_toml("[memory]\nrelease_after_burst = false\n", "t", vec![0]).unwrap();
         assert!(!t.release_after_burst);
+        assert_eq!(t.upstream_read_bytes, DEFAULT_UPSTREAM_READ_BYTES);
+        let t = Tuning::from_toml("[upstream]\nread_bytes = 65536\n", "t", vec![0]).unwrap();
+        assert_eq!(t.upstream_read_bytes, 65536);
+        for bad in ["4096", "1073741824", "\"big\""] {
+            let e = Tuning::from_toml(
+                &format!("[upstream]\nread_bytes = {bad}\n"),
+                "t.toml",
+                vec![0],
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("upstream.read_bytes"), "{bad}: {e}");
+        }
         for bad in [
             "[memory]\nrelease_after_burst = 1\n",
             "[memory]\nrelease_after_bursts = true\n",

@@ -31,6 +31,8 @@ pub struct PoolLimits {
     pub h2_connections: usize,
     /// Streams per HTTP/2 connection before another connection is opened.
     pub h2_streams: u32,
+    /// Largest single read into an HTTP/1.1 body buffer of known size.
+    pub read_bytes: usize,
 }
 
 struct H2Conn {
@@ -178,7 +180,7 @@ impl EndpointPool {
             let (sent, conn) = match conn {
                 Conn::H1(h1) => {
                     let back = Returned::default();
-                    let exchange = h1.exchange(build(false), back.clone());
+                    let exchange = h1.exchange(build(false), back.clone(), self.limits.read_bytes);
                     let sent = shard::timeout(first_byte, exchange).await.map(|r| {
                         r.map(|res| res.map(UpBody::H1))
                             .map_err(|e| (e.error, e.unsent))

@@ -27,9 +27,6 @@ use super::UpStream;
 use super::UpstreamError;
 use crate::shard::rt::{SCRATCH_READ, poll_read_into};
 
-/// Largest single read into the body buffer when the size is known.
-const MAX_DIRECT_READ: usize = 1024 * 1024;
-
 /// An idle HTTP/1.1 connection: the stream and nothing else (no buffer while idle).
 pub struct H1Conn {
     io: UpStream,
@@ -66,6 +63,7 @@ impl H1Conn {
         mut self,
         req: Request<Bytes>,
         back: Returned,
+        max_read: usize,
     ) -> Result<Response<H1Body>, ExchangeError> {
         let (head, joined) = codec::encode_request(&req);
         let mut written = 0;
@@ -91,7 +89,7 @@ impl H1Conn {
             if let Some(head) = codec::parse_head(&mut buf).map_err(|e| sent(e.into()))? {
                 break head;
             }
-            let n = poll_fn(|cx| poll_fill(&mut self.io, &mut buf, 0, cx))
+            let n = poll_fn(|cx| poll_fill(&mut self.io, &mut buf, 0, max_read, cx))
                 .await
                 .map_err(|e| sent(UpstreamError::Io(e)))?;
             if n == 0 {
@@ -105,6 +103,7 @@ impl H1Conn {
             eof: false,
             keep_alive: head.keep_alive,
             back,
+            max_read,
         };
         let mut res = Response::new(body);
         *res.status_mut() = head.status;
@@ -127,16 +126,17 @@ async fn write_all(io: &mut UpStream, mut bytes: &[u8], written: &mut usize) -> 
 }
 
 /// Read once into `buf`: straight into it for a known size past [`SCRATCH_READ`] (capped
-/// at [`MAX_DIRECT_READ`]), otherwise by way of the stack.
+/// at `max_read`), otherwise by way of the stack.
 fn poll_fill(
     io: &mut UpStream,
     buf: &mut BytesMut,
     want: u64,
+    max_read: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let want = usize::try_from(want).unwrap_or(MAX_DIRECT_READ);
+    let want = usize::try_from(want).unwrap_or(max_read);
     let reserve = if want > SCRATCH_READ {
-        want.min(MAX_DIRECT_READ)
+        want.min(max_read)
     } else {
         0
     };
@@ -152,6 +152,7 @@ pub struct H1Body {
     eof: bool,
     keep_alive: bool,
     back: Returned,
+    max_read: usize,
 }
 
 impl H1Body {
@@ -188,7 +189,13 @@ impl Body for H1Body {
                     let Some(conn) = this.conn.as_mut() else {
                         return Poll::Ready(None);
                     };
-                    match ready!(poll_fill(&mut conn.io, &mut this.buf, want, cx)) {
+                    match ready!(poll_fill(
+                        &mut conn.io,
+                        &mut this.buf,
+                        want,
+                        this.max_read,
+                        cx
+                    )) {
                         Ok(0) => this.eof = true,
                         Ok(_) => {}
                         Err(e) => {
