@@ -14,7 +14,7 @@ use rustls::ClientConfig;
 use super::UpstreamError;
 use super::body::UpBody;
 use super::connect::{UpStream, open};
-use super::h1::{H1Conn, Returned};
+use super::h1::{ExchangeError, H1Conn, Returned};
 use crate::config::{Endpoint, Protocol, Scheme, Timeouts};
 use crate::shard::rt::{Io, ShardExec};
 use crate::shard::{self};
@@ -181,10 +181,9 @@ impl EndpointPool {
                 Conn::H1(h1) => {
                     let back = Returned::default();
                     let exchange = h1.exchange(build(false), back.clone(), self.limits.read_bytes);
-                    let sent = shard::timeout(first_byte, exchange).await.map(|r| {
-                        r.map(|res| res.map(UpBody::H1))
-                            .map_err(|e| (e.error, e.unsent))
-                    });
+                    let sent = shard::timeout(first_byte, exchange)
+                        .await
+                        .map(|r| r.map(|res| res.map(UpBody::H1)));
                     let pool = Rc::downgrade(self);
                     (sent, PoolConn::H1 { back, pool })
                 }
@@ -196,7 +195,8 @@ impl EndpointPool {
                         .map(|r| {
                             r.map(|res| res.map(UpBody::H2)).map_err(|mut e| {
                                 let unsent = e.take_message().is_some();
-                                (UpstreamError::Http(e.into_error()), unsent)
+                                let error = UpstreamError::Http(e.into_error());
+                                ExchangeError { error, unsent }
                             })
                         });
                     (sent, held)
@@ -211,12 +211,12 @@ impl EndpointPool {
                         ttfb: started.elapsed(),
                     });
                 }
-                Ok(Err((e, unsent))) => {
+                Ok(Err(ExchangeError { error, unsent })) => {
                     if reused && unsent && !retried {
                         retried = true;
                         continue;
                     }
-                    return Err(e);
+                    return Err(error);
                 }
             }
         }

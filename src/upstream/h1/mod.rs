@@ -35,7 +35,7 @@ pub struct H1Conn {
 /// Where a body puts its connection back when it ended cleanly and may be reused.
 pub type Returned = Rc<Cell<Option<H1Conn>>>;
 
-/// Why an exchange failed, and whether the request certainly never left.
+/// Why an exchange failed (HTTP/1.1 or HTTP/2), and whether the request certainly never left.
 pub struct ExchangeError {
     /// The failure.
     pub error: UpstreamError,
@@ -176,9 +176,10 @@ impl Body for H1Body {
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
         loop {
-            if this.conn.is_none() {
+            // `None` once the body ended.
+            let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
-            }
+            };
             match this.framing.decode(&mut this.buf, this.eof) {
                 Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(Decoded::End) => {
@@ -186,9 +187,6 @@ impl Body for H1Body {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::NeedMore(want)) => {
-                    let Some(conn) = this.conn.as_mut() else {
-                        return Poll::Ready(None);
-                    };
                     match ready!(poll_fill(
                         &mut conn.io,
                         &mut this.buf,
