@@ -168,7 +168,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             what: format!("listen address {listen}"),
             source: std::io::Error::other("no address"),
         })?;
-    let listeners = bind_reuseport(addr, n, config.server.header_timeout)
+    let listeners = bind_reuseport(addr, &tuning.placement.cores, config.server.header_timeout)
         .map_err(io_err(format!("cannot listen on {addr}")))?;
     let addr = listeners
         .first()

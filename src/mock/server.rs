@@ -184,7 +184,7 @@ impl MockServer {
     /// Start the mock's shards.
     pub fn start(cfg: MockConfig) -> io::Result<Self> {
         let n = cfg.cores.len().max(1);
-        let listeners = bind_reuseport(cfg.listen, n, std::time::Duration::ZERO)?;
+        let listeners = bind_reuseport(cfg.listen, &vec![None; n], std::time::Duration::ZERO)?;
         let addr = listeners[0].local_addr()?;
         let stats = Arc::new(MockStats::default());
         let control = Arc::new(Control {

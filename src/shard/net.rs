@@ -14,7 +14,14 @@ pub type TcpStream = glommio::net::TcpStream;
 /// Backlog of each listener.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// Bind `count` listening sockets on `addr` with `SO_REUSEPORT`, one per shard.
+/// Bind one listening socket on `addr` with `SO_REUSEPORT` per entry of `cpus`, one per shard.
+///
+/// A listener whose entry names a CPU (the core its shard is pinned to) gets `SO_INCOMING_CPU`:
+/// among the sockets of the reuseport group, the kernel then prefers the one whose CPU is the
+/// core that took the connection's packets. With the NIC's interrupts (or RPS) steered to the
+/// shards' cores (`shardgate tuning detect` suggests how), a connection is served on the core
+/// its packets arrive on, and completions need no cross-core wake-up. Where the interrupts
+/// land elsewhere (loopback, a VM) nothing changes: the kernel falls back to its hash.
 ///
 /// With a non-zero `defer_accept` (Linux `TCP_DEFER_ACCEPT`, whole seconds, rounded up) the
 /// kernel hands over a connection only when its first bytes arrive, or once it has been
@@ -26,7 +33,7 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// resolves to one OS-chosen port that every shard then shares.
 pub fn bind_reuseport(
     addr: SocketAddr,
-    count: usize,
+    cpus: &[Option<usize>],
     defer_accept: Duration,
 ) -> io::Result<Vec<StdListener>> {
     let domain = Domain::for_address(addr);
@@ -48,12 +55,15 @@ pub fn bind_reuseport(
         .as_socket()
         .ok_or_else(|| io::Error::other("bound address is not an IP socket"))?;
     drop(probe);
-    (0..count)
-        .map(|_| {
+    cpus.iter()
+        .map(|cpu| {
             let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
             s.set_reuse_address(true)?;
             s.set_reuse_port(true)?;
             s.set_nodelay(true)?;
+            if let Some(cpu) = *cpu {
+                s.set_cpu_affinity(cpu)?;
+            }
             s.bind(&SockAddr::from(bound))?;
             s.listen(LISTEN_BACKLOG)?;
             if !defer_accept.is_zero() {
@@ -137,4 +147,34 @@ pub fn idle_and_open(stream: &TcpStream) -> bool {
         )
     };
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn listeners_carry_their_shards_cpu() {
+        let ls = bind_reuseport(
+            "127.0.0.1:0".parse().unwrap(),
+            &[Some(0), None],
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[0].local_addr().unwrap(), ls[1].local_addr().unwrap());
+        let pinned = Socket::from(ls[0].try_clone().unwrap());
+        assert_eq!(pinned.cpu_affinity().unwrap(), 0);
+        // Unset, the kernel reports -1 (no preference), which socket2 hands back as usize::MAX.
+        let free = Socket::from(ls[1].try_clone().unwrap());
+        assert_ne!(free.cpu_affinity().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_held_port_is_refused() {
+        let held = StdListener::bind("127.0.0.1:0").unwrap();
+        let e = bind_reuseport(held.local_addr().unwrap(), &[None], Duration::ZERO).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
 }
