@@ -26,6 +26,8 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// Missing or wrong credentials (401).
     Unauthorized,
+    /// The credentials are good but do not allow this request (a model the key may not use) (403).
+    Forbidden,
     /// A rate limit was hit, here or upstream (429).
     RateLimited,
     /// A spend budget is used up (429, `insufficient_quota`).
@@ -59,6 +61,7 @@ impl ErrorKind {
             Self::RequestTimeout => "request_timeout",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
             Self::BudgetExceeded => "budget_exceeded",
             Self::NoProvider => "no_provider",
@@ -77,6 +80,7 @@ impl ErrorKind {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
@@ -102,6 +106,7 @@ impl ErrorKind {
             | Self::HeadersTooLarge
             | Self::RequestTimeout => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
+            Self::Forbidden => "permission_error",
             Self::RateLimited | Self::UpstreamStatus(429) => "rate_limit_error",
             Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamConnect

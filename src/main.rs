@@ -1,4 +1,4 @@
-//! The `shardgate` binary: `serve` (default), `check-config` and `tuning detect`.
+//! The `shardgate` binary: `serve` (default), `check-config`, `tuning detect` and `keys`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,9 +23,15 @@ USAGE:
     shardgate [serve] [--config FILE] [--tuning FILE] [--listen ADDR]
     shardgate check-config FILE [--tuning FILE]
     shardgate tuning detect [--root DIR]
+    shardgate keys create [--id ID] [--team TEAM]
+    shardgate keys hash < KEY
 
 `tuning detect` prints a tuning profile for this machine (or for the /proc and /sys tree under
 DIR) followed by suggested IRQ, RPS/XPS, memlock and NUMA settings; it changes nothing.
+
+`keys create` makes a virtual key: it prints the key once (it is stored nowhere) and the
+`[[auth.keys]]` entry that declares it by hash. `keys hash` prints the hash of a key read from
+standard input (never from the command line, where other users and the shell history see it).
 
 With no --config, shardgate serves its embedded default: a built-in mock provider answering
 model `mock` on 127.0.0.1:8080 (no keys, no network).
@@ -39,6 +45,9 @@ struct Args {
     /// `tuning detect`: the subcommand word and the root to read.
     sub: Option<String>,
     root: Option<PathBuf>,
+    /// `keys create`: the key's id and team.
+    id: Option<String>,
+    team: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,6 +58,8 @@ fn parse_args() -> anyhow::Result<Args> {
         listen: None,
         sub: None,
         root: None,
+        id: None,
+        team: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     if let Some(first) = it.peek()
@@ -63,6 +74,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--tuning" | "-t" => args.tuning = Some(value("--tuning")?.into()),
             "--listen" | "-l" => args.listen = Some(value("--listen")?),
             "--root" if args.command == "tuning" => args.root = Some(value("--root")?.into()),
+            "--id" if args.command == "keys" => args.id = Some(value("--id")?),
+            "--team" if args.command == "keys" => args.team = Some(value("--team")?),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -78,7 +91,7 @@ fn parse_args() -> anyhow::Result<Args> {
             {
                 args.config = Some(other.into());
             }
-            other if args.command == "tuning" && args.sub.is_none() => {
+            other if matches!(args.command.as_str(), "tuning" | "keys") && args.sub.is_none() => {
                 args.sub = Some(other.into());
             }
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
@@ -115,6 +128,39 @@ fn detect_tuning(root: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keys create` and `keys hash`.
+fn keys(args: &Args) -> anyhow::Result<()> {
+    use shardgate::auth::key;
+    match args.sub.as_deref() {
+        Some("create") => {
+            let rng = ring::rand::SystemRandom::new();
+            let (secret, hash) = key::generate(&rng)?;
+            let id = match &args.id {
+                Some(id) => id.clone(),
+                None => key::new_id(&rng)?.to_string(),
+            };
+            println!("key: {}", secret.expose());
+            println!("(shown once: it is stored nowhere, only its hash below)\n");
+            println!("[[auth.keys]]\nid = \"{id}\"\nhash = \"{hash}\"");
+            if let Some(team) = &args.team {
+                println!("team = \"{team}\"");
+            }
+            Ok(())
+        }
+        Some("hash") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            let presented = text.trim();
+            if presented.is_empty() {
+                bail!("keys hash reads the key from standard input, and it was empty");
+            }
+            println!("{}", key::hash(presented));
+            Ok(())
+        }
+        _ => bail!("keys needs a subcommand: create or hash\n\n{USAGE}"),
+    }
+}
+
 fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
     match args.command.as_str() {
@@ -131,6 +177,7 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        "keys" => keys(&args),
         "tuning" => match args.sub.as_deref() {
             Some("detect") => detect_tuning(args.root),
             _ => bail!("tuning needs a subcommand: detect\n\n{USAGE}"),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ShardId;
+use crate::actors::budgeter::BudgeterMsg;
 use crate::actors::scorer::ScorerMsg;
 use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
@@ -228,6 +229,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             })
             .collect(),
         dns_refresh: tuning.dns_refresh,
+        offset_secs: config.limits.offset_secs,
         deployments: crate::scoring::DeploymentInfo::from_config(&config),
         breaker: config.routing.breaker,
     })
@@ -260,6 +262,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             downstream_tls.clone(),
         );
         let scorer = control.scorer.clone();
+        let budgeter = control.budgeter.clone();
         let targets = targets.clone();
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
@@ -293,6 +296,13 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 let _ = sink.cast(ScorerMsg::Outcomes(batch));
             });
             let head_answers = crate::http::respond::head_answers(&config.server);
+            let budget_sink: crate::pipeline::state::BudgetSink = Box::new(move |asks, reports| {
+                let _ = budgeter.cast(BudgeterMsg::Batch {
+                    shard: i as u16,
+                    asks,
+                    reports,
+                });
+            });
             let state = ShardState::new(
                 id,
                 config,
@@ -302,6 +312,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 shard_pools,
                 targets,
                 head_answers,
+                budget_sink,
                 boot,
             );
             // Every flush interval: outcomes to the scorer, and this shard's in-flight
@@ -312,6 +323,8 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 Rc::downgrade(&state),
                 move |st: &ShardState| {
                     st.outcomes.flush();
+                    st.trim_leases();
+                    st.flush_budget();
                     let load = st
                         .router
                         .try_borrow_mut()
@@ -388,6 +401,25 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
             if let Some(Some(pool)) = state.pools.get(provider) {
                 pool.set_addrs(addrs);
             }
+        }
+        ShardCmd::Grants(grants) => {
+            let now = crate::pipeline::admit::now_ms();
+            if let Ok(mut leases) = state.leases.try_borrow_mut() {
+                for g in &grants {
+                    leases.on_grant(g, now);
+                }
+            }
+            state.lease_pulse.notify();
+        }
+        ShardCmd::Reclaim(keys) => {
+            let now = crate::pipeline::admit::now_ms();
+            if let Ok(mut leases) = state.leases.try_borrow_mut() {
+                leases.reclaim(&keys, now);
+            }
+            state.flush_budget();
+        }
+        ShardCmd::Keys(table) => {
+            *state.keys.borrow_mut() = table;
         }
         ShardCmd::Drain => {
             if !state.draining() {

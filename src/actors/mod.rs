@@ -7,6 +7,7 @@
 //! Does not: run on a shard or block one. Shards only `cast` to actors.
 //! Key types: [`ControlPlane`], [`ShardCmd`], [`scorer::ScorerActor`].
 
+pub mod budgeter;
 pub mod scorer;
 
 use std::io;
@@ -20,6 +21,7 @@ use ractor::{Actor, ActorRef};
 use crate::routing::breaker::BreakerConfig;
 use crate::scoring::{DeploymentInfo, ScoreTable};
 use crate::shard::bridge::InboxSender;
+use budgeter::{BudgeterActor, BudgeterArgs, BudgeterMsg};
 use scorer::{ScorerActor, ScorerArgs, ScorerMsg};
 
 /// What the control plane tells a shard.
@@ -29,6 +31,12 @@ pub enum ShardCmd {
     Scores(Arc<ScoreTable>),
     /// Start draining: readiness fails now, listeners close after the drain delay.
     Drain,
+    /// Lease grants from the budgeter.
+    Grants(Vec<crate::budget::ledger::Grant>),
+    /// The budgeter wants the unused units of these meters back (another shard is short).
+    Reclaim(Vec<crate::budget::meter::MeterKey>),
+    /// A new key table: swap it in whole.
+    Keys(Arc<crate::auth::table::KeyTable>),
     /// A provider's host name resolved to new addresses.
     Addrs {
         /// Provider index.
@@ -70,12 +78,16 @@ pub struct ControlPlaneArgs {
     pub deployments: Vec<DeploymentInfo>,
     /// The scorer's breakers (`Config::routing.breaker`).
     pub breaker: BreakerConfig,
+    /// Calendar offset of limit days and months, seconds east of UTC.
+    pub offset_secs: i32,
 }
 
 /// The running control plane.
 pub struct ControlPlane {
     /// The scorer (cast only from shards).
     pub scorer: ActorRef<ScorerMsg>,
+    /// The budgeter (cast only from shards).
+    pub budgeter: ActorRef<BudgeterMsg>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -120,7 +132,26 @@ impl ControlPlane {
                                 return;
                             }
                         };
-                    let _ = ready_tx.send(Ok(scorer.clone()));
+                    let budgeter_args = BudgeterArgs {
+                        shards: args.shards.clone(),
+                        offset_secs: args.offset_secs,
+                    };
+                    let (budgeter, budgeter_join) = match Actor::spawn(
+                        Some("budgeter".into()),
+                        BudgeterActor,
+                        budgeter_args,
+                    )
+                    .await
+                    {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(io::Error::other(format!(
+                                "cannot start budgeter: {e}"
+                            ))));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((scorer.clone(), budgeter.clone())));
                     if let Some(every) = args.dns_refresh.filter(|_| !args.dns.is_empty()) {
                         let (shards, dns) = (args.shards.clone(), args.dns.clone());
                         tokio::spawn(refresh_dns(dns, every, shards));
@@ -131,14 +162,17 @@ impl ControlPlane {
                     }
                     let _ = stop_rx.await;
                     scorer.stop(None);
+                    budgeter.stop(None);
                     let _ = join.await;
+                    let _ = budgeter_join.await;
                 });
             })?;
-        let scorer = ready_rx
+        let (scorer, budgeter) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("control plane thread exited during start-up"))??;
         Ok(Self {
             scorer,
+            budgeter,
             stop: Some(stop_tx),
             thread: Some(thread),
         })

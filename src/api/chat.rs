@@ -23,6 +23,8 @@ pub struct ChatHead {
     pub max_tokens: Option<u64>,
     /// Number of messages.
     pub messages: usize,
+    /// The end user (`user`), for per-user limits.
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +47,8 @@ struct RawHead<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     messages: Option<Vec<IgnoredAny>>,
+    #[serde(borrow, default)]
+    user: Option<&'a str>,
 }
 
 /// Reusable per-shard buffers for decoding (simd-json parses in place, so it needs a copy).
@@ -100,6 +104,7 @@ pub fn decode_chat(body: &[u8], scratch: &mut DecodeScratch) -> Result<ChatHead,
             .unwrap_or(false),
         max_tokens: head.max_completion_tokens.or(head.max_tokens),
         messages,
+        user: head.user.filter(|u| !u.is_empty()).map(str::to_owned),
     })
 }
 
@@ -247,7 +252,8 @@ mod tests {
     fn reads_the_routing_fields() {
         let h = decode(
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,
-               "stream_options":{"include_usage":true},"max_tokens":5,"temperature":0.2}"#,
+               "stream_options":{"include_usage":true},"max_tokens":5,"temperature":0.2,
+               "user":"u-1"}"#,
         )
         .unwrap();
         assert_eq!(
@@ -257,7 +263,8 @@ mod tests {
                 stream: true,
                 include_usage: true,
                 max_tokens: Some(5),
-                messages: 1
+                messages: 1,
+                user: Some("u-1".into()),
             }
         );
     }

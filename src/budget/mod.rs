@@ -7,6 +7,7 @@
 //! Key types: [`Cost`], [`pricing::Price`].
 
 pub mod pricing;
+pub mod spec;
 
 /// An amount of money in nano-US-dollars (10⁻⁹ USD). Integer, so shard sums are exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

@@ -8,6 +8,7 @@
 
 pub mod raw;
 pub mod secrets;
+pub mod tenancy;
 pub mod tuning;
 mod validate;
 
@@ -133,6 +134,10 @@ pub struct Config {
     pub deployments: Vec<Deployment>,
     /// Attempts, retries, backoff and breakers.
     pub routing: RoutingConfig,
+    /// Virtual keys (`None`: the gateway is open).
+    pub auth: Option<tenancy::AuthConfig>,
+    /// Rate limits and budgets.
+    pub limits: tenancy::LimitsConfig,
 }
 
 impl Config {

@@ -57,6 +57,11 @@ pub struct RawConfig {
     /// Attempts, retries, backoff and circuit breakers, for every model.
     #[serde(default)]
     pub routing: RawRouting,
+    /// Virtual keys; without this section the gateway is open.
+    pub auth: Option<super::tenancy::RawAuth>,
+    /// Rate limits and budgets per scope.
+    #[serde(default)]
+    pub limits: super::tenancy::RawLimits,
 }
 
 /// `[server]`: the downstream front.

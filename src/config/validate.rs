@@ -166,12 +166,22 @@ pub fn validate(
             queue_timeout,
         }));
     }
+    let named = |name: &str| models.iter().position(|m| &*m.public.0 == name);
+    let limits = super::tenancy::limits(raw.limits, models.len(), &named)
+        .map_err(|(path, message)| invalid(path, message))?;
+    let auth = raw
+        .auth
+        .map(|a| super::tenancy::auth(a, limits.exact, &|name| named(name).is_some()))
+        .transpose()
+        .map_err(|(path, message)| invalid(path, message))?;
     Ok(Config {
         server,
         providers,
         models,
         deployments: registry.list,
         routing,
+        auth,
+        limits,
     })
 }
 

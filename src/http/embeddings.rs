@@ -17,6 +17,6 @@ pub async fn create(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, GatewayError> {
-    let (_parts, body) = read_request(state, req).await?;
-    crate::pipeline::embeddings::run(state, ctx, body).await
+    let (parts, body) = read_request(state, req).await?;
+    crate::pipeline::embeddings::run(state, ctx, &parts.headers, body).await
 }

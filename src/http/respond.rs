@@ -129,6 +129,9 @@ pub fn stamp(res: &mut Response<ResBody>, ctx: &RequestCtx) {
         X_OVERHEAD.clone(),
         HeaderValue::from(ctx.overhead().as_micros() as u64),
     );
+    if let Some(q) = ctx.quota.get() {
+        q.stamp(h);
+    }
 }
 
 /// A whole static HTTP/1.1 error response (written by the IO layer, no request to stamp).

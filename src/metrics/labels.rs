@@ -228,8 +228,13 @@ impl UpstreamOutcome {
     }
 }
 
+/// Limit scopes as label values, in index order (`gateway_limit_refusals_total{scope}`).
+pub const LIMIT_SCOPES: [&str; 6] = ["global", "key", "team", "user", "model", "deployment"];
+/// Limit measures as label values, in index order (`gateway_limit_refusals_total{measure}`).
+pub const LIMIT_MEASURES: [&str; 4] = ["requests", "tokens", "concurrent", "spend"];
+
 /// Error kinds as label values, in index order (for `gateway_errors_total`).
-pub const ERROR_KINDS: [&str; 17] = [
+pub const ERROR_KINDS: [&str; 18] = [
     "headers_too_large",
     "bad_request",
     "not_found",
@@ -237,6 +242,7 @@ pub const ERROR_KINDS: [&str; 17] = [
     "payload_too_large",
     "request_timeout",
     "unauthorized",
+    "forbidden",
     "rate_limited",
     "budget_exceeded",
     "no_provider",

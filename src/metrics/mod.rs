@@ -182,6 +182,13 @@ pub struct ShardMetrics {
     pub fallbacks: Counter,
     /// Panics caught while handling a request.
     pub panics: Counter,
+    /// Requests admitted past auth, limits and budgets (with auth or limits configured).
+    pub admitted: Counter,
+    /// Requests refused by a limit or budget, by scope ([`labels::LIMIT_SCOPES`]) and
+    /// measure ([`labels::LIMIT_MEASURES`]).
+    pub limit_refusals: [[Counter; labels::LIMIT_MEASURES.len()]; labels::LIMIT_SCOPES.len()],
+    /// Requests refused because no lease share came in the bounded wait.
+    pub limit_wait_timeouts: Counter,
     /// Per provider, in config order.
     pub providers: Vec<ProviderMetrics>,
     /// Per public model, in config order.
@@ -208,6 +215,9 @@ impl ShardMetrics {
             ejections: Counter::default(),
             fallbacks: Counter::default(),
             panics: Counter::default(),
+            admitted: Counter::default(),
+            limit_refusals: Default::default(),
+            limit_wait_timeouts: Counter::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),
             deployments: (0..deployments)

@@ -305,6 +305,30 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     );
     counter(
         &mut out,
+        "gateway_admitted_total",
+        "Requests admitted past auth, limits and budgets (when any is configured).",
+        sum(shards, |s| s.admitted.get()),
+    );
+    counter(
+        &mut out,
+        "gateway_limit_wait_timeouts_total",
+        "Requests refused because no lease share of a nearly used-up limit came in time.",
+        sum(shards, |s| s.limit_wait_timeouts.get()),
+    );
+    out.push_str("# HELP gateway_limit_refusals_total Requests refused by a rate limit or budget.\n# TYPE gateway_limit_refusals_total counter\n");
+    for (si, scope) in super::labels::LIMIT_SCOPES.iter().enumerate() {
+        for (mi, measure) in super::labels::LIMIT_MEASURES.iter().enumerate() {
+            let n = sum(shards, |s| s.limit_refusals[si][mi].get());
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "gateway_limit_refusals_total{{scope=\"{scope}\",measure=\"{measure}\"}} {n}"
+                );
+            }
+        }
+    }
+    counter(
+        &mut out,
         "gateway_panics_total",
         "Panics caught while handling requests.",
         sum(shards, |s| s.panics.get()),

@@ -45,6 +45,8 @@ pub struct Attempt {
     pub probe: bool,
     /// A streamed answer (its latency is time to first token).
     pub stream: bool,
+    /// The request's tab: the attempt's usage and cost are added to it.
+    tab: Option<Rc<super::admit::Tab>>,
     recorded: Cell<bool>,
 }
 
@@ -71,8 +73,15 @@ impl Attempt {
             ttfb: Duration::ZERO,
             probe,
             stream,
+            tab: None,
             recorded: Cell::new(false),
         }
+    }
+
+    /// Charge the attempt's usage and cost to `tab`.
+    pub fn with_tab(mut self, tab: Option<Rc<super::admit::Tab>>) -> Self {
+        self.tab = tab;
+        self
     }
 
     /// Close the attempt's books: provider metrics, usage and cost, the router's live
@@ -106,7 +115,10 @@ impl Attempt {
                 .count_attempt(self.provider, self.deployment, result);
             if let Some(u) = usage {
                 // Tokens the provider already reported are still spent.
-                self.state.record_usage(self.model, self.deployment, &u);
+                let cost = self.state.record_usage(self.model, self.deployment, &u);
+                if let Some(tab) = &self.tab {
+                    tab.charge(&u, cost);
+                }
             }
             return;
         }
@@ -120,8 +132,12 @@ impl Attempt {
             cost: None,
             at: now,
         };
-        self.state
+        let cost = self
+            .state
             .record_attempt(self.provider, self.model, outcome, result);
+        if let (Some(tab), Some(u)) = (&self.tab, &usage) {
+            tab.charge(u, cost);
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Served<'a> {
     pub dep: &'a Deployment,
     /// Its provider.
     pub provider: &'a ProviderConfig,
+    /// What the request runs up (its usage and cost are added to it), once admitted.
+    pub tab: Option<&'a Rc<super::admit::Tab>>,
 }
 
 /// What one attempt sends.
@@ -105,6 +107,7 @@ pub async fn run(
             deployment: step.deployment,
             dep,
             provider,
+            tab: ctx.tab.get(),
         };
         let call = match prepare(&served)? {
             Prepared::Upstream(call) => call,
@@ -119,7 +122,8 @@ pub async fn run(
             continue; // a half-open probe is already out
         };
         tries += 1;
-        let attempt = Attempt::start(state, step.model, step.deployment, probe, needs.stream);
+        let attempt = Attempt::start(state, step.model, step.deployment, probe, needs.stream)
+            .with_tab(ctx.tab.get().cloned());
         let result = match open(state, ctx, attempt, dep.timeouts, &call).await {
             Ok(Opening::Ready(opened)) => opened.commit(state, ctx, &call).await,
             Ok(Opening::Answer(res)) => Ok(res),

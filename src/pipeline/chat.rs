@@ -6,6 +6,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Response};
 
+use super::admit;
 use super::attempts::{Prepared, X_DEPLOYMENT};
 use super::body::ResBody;
 use super::context::RequestCtx;
@@ -24,14 +25,21 @@ pub async fn run(
     body: Bytes,
     dialect: Dialect,
 ) -> Result<Response<ResBody>, GatewayError> {
-    let (public, stream, include_usage) = match dialect {
+    let caller = admit::authenticate(state, headers, admit::now_ms())?;
+    let (public, stream, include_usage, max_tokens, user) = match dialect {
         Dialect::OpenAi => {
             let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
-            (head.model, head.stream, head.include_usage)
+            (
+                head.model,
+                head.stream,
+                head.include_usage,
+                head.max_tokens,
+                head.user,
+            )
         }
         Dialect::Anthropic => {
             let head = providers::anthropic::translate::client_head(&body)?;
-            (head.model, head.stream, false)
+            (head.model, head.stream, false, Some(head.max_tokens), head.user)
         }
     };
     let Some(model) = state.config.model(&public).cloned() else {
@@ -40,6 +48,20 @@ pub async fn run(
             format!("The model `{public}` does not exist or you do not have access to it."),
         ));
     };
+    let user = user.or_else(|| end_user(state, headers));
+    admit::admit(
+        state,
+        ctx,
+        &admit::Admission {
+            caller: caller.as_ref(),
+            public: &public,
+            model: &model,
+            body_len: body.len(),
+            max_tokens,
+            user: user.as_deref(),
+        },
+    )
+    .await?;
     let tags = header_list(headers, &X_TAGS);
     let pin = header_list(headers, &X_DEPLOYMENT);
     let needs = Needs {
@@ -84,6 +106,17 @@ pub async fn run(
         Ok(Prepared::Upstream(call))
     })
     .await
+}
+
+/// The end user named by the configured header (`limits.user_header`), when the body names
+/// none: at most 128 bytes, so that a header cannot make a meter key of any size.
+pub fn end_user(state: &ShardState, headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(&state.config.limits.user_header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && u.len() <= 128)
+        .map(str::to_owned)
 }
 
 /// `x-shardgate-tags`: tags every deployment tried must carry, comma-separated.

@@ -1,6 +1,7 @@
 //! Per-request context: id, timings.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -16,6 +17,10 @@ pub struct RequestCtx {
     pub upstream: Cell<Duration>,
     /// The provider (index) of the last upstream attempt, if any (keys error log limits).
     pub provider: Cell<Option<usize>>,
+    /// What the request runs up, once admitted (each attempt adds its usage to it).
+    pub tab: OnceCell<Rc<super::admit::Tab>>,
+    /// The rate-limit quotas reported on the response (`x-ratelimit-*`).
+    pub quota: Cell<Option<super::admit::Quotas>>,
 }
 
 impl RequestCtx {
@@ -26,6 +31,15 @@ impl RequestCtx {
             start: Instant::now(),
             upstream: Cell::new(Duration::ZERO),
             provider: Cell::new(None),
+            tab: OnceCell::new(),
+            quota: Cell::new(None),
+        }
+    }
+
+    /// Set the quotas the response reports.
+    pub fn set_quota(&self, q: super::admit::Quotas) {
+        if q.requests.is_some() || q.tokens.is_some() {
+            self.quota.set(Some(q));
         }
     }
 

@@ -24,12 +24,16 @@ use crate::routing::plan::Needs;
 pub async fn run(
     state: &Rc<ShardState>,
     ctx: &RequestCtx,
+    headers: &http::HeaderMap,
     body: Bytes,
 ) -> Result<Response<ResBody>, GatewayError> {
     #[derive(serde::Deserialize)]
     struct Head {
         model: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
     }
+    let caller = super::admit::authenticate(state, headers, super::admit::now_ms())?;
     let head: Head = serde_json::from_slice(&body).map_err(|e| {
         GatewayError::bad_request(format!(
             "We could not parse the JSON body of your request ({e}). Send a valid JSON object."
@@ -46,6 +50,24 @@ pub async fn run(
             format!("The model `{public}` does not exist or you do not have access to it."),
         ));
     };
+    let user = head
+        .user
+        .filter(|u| !u.is_empty())
+        .or_else(|| super::chat::end_user(state, headers));
+    super::admit::admit(
+        state,
+        ctx,
+        &super::admit::Admission {
+            caller: caller.as_ref(),
+            public: &public,
+            model: &model,
+            body_len: body.len(),
+            // Embeddings have no output tokens.
+            max_tokens: Some(0),
+            user: user.as_deref(),
+        },
+    )
+    .await?;
     let needs = Needs::default();
     super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let upstream = &*served.dep.upstream_model;

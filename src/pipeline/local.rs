@@ -131,10 +131,13 @@ fn record(state: &ShardState, served: &Served<'_>, usage: Usage, took: std::time
         cost: None,
         at: Instant::now(),
     };
-    state.record_attempt(
+    let cost = state.record_attempt(
         served.dep.provider.get(),
         served.model.get(),
         outcome,
         UpstreamOutcome::Ok,
     );
+    if let Some(tab) = served.tab {
+        tab.charge(&usage, cost);
+    }
 }

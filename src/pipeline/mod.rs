@@ -5,18 +5,20 @@
 //! marked):
 //!
 //! 1. **resolve**: the public model from the decoded request head.
-//! 2. **admit**: keys, rate limits and budgets (to come).
+//! 2. **admit**: the key, rate limits and budgets, from this shard's leases ([`admit`]).
 //! 3. **cache lookup** (to come).
 //! 4. **plan**: the ordered deployments to try.
 //! 5. **attempts**: open an attempt (head read, status mapped, still retryable), or fail over.
 //! 6. **relay**: commit to an attempt and stream or return its answer, usage teed out.
 //! 7. **cache insert** (to come).
-//! 8. **settle**: usage, cost and the attempt's outcome to the scorer batch.
+//! 8. **settle**: usage, cost and the attempt's outcome to the scorer batch; the
+//!    admission's reservation settled with the real usage ([`admit::Tab`]).
 //!
 //! Owns: [`state::ShardState`] (what a shard owns), [`context::RequestCtx`], the response body
 //! type [`body::ResBody`]. Does not: parse HTTP or render errors (`http`), know a provider's
 //! wire format (`providers`).
 
+pub mod admit;
 pub mod attempt;
 pub mod attempts;
 pub mod body;

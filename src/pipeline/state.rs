@@ -10,6 +10,9 @@ use http::HeaderValue;
 
 use crate::ShardId;
 use crate::api::DecodeScratch;
+use crate::auth::table::KeyTable;
+use crate::budget::lease::{Ask, Leases};
+use crate::budget::ledger::Report;
 use crate::config::secrets::Redactor;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
@@ -24,6 +27,12 @@ use crate::shard::Signal;
 use crate::shard::bridge::Batcher;
 use crate::shard::rt::{HeadAnswers, WatchList};
 use crate::upstream::EndpointPool;
+
+/// A lease unused this long gives its free units back.
+pub const LEASE_IDLE_MS: u64 = 1_000;
+
+/// Where a shard's lease asks and usage reports go (the budgeter, in the gateway).
+pub type BudgetSink = Box<dyn Fn(Vec<Ask>, Vec<Report>)>;
 
 /// Everything a shard owns.
 pub struct ShardState {
@@ -65,6 +74,14 @@ pub struct ShardState {
     pub router: RefCell<Router>,
     /// Retries this shard allows itself.
     pub retry_budget: RefCell<RetryBudget>,
+    /// The key table (a snapshot the control plane swaps in whole).
+    pub keys: RefCell<Arc<KeyTable>>,
+    /// This shard's leases of every limit and budget.
+    pub leases: RefCell<Leases>,
+    /// Pulsed when a grant arrives (admissions waiting for one re-check).
+    pub lease_pulse: crate::shard::Pulse,
+    budget_sink: BudgetSink,
+    trimmed_at: Cell<u64>,
     seq: Cell<u64>,
     boot: u32,
 }
@@ -81,8 +98,13 @@ impl ShardState {
         pools: Vec<Option<Rc<EndpointPool>>>,
         targets: Arc<[Option<Target>]>,
         head_answers: &'static HeadAnswers,
+        budget_sink: BudgetSink,
         boot: u32,
     ) -> Rc<Self> {
+        let mut keys = KeyTable::default();
+        for k in config.auth.iter().flat_map(|a| a.keys.iter()) {
+            keys.insert(k.clone());
+        }
         let models_body = models_json(&config);
         let redactor = Redactor::from_config(&config);
         let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
@@ -113,9 +135,41 @@ impl ShardState {
             log_limit: RefCell::new(LogLimiter::default()),
             router,
             retry_budget,
+            keys: RefCell::new(Arc::new(keys)),
+            leases: RefCell::new(Leases::new()),
+            lease_pulse: crate::shard::Pulse::default(),
+            budget_sink,
+            trimmed_at: Cell::new(0),
             seq: Cell::new(0),
             boot,
         })
+    }
+
+    /// Send what the leases have queued for the budgeter (refill asks, usage reports), if
+    /// anything: at once when an admission waits, else on the bridge's flush tick.
+    pub fn flush_budget(&self) {
+        let Ok(mut leases) = self.leases.try_borrow_mut() else {
+            return;
+        };
+        let (asks, reports) = (leases.take_asks(), leases.take_reports());
+        drop(leases);
+        if !asks.is_empty() || !reports.is_empty() {
+            (self.budget_sink)(asks, reports);
+        }
+    }
+
+    /// At most once per [`LEASE_IDLE_MS`]: drop leases whose window ended and give back the
+    /// free units of leases idle that long (sent with the next flush), so a shard that
+    /// stopped using a limit does not hold a share another shard needs.
+    pub fn trim_leases(&self) {
+        let now = crate::pipeline::admit::now_ms();
+        if now.saturating_sub(self.trimmed_at.get()) < LEASE_IDLE_MS {
+            return;
+        }
+        self.trimmed_at.set(now);
+        if let Ok(mut leases) = self.leases.try_borrow_mut() {
+            leases.trim(now, LEASE_IDLE_MS);
+        }
     }
 
     /// Whether the shard is draining (readiness fails).
@@ -136,13 +190,14 @@ impl ShardState {
     }
 
     /// Record one upstream attempt: provider metrics, and an outcome for the scorer.
+    /// Returns the cost of its usage, for deployments with a price.
     pub fn record_attempt(
         &self,
         provider: usize,
         model: usize,
         mut outcome: Outcome,
         result: UpstreamOutcome,
-    ) {
+    ) -> Option<crate::budget::Cost> {
         self.count_attempt(provider, outcome.deployment, result);
         if let Some(m) = self.metrics.providers.get(provider) {
             m.duration.observe(outcome.latency);
@@ -157,7 +212,9 @@ impl ShardState {
         if let Some(u) = &outcome.usage {
             outcome.cost = self.record_usage(model, outcome.deployment, u);
         }
+        let cost = outcome.cost;
         self.outcomes.push(outcome);
+        cost
     }
 
     /// Count one attempt's outcome for its provider and its deployment.

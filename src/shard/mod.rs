@@ -287,3 +287,36 @@ impl Signal {
         })
     }
 }
+
+/// A re-armable wake-up on one shard: every [`Pulse::wait`] started before a
+/// [`Pulse::notify`] returns after it (waiters re-check their condition and wait again).
+#[derive(Debug, Default)]
+pub struct Pulse {
+    generation: Cell<u64>,
+    waiters: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl Pulse {
+    /// Wake every current waiter.
+    pub fn notify(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Wait for the next [`Pulse::notify`].
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        let start = self.generation.get();
+        std::future::poll_fn(move |cx| {
+            if self.generation.get() != start {
+                return std::task::Poll::Ready(());
+            }
+            let mut w = self.waiters.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+    }
+}

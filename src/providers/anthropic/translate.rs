@@ -651,6 +651,10 @@ pub struct ClientHead {
     pub model: String,
     /// `stream: true`.
     pub stream: bool,
+    /// `max_tokens` (required by the API).
+    pub max_tokens: u64,
+    /// `metadata.user_id`, for per-user limits.
+    pub user: Option<String>,
 }
 
 /// Read the routing fields of an Anthropic client's request (the body stays bytes).
@@ -665,6 +669,13 @@ pub fn client_head(body: &[u8]) -> Result<ClientHead, TranslateError> {
         max_tokens: Option<u64>,
         #[serde(default)]
         messages: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(borrow, default)]
+        metadata: Option<Meta<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, default)]
+        user_id: Option<std::borrow::Cow<'a, str>>,
     }
     let h: Head<'_> = serde_json::from_slice(body).map_err(|e| {
         TranslateError::invalid(format!(
@@ -675,14 +686,20 @@ pub fn client_head(body: &[u8]) -> Result<ClientHead, TranslateError> {
         Some(m) if !m.is_empty() => m.into_owned(),
         _ => return Err(TranslateError::invalid("model: Field required")),
     };
-    if h.max_tokens.is_none() {
+    let Some(max_tokens) = h.max_tokens else {
         return Err(TranslateError::invalid("max_tokens: Field required"));
-    }
+    };
     if h.messages.is_none() {
         return Err(TranslateError::invalid("messages: Field required"));
     }
     Ok(ClientHead {
         model,
         stream: h.stream.unwrap_or(false),
+        max_tokens,
+        user: h
+            .metadata
+            .and_then(|m| m.user_id)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.into_owned()),
     })
 }

@@ -1,0 +1,479 @@
+//! The admit and settle phases: who calls (a virtual key), whether the key may use the model,
+//! and whether every limit and budget that applies (the key's, its team's, the end user's,
+//! the model's, the global ones) has room. Admission takes from this shard's leases, with no
+//! store and no other thread on the way; when a lease runs dry the shard asks the budgeter
+//! and waits, bounded by `limits.wait_ms`. What a request reserved is settled exactly once,
+//! with its real usage and cost, when the last part of it (the streamed body included) is
+//! done: see [`Tab`].
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::context::RequestCtx;
+use super::state::ShardState;
+use crate::api::Usage;
+use crate::auth::table::{KeyRecord, Verdict};
+use crate::budget::Cost;
+use crate::budget::lease::{Actual, Admit, Quota, Refusal, Ticket, Want};
+use crate::budget::meter::{Measure, MeterKey, Period, Scope};
+use crate::budget::pricing::Price;
+use crate::budget::spec::LimitSpec;
+use crate::config::{Config, ModelRoute};
+use crate::error::{ErrorKind, GatewayError};
+
+/// `x-api-key`: the Anthropic SDK's way to send a key (accepted on every route).
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Wall-clock unix milliseconds: calendar periods (days, months) need real time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The credential a request carries: `Authorization: Bearer <key>`, else `x-api-key`.
+fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(str::trim);
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            return Some(t);
+        }
+    }
+    headers
+        .get(&X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Who calls: `Ok(None)` when the gateway is open (no `[auth]`), else the key's record, or
+/// 401. The messages never quote what was presented.
+pub fn authenticate(
+    state: &ShardState,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
+    if state.config.auth.is_none() {
+        return Ok(None);
+    }
+    let Some(presented) = credential(headers) else {
+        return Err(unauthorized(
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` \
+             (or `x-api-key: <key>`).",
+        ));
+    };
+    let table = state.keys.borrow();
+    match table.check(presented, now_ms) {
+        Verdict::Valid(record) => Ok(Some(record.clone())),
+        Verdict::Unknown => Err(unauthorized("Incorrect API key provided.")),
+        Verdict::Revoked => Err(unauthorized("This API key has been revoked.")),
+        Verdict::Expired => Err(unauthorized("This API key has expired.")),
+    }
+}
+
+fn unauthorized(message: &'static str) -> GatewayError {
+    GatewayError::new(ErrorKind::Unauthorized, message)
+}
+
+/// What admission reads from a decoded request.
+pub struct Admission<'a> {
+    /// The key, when auth is on.
+    pub caller: Option<&'a Arc<KeyRecord>>,
+    /// The model as the client named it.
+    pub public: &'a str,
+    /// Its route.
+    pub model: &'a ModelRoute,
+    /// Request body bytes (the prompt's size).
+    pub body_len: usize,
+    /// `max_tokens` (or `max_completion_tokens`), if set.
+    pub max_tokens: Option<u64>,
+    /// The end user (the body's `user`, else the configured header).
+    pub user: Option<&'a str>,
+}
+
+/// Admit a request, or refuse it (403, 429 with `Retry-After`). On success the request's
+/// [`Tab`] is in `ctx` (settled when the request is done) and the tightest per-minute
+/// quotas are there for the `x-ratelimit-*` headers.
+pub async fn admit(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    a: &Admission<'_>,
+) -> Result<(), GatewayError> {
+    if let Some(key) = a.caller
+        && !key.allows(a.public)
+    {
+        return Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "The key `{}` may not use the model `{}`.",
+                key.id, a.public
+            ),
+        ));
+    }
+    let wants = wants(&state.config, a)?;
+    if wants.is_empty() && a.caller.is_none() {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + state.config.limits.wait;
+    loop {
+        let now = now_ms();
+        let verdict = state.leases.borrow_mut().admit(&wants, now);
+        match verdict {
+            Admit::Admitted(ticket) => {
+                state.metrics.admitted.inc();
+                ctx.set_quota(quota_of(state, &wants, now));
+                let _ = ctx.tab.set(Rc::new(Tab::new(state, ticket)));
+                return Ok(());
+            }
+            Admit::Refused(refusal) => {
+                ctx.set_quota(quota_of(state, &wants, now));
+                state.metrics.limit_refusals[scope_index(&refusal.key.scope)]
+                    [measure_index(refusal.key.measure)]
+                    .inc();
+                return Err(refused(&refusal));
+            }
+            Admit::Wait => {
+                state.flush_budget();
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero()
+                    || crate::shard::timeout(left, state.lease_pulse.wait())
+                        .await
+                        .is_err()
+                {
+                    state.metrics.limit_wait_timeouts.inc();
+                    return Err(GatewayError::new(
+                        ErrorKind::RateLimited,
+                        "A limit of this request is nearly used up and no share of it came \
+                         free in time. Try again shortly.",
+                    )
+                    .with_retry_after(Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+}
+
+/// Every meter the request must pass, with what it reserves on each.
+fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> {
+    let limits = &config.limits;
+    let prompt = u64::try_from(a.body_len / 4).unwrap_or(u64::MAX);
+    let output = a
+        .max_tokens
+        .unwrap_or(u64::from(limits.output_estimate_tokens));
+    let price = max_price(config, a.model);
+    let spend = price.map(|p| {
+        let (input, output) = if limits.hard_budgets {
+            // The worst case: every byte of the body a token, every allowed output token.
+            (u64::try_from(a.body_len).unwrap_or(u64::MAX), a.max_tokens)
+        } else {
+            (prompt, Some(output))
+        };
+        (p, input, output)
+    });
+    let mut out = Vec::new();
+    let mut add = |scope: Scope, specs: &[LimitSpec]| -> Result<(), GatewayError> {
+        for s in specs {
+            let amount = match s.measure {
+                Measure::Requests | Measure::Concurrent => 1,
+                Measure::Tokens => prompt.saturating_add(output),
+                Measure::Spend => match spend {
+                    // A model without a price costs nothing and no budget blocks it.
+                    None => continue,
+                    Some((_, _, None)) => {
+                        return Err(GatewayError::bad_request(
+                            "This request falls under a hard budget: set `max_tokens` so its \
+                             worst-case cost is known.",
+                        ));
+                    }
+                    Some((p, input, Some(output))) => {
+                        let usage = Usage {
+                            input_tokens: input,
+                            output_tokens: output,
+                            ..Usage::default()
+                        };
+                        p.cost(&usage).0
+                    }
+                },
+            };
+            out.push(Want {
+                key: MeterKey {
+                    scope: scope.clone(),
+                    measure: s.measure,
+                    period: s.period,
+                },
+                limit: s.limit,
+                amount,
+            });
+        }
+        Ok(())
+    };
+    if let Some(key) = a.caller {
+        let own = key.limits.specs(limits.exact).unwrap_or_default();
+        let specs = if key.limits.is_empty() {
+            &limits.per_key
+        } else {
+            &own
+        };
+        add(Scope::Key(key.id.clone()), specs)?;
+        if let Some(team) = &key.team
+            && let Some(specs) = limits.teams.get(team)
+        {
+            add(Scope::Team(team.clone()), specs)?;
+        }
+    }
+    if let Some(user) = a.user
+        && !limits.users.is_empty()
+    {
+        add(Scope::User(Arc::from(user)), &limits.users)?;
+    }
+    if let Some(specs) = limits.models.get(a.model.idx().get())
+        && !specs.is_empty()
+    {
+        add(Scope::Model(a.model.public.0.clone()), specs)?;
+    }
+    add(Scope::Global, &limits.global)?;
+    Ok(out)
+}
+
+/// The highest price of each kind over every deployment the request may reach (the model's
+/// and its fallbacks'): an estimate that settlement corrects, and the worst case for hard
+/// budgets. `None` when no deployment has a price.
+fn max_price(config: &Config, route: &ModelRoute) -> Option<Price> {
+    let routes = std::iter::once(route).chain(
+        route
+            .fallbacks
+            .iter()
+            .filter_map(|m| config.model_at(*m).map(|r| &**r)),
+    );
+    routes
+        .flat_map(|r| r.deployments.iter())
+        .filter_map(|d| config.deployment(*d).and_then(|d| d.price))
+        .reduce(|a, b| Price {
+            input: a.input.max(b.input),
+            cached_input: a.cached_input.max(b.cached_input),
+            output: a.output.max(b.output),
+        })
+}
+
+/// A scope's index in `metrics::labels::LIMIT_SCOPES`.
+fn scope_index(s: &Scope) -> usize {
+    match s {
+        Scope::Global => 0,
+        Scope::Key(_) => 1,
+        Scope::Team(_) => 2,
+        Scope::User(_) => 3,
+        Scope::Model(_) => 4,
+        Scope::Deployment(_) => 5,
+    }
+}
+
+/// A measure's index in `metrics::labels::LIMIT_MEASURES`.
+fn measure_index(m: Measure) -> usize {
+    match m {
+        Measure::Requests => 0,
+        Measure::Tokens => 1,
+        Measure::Concurrent => 2,
+        Measure::Spend => 3,
+    }
+}
+
+/// The 429 for a refusal, naming the scope and the limit (never a key's secret).
+fn refused(r: &Refusal) -> GatewayError {
+    let scope = match &r.key.scope {
+        Scope::Global => "the gateway".to_owned(),
+        Scope::Key(id) => format!("key `{id}`"),
+        Scope::Team(t) => format!("team `{t}`"),
+        Scope::User(u) => format!("user `{u}`"),
+        Scope::Model(m) => format!("model `{m}`"),
+        Scope::Deployment(d) => format!("deployment `{d}`"),
+    };
+    let per = match r.key.period {
+        Period::Minute => "per minute",
+        Period::Day => "per day",
+        Period::Month => "per month",
+        Period::Total => "in all",
+    };
+    let retry = Duration::from_millis(r.retry_after_ms.max(1000));
+    let (kind, message) = match r.key.measure {
+        Measure::Spend => (
+            ErrorKind::BudgetExceeded,
+            format!(
+                "The budget of {scope} is used up: ${:.2} {per}. It resets in {}.",
+                Cost(r.max).usd(),
+                reset_text(r.retry_after_ms),
+            ),
+        ),
+        Measure::Concurrent => (
+            ErrorKind::RateLimited,
+            format!(
+                "Too many requests in flight for {scope}: the limit is {}. Try again when one \
+                 ends.",
+                r.max
+            ),
+        ),
+        m => (
+            ErrorKind::RateLimited,
+            format!(
+                "Rate limit reached for {scope}: {} {} {per}. Try again in {}.",
+                r.max,
+                m.as_str(),
+                reset_text(r.retry_after_ms),
+            ),
+        ),
+    };
+    GatewayError::new(kind, message).with_retry_after(retry)
+}
+
+/// OpenAI's duration form for `x-ratelimit-reset-*`: `20ms`, `7s`, `6m0s`, `2h3m0s`.
+pub fn reset_text(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms.div_ceil(1000);
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// The per-minute quotas of the tightest request and token meters of the request.
+fn quota_of(state: &ShardState, wants: &[Want], now: u64) -> Quotas {
+    let leases = state.leases.borrow();
+    let tightest = |measure: Measure| {
+        wants
+            .iter()
+            .filter(|w| w.key.measure == measure && w.key.period == Period::Minute)
+            .filter_map(|w| leases.quota(&w.key, now))
+            .min_by_key(|q| q.remaining)
+    };
+    Quotas {
+        requests: tightest(Measure::Requests),
+        tokens: tightest(Measure::Tokens),
+        now,
+    }
+}
+
+/// The quotas a response reports in its `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quotas {
+    /// Requests per minute.
+    pub requests: Option<Quota>,
+    /// Tokens per minute.
+    pub tokens: Option<Quota>,
+    /// When they were read (unix ms).
+    pub now: u64,
+}
+
+impl Quotas {
+    /// Add `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` to `headers`.
+    pub fn stamp(&self, headers: &mut HeaderMap) {
+        for (q, names) in [(self.requests, &REQUEST_HEADERS), (self.tokens, &TOKEN_HEADERS)] {
+            let Some(q) = q else { continue };
+            headers.insert(names[0].clone(), HeaderValue::from(q.max));
+            headers.insert(names[1].clone(), HeaderValue::from(q.remaining));
+            let reset = reset_text(q.reset_ms.saturating_sub(self.now));
+            if let Ok(v) = HeaderValue::from_str(&reset) {
+                headers.insert(names[2].clone(), v);
+            }
+        }
+    }
+}
+
+static REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+static TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
+/// What one admitted request runs up: its reservation, and the usage and cost of every
+/// attempt that reported any. Shared (`Rc`) by the request and each attempt; when the last
+/// holder is done (the streamed body included) it settles the reservation with the real
+/// figures. Settling exactly once is the type's job: the ticket is taken out once, on drop.
+pub struct Tab {
+    state: Rc<ShardState>,
+    ticket: RefCell<Option<Ticket>>,
+    tokens: Cell<u64>,
+    spend: Cell<u64>,
+}
+
+impl Tab {
+    fn new(state: &Rc<ShardState>, ticket: Ticket) -> Self {
+        Self {
+            state: state.clone(),
+            ticket: RefCell::new(Some(ticket)),
+            tokens: Cell::new(0),
+            spend: Cell::new(0),
+        }
+    }
+
+    /// Add an attempt's usage and cost.
+    pub fn charge(&self, usage: &Usage, cost: Option<Cost>) {
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
+        self.tokens.set(self.tokens.get().saturating_add(tokens));
+        if let Some(c) = cost {
+            self.spend.set(self.spend.get().saturating_add(c.0));
+        }
+    }
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.get_mut().take() else {
+            return;
+        };
+        let actual = Actual {
+            tokens: self.tokens.get(),
+            spend: self.spend.get(),
+        };
+        match self.state.leases.try_borrow_mut() {
+            Ok(mut leases) => leases.settle(ticket, actual, now_ms()),
+            Err(_) => {
+                // Never happens: no code holds the leases across a drop of a request.
+                tracing::error!("Leases busy at settlement; the reservation is lost.");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_reads_like_openai() {
+        assert_eq!(reset_text(20), "20ms");
+        assert_eq!(reset_text(1000), "1s");
+        assert_eq!(reset_text(6_400), "7s");
+        assert_eq!(reset_text(360_000), "6m0s");
+        assert_eq!(reset_text(7_380_000), "2h3m0s");
+    }
+
+    #[test]
+    fn the_credential_is_the_bearer_or_x_api_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h), None);
+        h.insert(X_API_KEY.clone(), HeaderValue::from_static(" sk-sg-b "));
+        assert_eq!(credential(&h), Some("sk-sg-b"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-sg-a"));
+        assert_eq!(credential(&h), Some("sk-sg-a"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(credential(&h), Some("sk-sg-b"), "not a bearer: x-api-key");
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(credential(&h), Some("sk-sg-b"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Virtual keys, rate limits and budgets end to end: the gateway as a real process with two
+//! shards, the mock as its upstream, many client connections at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+
+use common::*;
+
+/// A key's secret for tests: `sk-sg-` and 43 characters, like a generated one.
+fn secret(tag: &str) -> String {
+    let mut s = format!("sk-sg-{tag}");
+    while s.len() < 49 {
+        s.push('x');
+    }
+    s
+}
+
+fn hash(secret: &str) -> String {
+    shardgate::auth::key::hash(secret).to_string()
+}
+
+/// A `[[auth.keys]]` entry.
+fn key(id: &str, secret: &str, extra: &str) -> String {
+    format!(
+        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
+        hash(secret)
+    )
+}
+
+fn post_with_key(addr: SocketAddr, path: &str, key: &str, body: &str) -> Resp {
+    let auth = format!("Bearer {key}");
+    request(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json"), ("authorization", &auth)],
+        body.as_bytes(),
+    )
+}
+
+fn chat_as(gw: &Gateway, key: &str, model: &str) -> Resp {
+    post_with_key(gw.addr, "/v1/chat/completions", key, &chat_body(model, "hello", false))
+}
+
+fn messages_body(model: &str) -> String {
+    format!(
+        r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    )
+}
+
+/// An Anthropic-shaped error of this type.
+fn assert_anthropic_error(res: &Resp, status: u16, kind: &str) {
+    assert_eq!(res.status, status, "{}", res.text());
+    let v = res.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+/// Send `n` requests at once (one connection each, released together by a barrier) and
+/// return their responses.
+fn burst(addr: SocketAddr, n: usize, send: impl Fn(SocketAddr, usize) -> Resp + Send + Sync + 'static) -> Vec<Resp> {
+    let barrier = Arc::new(Barrier::new(n));
+    let send = Arc::new(send);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, send) = (barrier.clone(), send.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                send(addr, i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn keys_admit_and_refuse_in_the_clients_dialect() {
+    let up = mock();
+    let (good, revoked, expired, narrow) = (
+        secret("good"),
+        secret("revoked"),
+        secret("expired"),
+        secret("narrow"),
+    );
+    let cfg = upstream_config(
+        up.addr,
+        &format!(
+            "{}\n{}\n{}\n{}\n{}",
+            model("other", "mock"),
+            key("good", &good, "team = \"research\""),
+            key("revoked", &revoked, "revoked = true"),
+            key("expired", &expired, "expires_at_unix = 1000"),
+            key("narrow", &narrow, "models = [\"other\"]"),
+        ),
+    )
+    .replace("[models.gpt-mock]", "[auth]\n\n[models.gpt-mock]");
+    let gw = Gateway::start(&cfg, TWO_SHARDS);
+
+    // No key: 401 in both dialects.
+    gw.chat("gpt-mock", "hi", false).assert_error(401, "unauthorized");
+    let res = gw.post("/v1/messages", &messages_body("gpt-mock"));
+    assert_anthropic_error(&res, 401, "authentication_error");
+
+    // Wrong, revoked and expired keys: 401, and the body never quotes what was sent.
+    for k in [secret("wrong"), revoked.clone(), expired.clone()] {
+        let res = chat_as(&gw, &k, "gpt-mock");
+        res.assert_error(401, "unauthorized");
+        assert!(!res.text().contains(&k), "{}", res.text());
+        assert!(!res.text().contains("sk-sg-"), "{}", res.text());
+    }
+    let res = chat_as(&gw, &revoked, "gpt-mock");
+    assert!(res.text().contains("revoked"), "{}", res.text());
+
+    // The good key works, as a bearer and as x-api-key on the Anthropic route.
+    assert_eq!(chat_as(&gw, &good, "gpt-mock").status, 200);
+    let res = request(
+        gw.addr,
+        "POST",
+        "/v1/messages",
+        &[("content-type", "application/json"), ("x-api-key", &good)],
+        messages_body("gpt-mock").as_bytes(),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    // A model the key may not use: 403, OpenAI- and Anthropic-shaped.
+    let res = chat_as(&gw, &narrow, "gpt-mock");
+    res.assert_error(403, "forbidden");
+    assert!(res.text().contains("narrow"), "names the key id: {}", res.text());
+    assert_eq!(chat_as(&gw, &narrow, "other").status, 200);
+    let res = post_with_key(gw.addr, "/v1/messages", &narrow, &messages_body("gpt-mock"));
+    assert_anthropic_error(&res, 403, "permission_error");
+
+    // Health, readiness and metrics need no key.
+    assert_eq!(gw.get("/health").status, 200);
+    let metrics = gw.get("/metrics").text();
+    for k in [&good, &revoked, &expired, &narrow] {
+        assert!(!metrics.contains(k.as_str()));
+        assert!(!gw.stderr().contains(k.as_str()), "a key reached the log");
+    }
+}
+
+/// Requests per minute across two shards, many connections at once: with `exact`, exactly
+/// the limit is admitted; each refusal is a 429 with `Retry-After` and the quota headers.
+#[test]
+fn requests_per_minute_hold_exactly_across_shards() {
+    let up = mock();
+    let keys: Vec<String> = (0..3).map(|i| secret(&format!("rpm{i}"))).collect();
+    let mut extra = String::from("[limits]\nexact = true\n\n[auth]\n");
+    for (i, k) in keys.iter().enumerate() {
+        extra.push_str(&key(&format!("k{i}"), k, "limits = { rpm = 20 }"));
+    }
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    for k in &keys {
+        let key = k.clone();
+        let res = burst(gw.addr, 120, move |addr, _| {
+            post_with_key(addr, "/v1/chat/completions", &key, &chat_body("gpt-mock", "hi", false))
+        });
+        let ok = res.iter().filter(|r| r.status == 200).count();
+        assert_eq!(ok, 20, "admitted with rpm = 20 (exact)");
+        for r in res.iter().filter(|r| r.status != 200) {
+            r.assert_error(429, "rate_limited");
+            let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "retry-after {retry}");
+        }
+        let limited = res.iter().find(|r| r.status == 429).unwrap();
+        assert_eq!(limited.header("x-ratelimit-limit-requests"), Some("20"));
+        assert_eq!(limited.header("x-ratelimit-remaining-requests"), Some("0"));
+        assert!(limited.header("x-ratelimit-reset-requests").is_some());
+        let admitted = res.iter().find(|r| r.status == 200).unwrap();
+        assert_eq!(admitted.header("x-ratelimit-limit-requests"), Some("20"));
+    }
+    assert_eq!(gw.metric("gateway_limit_refusals_total{scope=\"key\",measure=\"requests\"}"), 300.0);
+}
+
+/// Without `exact`, shards may borrow past their lease: the overshoot stays within the
+/// written bound (shards × max(1, max/100)).
+#[test]
+fn requests_per_minute_overshoot_stays_in_its_bound() {
+    let up = mock();
+    let k = secret("loose");
+    let extra = format!("[auth]\n{}", key("loose", &k, "limits = { rpm = 30 }"));
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    let key = k.clone();
+    let res = burst(gw.addr, 150, move |addr, _| {
+        post_with_key(addr, "/v1/chat/completions", &key, &chat_body("gpt-mock", "hi", false))
+    });
+    let ok = res.iter().filter(|r| r.status == 200).count();
+    let bound = 30 + 2; // 2 shards × borrow of max(1, 30/100)
+    assert!((30..=bound).contains(&ok), "admitted {ok}, bound {bound}");
+}
+
+/// Concurrent requests: with two slots, two slow requests run and the rest are refused at
+/// once; when they end the slots are free again.
+#[test]
+fn concurrency_limits_free_their_slots() {
+    let up = mock();
+    let k = secret("conc");
+    let extra = format!(
+        "{}\n[limits]\nexact = true\n\n[auth]\n{}",
+        model("slow", "mock;latency_ms=400"),
+        key("conc", &k, "limits = { max_concurrent = 2 }")
+    );
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    let key = k.clone();
+    let res = burst(gw.addr, 8, move |addr, _| {
+        post_with_key(addr, "/v1/chat/completions", &key, &chat_body("slow", "hi", false))
+    });
+    let ok = res.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 2, "two slots");
+    for r in res.iter().filter(|r| r.status != 200) {
+        r.assert_error(429, "rate_limited");
+        assert!(r.text().contains("in flight"), "{}", r.text());
+    }
+    // The slots came back: two more, one after the other, pass.
+    for _ in 0..2 {
+        let r = chat_as(&gw, &k, "slow");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Per-user limits: each end user (the body's `user`, or the header) has its own window.
+#[test]
+fn each_end_user_has_their_own_limit() {
+    let up = mock();
+    let extra = "[limits]\nexact = true\nusers = { rpm = 2 }\n";
+    let gw = Gateway::start(&upstream_config(up.addr, extra), TWO_SHARDS);
+    let as_user = |user: &str| {
+        request(
+            gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", "application/json"), ("x-shardgate-user", user)],
+            chat_body("gpt-mock", "hi", false).as_bytes(),
+        )
+    };
+    assert_eq!(as_user("ann").status, 200);
+    assert_eq!(as_user("ann").status, 200);
+    let third = as_user("ann");
+    third.assert_error(429, "rate_limited");
+    assert!(third.text().contains("user `ann`"), "{}", third.text());
+    assert_eq!(as_user("bob").status, 200, "another user is not limited");
+    // No user named: no per-user limit applies.
+    for _ in 0..3 {
+        assert_eq!(gw.chat("gpt-mock", "hi", false).status, 200);
+    }
+}
+
+/// A spend cap reached by concurrent streamed requests: the spend charged is the priced usage
+/// the mock reported, and refusals say `budget_exceeded`. A model without a price is never
+/// blocked by a budget.
+#[test]
+fn budgets_charge_real_streamed_usage_and_block_at_the_cap() {
+    let up = mock();
+    let k = secret("spend");
+    // At $10 / $20 per million tokens an answer of the mock costs well under a tenth of a
+    // cent, and admission reserves about $0.0016 (the body's size, and 64 output tokens): a
+    // $0.01 cap is reached after a dozen answers or so.
+    let extra = format!(
+        "price = {{ input = 10.0, output = 20.0 }}\n{}\n\
+         [limits]\nexact = true\noutput_estimate_tokens = 64\n\n[auth]\n{}",
+        model("free", "mock"),
+        key("spend", &k, "limits = { spend_total_usd = 0.01 }")
+    );
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    let mut admitted = 0;
+    let mut refused = 0;
+    for round in 0..20 {
+        let key = k.clone();
+        let res = burst(gw.addr, 4, move |addr, i| {
+            let body = chat_body("gpt-mock", &format!("hello {round} {i}"), true);
+            post_with_key(addr, "/v1/chat/completions", &key, &body)
+        });
+        for r in &res {
+            match r.status {
+                200 => {
+                    admitted += 1;
+                    assert!(r.text().contains("[DONE]"), "a whole stream");
+                }
+                _ => {
+                    r.assert_error(429, "budget_exceeded");
+                    assert!(r.text().contains("budget"), "{}", r.text());
+                    refused += 1;
+                }
+            }
+        }
+        if refused > 8 {
+            break;
+        }
+    }
+    assert!(admitted > 0 && refused > 0, "admitted {admitted}, refused {refused}");
+    let spent = gw.metric("gateway_cost_usd_total{model=\"gpt-mock\"}");
+    assert!(spent > 0.0);
+    // Settled at the real usage; past the cap by at most the in-flight estimates' error
+    // (4 requests at once here).
+    let per = spent / f64::from(admitted);
+    assert!(
+        spent <= 0.01 + 4.0 * per + 1e-9,
+        "spent ${spent} over a $0.01 cap ({admitted} answers of ~${per})"
+    );
+    // The unpriced model is not blocked by the used-up budget.
+    assert_eq!(chat_as(&gw, &k, "free").status, 200);
+}
