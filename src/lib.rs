@@ -19,6 +19,7 @@
 //! - [`shard`]: the thread-per-core runtime, the only module naming glommio: executors,
 //!   hyper IO/executor/timer adapters, the shard ↔ control-plane bridge.
 //! - [`http`]: the downstream edge: accept loop, limits, framing, routes, error rendering.
+//! - [`auth`]: virtual keys and JWT bearer tokens: key hashing, the key table, verification.
 //! - [`pipeline`]: one request's phases; what a shard owns; attempts and the SSE relay.
 //! - [`routing`]: pure balancing strategies, circuit breakers, backoff and retry budget.
 //! - [`upstream`]: per-shard connection pools to provider endpoints (h1/h2, TLS, timeouts).
@@ -43,6 +44,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod detect;
