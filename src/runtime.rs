@@ -416,7 +416,7 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
             if let Ok(mut leases) = state.leases.try_borrow_mut() {
                 leases.reclaim(&keys, now);
             }
-            state.flush_budget();
+            state.answer_reclaim();
         }
         ShardCmd::Keys(table) => {
             *state.keys.borrow_mut() = table;

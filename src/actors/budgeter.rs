@@ -48,12 +48,24 @@ pub struct BudgeterArgs {
     pub offset_secs: i32,
 }
 
+/// An ask that found nothing left while other shards held units: it waits until each of
+/// them has answered the reclaim (or [`PENDING_FOR`] passed), then is answered as it stands.
+#[derive(Debug)]
+struct Pending {
+    holder: Holder,
+    ask: Ask,
+    since: u64,
+    /// Shards asked to give units back that have not sent a batch since.
+    waiting_on: Vec<Holder>,
+    /// Not yet looked at (reclaims are sent once, on the first look).
+    fresh: bool,
+}
+
 /// The actor's state.
 pub struct BudgeterState {
     ledger: Ledger,
     shards: Vec<InboxSender<ShardCmd>>,
-    /// Asks waiting for units other shards were asked to give back, with when they came.
-    pending: Vec<(Holder, Ask, u64)>,
+    pending: Vec<Pending>,
 }
 
 /// The budgeter.
@@ -66,6 +78,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Grants for each shard, and the shards to ask for unused units back (with the meters).
+pub type Answers = (Vec<Vec<Grant>>, Vec<(Holder, Vec<MeterKey>)>);
+
 impl BudgeterState {
     /// A budgeter for these shards.
     pub fn new(shards: Vec<InboxSender<ShardCmd>>, offset_secs: i32) -> Self {
@@ -76,59 +91,83 @@ impl BudgeterState {
         }
     }
 
-    /// Take one shard's batch at `now`: reports first (they free units), then the asks
-    /// still pending, then the new ones. Returns the grants for each shard, and the
-    /// shards to ask for unused units back, with the meters.
+    /// Take one shard's batch at `now`: its reports first (they free units), then the asks
+    /// still pending, then its new ones.
+    ///
+    /// An ask that finds nothing left while other shards hold units is held, and those
+    /// shards are asked for their unused units; once each has answered (any batch counts,
+    /// an empty one too) or [`PENDING_FOR`] passed, the ask is answered with what there is.
+    /// An empty final answer says `others_out: 0`: nothing more will come back for it in
+    /// this window, so the shard refuses until the window ends rather than asking again.
+    /// `shard` is `None` for the actor's own retry of pending asks.
     pub fn on_batch(
         &mut self,
-        shard: Holder,
+        shard: Option<Holder>,
         asks: Vec<Ask>,
         reports: &[Report],
         now: u64,
-    ) -> (Vec<Vec<Grant>>, Vec<(Holder, Vec<MeterKey>)>) {
-        for r in reports {
-            self.ledger.report(shard, r, now);
+    ) -> Answers {
+        if let Some(shard) = shard {
+            for r in reports {
+                self.ledger.report(shard, r, now);
+            }
         }
         let holders = u16::try_from(self.shards.len()).unwrap_or(u16::MAX).max(1);
         let mut grants: Vec<Vec<Grant>> = vec![Vec::new(); self.shards.len()];
         let mut reclaim: Vec<(Holder, Vec<MeterKey>)> = Vec::new();
-        let pending = std::mem::take(&mut self.pending);
-        let fresh = asks.into_iter().map(|a| (shard, a, now));
-        for (holder, ask, since) in pending.into_iter().chain(fresh) {
-            if self.ledger.limit(&ask.key) != Some(ask.limit) {
-                self.ledger.set_limit(ask.key.clone(), ask.limit);
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in &mut pending {
+            p.waiting_on.retain(|h| Some(*h) != shard);
+        }
+        let fresh = shard.into_iter().flat_map(|holder| {
+            asks.iter().map(move |ask| Pending {
+                holder,
+                ask: ask.clone(),
+                since: now,
+                waiting_on: Vec::new(),
+                fresh: true,
+            })
+        });
+        for mut p in pending.into_iter().chain(fresh) {
+            if self.ledger.limit(&p.ask.key) != Some(p.ask.limit) {
+                self.ledger.set_limit(p.ask.key.clone(), p.ask.limit);
             }
-            let Some(grant) = self
-                .ledger
-                .grant(&ask.key, holder, ask.units, holders, now)
+            let Some(mut grant) =
+                self.ledger
+                    .grant(&p.ask.key, p.holder, p.ask.units, holders, now)
             else {
                 continue;
             };
-            let starved = grant.units == 0 && grant.others_out > 0;
-            if starved && now.saturating_sub(since) < PENDING_FOR.as_millis() as u64 {
-                let already = self.pending.iter().any(|(h, a, _)| a.key == ask.key && *h != holder);
-                if !already {
-                    for (other, out) in self.ledger.holders(&ask.key, now) {
-                        if other == holder || out == 0 {
+            let first_look = std::mem::replace(&mut p.fresh, false);
+            if grant.units == 0 && grant.others_out > 0 {
+                if first_look {
+                    for (other, out) in self.ledger.holders(&p.ask.key, now) {
+                        if other == p.holder || out == 0 {
                             continue;
                         }
+                        p.waiting_on.push(other);
                         match reclaim.iter_mut().find(|(h, _)| *h == other) {
-                            Some((_, keys)) => keys.push(ask.key.clone()),
-                            None => reclaim.push((other, vec![ask.key.clone()])),
+                            Some((_, keys)) => keys.push(p.ask.key.clone()),
+                            None => reclaim.push((other, vec![p.ask.key.clone()])),
                         }
                     }
                 }
-                self.pending.push((holder, ask, since));
-                continue;
+                let timed_out = now.saturating_sub(p.since) >= PENDING_FOR.as_millis() as u64;
+                if !p.waiting_on.is_empty() && !timed_out {
+                    self.pending.push(p);
+                    continue;
+                }
+                // Every holder answered: what they hold is in use.
+                grant.others_out = 0;
             }
-            if let Some(list) = grants.get_mut(usize::from(holder)) {
+            if let Some(list) = grants.get_mut(usize::from(p.holder)) {
                 list.push(grant);
             }
         }
         (grants, reclaim)
     }
 
-    fn send(&self, grants: Vec<Vec<Grant>>, reclaim: Vec<(Holder, Vec<MeterKey>)>) {
+    fn send(&self, (grants, reclaim): Answers) {
         for (i, list) in grants.into_iter().enumerate() {
             if !list.is_empty()
                 && let Some(s) = self.shards.get(i)
@@ -170,16 +209,16 @@ impl Actor for BudgeterActor {
                 asks,
                 reports,
             } => {
-                let (grants, reclaim) = state.on_batch(shard, asks, &reports, now_ms());
-                state.send(grants, reclaim);
+                let answers = state.on_batch(Some(shard), asks, &reports, now_ms());
+                state.send(answers);
             }
             BudgeterMsg::Sweep => {
                 let now = now_ms();
                 state.ledger.sweep(now);
                 // Asks that waited too long for reclaimed units are answered as they stand.
                 if !state.pending.is_empty() {
-                    let (grants, reclaim) = state.on_batch(0, Vec::new(), &[], now);
-                    state.send(grants, reclaim);
+                    let answers = state.on_batch(None, Vec::new(), &[], now);
+                    state.send(answers);
                 }
             }
             BudgeterMsg::Status(key, reply) => {

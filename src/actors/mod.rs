@@ -136,21 +136,18 @@ impl ControlPlane {
                         shards: args.shards.clone(),
                         offset_secs: args.offset_secs,
                     };
-                    let (budgeter, budgeter_join) = match Actor::spawn(
-                        Some("budgeter".into()),
-                        BudgeterActor,
-                        budgeter_args,
-                    )
-                    .await
-                    {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(io::Error::other(format!(
-                                "cannot start budgeter: {e}"
-                            ))));
-                            return;
-                        }
-                    };
+                    let (budgeter, budgeter_join) =
+                        match Actor::spawn(Some("budgeter".into()), BudgeterActor, budgeter_args)
+                            .await
+                        {
+                            Ok(x) => x,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(io::Error::other(format!(
+                                    "cannot start budgeter: {e}"
+                                ))));
+                                return;
+                            }
+                        };
                     let _ = ready_tx.send(Ok((scorer.clone(), budgeter.clone())));
                     if let Some(every) = args.dns_refresh.filter(|_| !args.dns.is_empty()) {
                         let (shards, dns) = (args.shards.clone(), args.dns.clone());

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthError;
 use super::key::{self, KeyHash};
+use crate::budget::spec::LimitSet;
 
 /// What a virtual key (or a verified JWT) stands for: who it belongs to, what it may call,
 /// until when, and its limits. Stored and returned by the admin API; the hash serializes in
@@ -50,27 +51,9 @@ pub struct KeyRecord {
     /// Revoked keys stay in the table (to answer "revoked", not "unknown") until removed.
     #[serde(default)]
     pub revoked: bool,
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u64>,
-    /// Requests per day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpd: Option<u64>,
-    /// Tokens (input + output) per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u64>,
-    /// Requests in flight at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrent: Option<u64>,
-    /// Spend per UTC day, USD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spend_per_day_usd: Option<f64>,
-    /// Spend per UTC calendar month, USD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spend_per_month_usd: Option<f64>,
-    /// Spend over the key's life, USD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spend_total_usd: Option<f64>,
+    /// The key's own limits and budgets (none set: `limits.per_key` applies).
+    #[serde(default, skip_serializing_if = "LimitSet::is_empty")]
+    pub limits: LimitSet,
 }
 
 impl KeyRecord {
@@ -92,13 +75,7 @@ impl KeyRecord {
             created_at_ms,
             metadata: BTreeMap::new(),
             revoked: false,
-            rpm: None,
-            rpd: None,
-            tpm: None,
-            max_concurrent: None,
-            spend_per_day_usd: None,
-            spend_per_month_usd: None,
-            spend_total_usd: None,
+            limits: LimitSet::default(),
         }
     }
 
@@ -375,8 +352,8 @@ mod tests {
         record.models = Some(vec!["gpt-4o".into()]);
         record.expires_at_ms = Some(NOW + 1);
         record.metadata.insert("owner".into(), "ana".into());
-        record.rpm = Some(60);
-        record.spend_per_day_usd = Some(2.5);
+        record.limits.rpm = Some(60);
+        record.limits.spend_per_day_usd = Some(2.5);
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["hash"], record.hash.to_string());
         assert!(json.get("user").is_none());

@@ -94,7 +94,11 @@ impl LimitSet {
         }
         let spends = [
             ("spend_per_day_usd", self.spend_per_day_usd, Period::Day),
-            ("spend_per_month_usd", self.spend_per_month_usd, Period::Month),
+            (
+                "spend_per_month_usd",
+                self.spend_per_month_usd,
+                Period::Month,
+            ),
             ("spend_total_usd", self.spend_total_usd, Period::Total),
         ];
         for (field, usd, period) in spends {

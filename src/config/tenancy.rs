@@ -16,7 +16,7 @@ use crate::auth::table::KeyRecord;
 use crate::budget::spec::{LimitSet, LimitSpec};
 
 /// Default bounded wait for a lease refill at admission.
-pub const DEFAULT_WAIT_MS: u64 = 100;
+pub const DEFAULT_WAIT_MS: u64 = 250;
 /// Default header naming the end user (besides the body's `user` field).
 pub const DEFAULT_USER_HEADER: &str = "x-shardgate-user";
 /// Default output tokens assumed at admission when the request sets no `max_tokens`.
@@ -181,8 +181,13 @@ pub fn limits(
     let header = raw
         .user_header
         .unwrap_or_else(|| DEFAULT_USER_HEADER.to_owned());
-    let user_header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
-        .map_err(|_| ("limits.user_header".to_owned(), "not a header name".to_owned()))?;
+    let user_header =
+        HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+            (
+                "limits.user_header".to_owned(),
+                "not a header name".to_owned(),
+            )
+        })?;
     let offset_secs = match raw.utc_offset.as_deref() {
         None => 0,
         Some(text) => parse_offset(text).ok_or_else(|| {
@@ -205,7 +210,10 @@ pub fn limits(
     let mut teams = BTreeMap::new();
     for (name, s) in &raw.teams {
         check_name(name).map_err(|m| (format!("limits.teams.{name}"), m))?;
-        teams.insert(Arc::from(name.as_str()), set(s, format!("limits.teams.{name}"))?);
+        teams.insert(
+            Arc::from(name.as_str()),
+            set(s, format!("limits.teams.{name}"))?,
+        );
     }
     Ok(LimitsConfig {
         exact,
@@ -235,7 +243,10 @@ pub fn auth(
         let path = format!("auth.keys[{i}]");
         check_name(&k.id).map_err(|m| (format!("{path}.id"), m))?;
         if keys.iter().any(|o| *o.id == *k.id) {
-            return Err((format!("{path}.id"), format!("`{}` is declared twice", k.id)));
+            return Err((
+                format!("{path}.id"),
+                format!("`{}` is declared twice", k.id),
+            ));
         }
         let hash: KeyHash = k.hash.parse().map_err(|_| {
             (
@@ -244,7 +255,10 @@ pub fn auth(
             )
         })?;
         if keys.iter().any(|o| o.hash == hash) {
-            return Err((format!("{path}.hash"), "the same key is declared twice".into()));
+            return Err((
+                format!("{path}.hash"),
+                "the same key is declared twice".into(),
+            ));
         }
         for (field, name) in [("team", &k.team), ("user", &k.user)] {
             if let Some(n) = name {

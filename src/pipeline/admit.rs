@@ -113,10 +113,7 @@ pub async fn admit(
     {
         return Err(GatewayError::new(
             ErrorKind::Forbidden,
-            format!(
-                "The key `{}` may not use the model `{}`.",
-                key.id, a.public
-            ),
+            format!("The key `{}` may not use the model `{}`.", key.id, a.public),
         ));
     }
     let wants = wants(&state.config, a)?;
@@ -138,7 +135,7 @@ pub async fn admit(
                 ctx.set_quota(quota_of(state, &wants, now));
                 state.metrics.limit_refusals[scope_index(&refusal.key.scope)]
                     [measure_index(refusal.key.measure)]
-                    .inc();
+                .inc();
                 return Err(refused(&refusal));
             }
             Admit::Wait => {
@@ -150,12 +147,9 @@ pub async fn admit(
                         .is_err()
                 {
                     state.metrics.limit_wait_timeouts.inc();
-                    return Err(GatewayError::new(
-                        ErrorKind::RateLimited,
-                        "A limit of this request is nearly used up and no share of it came \
-                         free in time. Try again shortly.",
-                    )
-                    .with_retry_after(Duration::from_secs(1)));
+                    let now = now_ms();
+                    ctx.set_quota(quota_of(state, &wants, now));
+                    return Err(starved(state, &wants, now));
                 }
             }
         }
@@ -264,6 +258,47 @@ fn max_price(config: &Config, route: &ModelRoute) -> Option<Price> {
         })
 }
 
+/// The 429 for an admission that waited its whole `wait_ms` for a share of a nearly used-up
+/// limit: it names the first meter this shard is short on.
+fn starved(state: &ShardState, wants: &[Want], now: u64) -> GatewayError {
+    let leases = state.leases.borrow();
+    let short = wants.iter().find(|w| {
+        leases
+            .quota(&w.key, now)
+            .is_none_or(|q| q.remaining < w.amount)
+    });
+    let (kind, what) = match short.map(|w| (&w.key.scope, w.key.measure)) {
+        Some((scope, Measure::Spend)) => (
+            ErrorKind::BudgetExceeded,
+            format!("The budget of {}", scope_text(scope)),
+        ),
+        Some((scope, m)) => (
+            ErrorKind::RateLimited,
+            format!("The {} limit of {}", m.as_str(), scope_text(scope)),
+        ),
+        None => (ErrorKind::RateLimited, "A limit of this request".to_owned()),
+    };
+    GatewayError::new(
+        kind,
+        format!(
+            "{what} is nearly used up and no share of it came free in time. Try again shortly."
+        ),
+    )
+    .with_retry_after(Duration::from_secs(1))
+}
+
+/// How a refusal names a scope (a key by its id, never its secret).
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Global => "the gateway".to_owned(),
+        Scope::Key(id) => format!("key `{id}`"),
+        Scope::Team(t) => format!("team `{t}`"),
+        Scope::User(u) => format!("user `{u}`"),
+        Scope::Model(m) => format!("model `{m}`"),
+        Scope::Deployment(d) => format!("deployment `{d}`"),
+    }
+}
+
 /// A scope's index in `metrics::labels::LIMIT_SCOPES`.
 fn scope_index(s: &Scope) -> usize {
     match s {
@@ -288,14 +323,7 @@ fn measure_index(m: Measure) -> usize {
 
 /// The 429 for a refusal, naming the scope and the limit (never a key's secret).
 fn refused(r: &Refusal) -> GatewayError {
-    let scope = match &r.key.scope {
-        Scope::Global => "the gateway".to_owned(),
-        Scope::Key(id) => format!("key `{id}`"),
-        Scope::Team(t) => format!("team `{t}`"),
-        Scope::User(u) => format!("user `{u}`"),
-        Scope::Model(m) => format!("model `{m}`"),
-        Scope::Deployment(d) => format!("deployment `{d}`"),
-    };
+    let scope = scope_text(&r.key.scope);
     let per = match r.key.period {
         Period::Minute => "per minute",
         Period::Day => "per day",
@@ -377,7 +405,10 @@ pub struct Quotas {
 impl Quotas {
     /// Add `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` to `headers`.
     pub fn stamp(&self, headers: &mut HeaderMap) {
-        for (q, names) in [(self.requests, &REQUEST_HEADERS), (self.tokens, &TOKEN_HEADERS)] {
+        for (q, names) in [
+            (self.requests, &REQUEST_HEADERS),
+            (self.tokens, &TOKEN_HEADERS),
+        ] {
             let Some(q) = q else { continue };
             headers.insert(names[0].clone(), HeaderValue::from(q.max));
             headers.insert(names[1].clone(), HeaderValue::from(q.remaining));
@@ -428,6 +459,15 @@ impl Tab {
         if let Some(c) = cost {
             self.spend.set(self.spend.get().saturating_add(c.0));
         }
+    }
+}
+
+impl std::fmt::Debug for Tab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tab")
+            .field("tokens", &self.tokens.get())
+            .field("spend", &self.spend.get())
+            .finish_non_exhaustive()
     }
 }
 

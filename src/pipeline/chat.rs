@@ -39,7 +39,13 @@ pub async fn run(
         }
         Dialect::Anthropic => {
             let head = providers::anthropic::translate::client_head(&body)?;
-            (head.model, head.stream, false, Some(head.max_tokens), head.user)
+            (
+                head.model,
+                head.stream,
+                false,
+                Some(head.max_tokens),
+                head.user,
+            )
         }
     };
     let Some(model) = state.config.model(&public).cloned() else {

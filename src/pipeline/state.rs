@@ -101,10 +101,9 @@ impl ShardState {
         budget_sink: BudgetSink,
         boot: u32,
     ) -> Rc<Self> {
-        let mut keys = KeyTable::default();
-        for k in config.auth.iter().flat_map(|a| a.keys.iter()) {
-            keys.insert(k.clone());
-        }
+        // The config's keys were checked when it loaded (ids and hashes unique).
+        let keys = KeyTable::from_records(config.auth.iter().flat_map(|a| a.keys.iter().cloned()))
+            .unwrap_or_default();
         let models_body = models_json(&config);
         let redactor = Redactor::from_config(&config);
         let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
@@ -148,12 +147,22 @@ impl ShardState {
     /// Send what the leases have queued for the budgeter (refill asks, usage reports), if
     /// anything: at once when an admission waits, else on the bridge's flush tick.
     pub fn flush_budget(&self) {
+        self.send_budget(false);
+    }
+
+    /// Answer the budgeter's reclaim: a batch goes even when empty, so that the budgeter
+    /// knows this shard has given back all it could.
+    pub fn answer_reclaim(&self) {
+        self.send_budget(true);
+    }
+
+    fn send_budget(&self, always: bool) {
         let Ok(mut leases) = self.leases.try_borrow_mut() else {
             return;
         };
         let (asks, reports) = (leases.take_asks(), leases.take_reports());
         drop(leases);
-        if !asks.is_empty() || !reports.is_empty() {
+        if always || !asks.is_empty() || !reports.is_empty() {
             (self.budget_sink)(asks, reports);
         }
     }
