@@ -93,6 +93,19 @@ fn burst(
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// `n` chat requests for `model` with `key`, all at once.
+fn burst_chats(addr: SocketAddr, n: usize, key: &str, model: &'static str) -> Vec<Resp> {
+    let key = key.to_owned();
+    burst(addr, n, move |addr, _| {
+        post_with_key(
+            addr,
+            "/v1/chat/completions",
+            &key,
+            &chat_body(model, "hi", false),
+        )
+    })
+}
+
 #[test]
 fn keys_admit_and_refuse_in_the_clients_dialect() {
     let up = mock();
@@ -176,15 +189,7 @@ fn requests_per_minute_hold_exactly_across_shards() {
     }
     let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
     for k in &keys {
-        let key = k.clone();
-        let res = burst(gw.addr, 120, move |addr, _| {
-            post_with_key(
-                addr,
-                "/v1/chat/completions",
-                &key,
-                &chat_body("gpt-mock", "hi", false),
-            )
-        });
+        let res = burst_chats(gw.addr, 120, k, "gpt-mock");
         let ok = res.iter().filter(|r| r.status == 200).count();
         assert_eq!(ok, 20, "admitted with rpm = 20 (exact)");
         for r in res.iter().filter(|r| r.status != 200) {
@@ -211,15 +216,7 @@ fn requests_per_minute_overshoot_stays_in_its_bound() {
     let k = secret("loose");
     let extra = format!("[auth]\n{}", key("loose", &k, "limits = { rpm = 30 }"));
     let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
-    let key = k.clone();
-    let res = burst(gw.addr, 150, move |addr, _| {
-        post_with_key(
-            addr,
-            "/v1/chat/completions",
-            &key,
-            &chat_body("gpt-mock", "hi", false),
-        )
-    });
+    let res = burst_chats(gw.addr, 150, &k, "gpt-mock");
     let ok = res.iter().filter(|r| r.status == 200).count();
     let bound = 30 + 2; // 2 shards × borrow of max(1, 30/100)
     assert!((30..=bound).contains(&ok), "admitted {ok}, bound {bound}");
@@ -237,15 +234,7 @@ fn concurrency_limits_free_their_slots() {
         key("conc", &k, "limits = { max_concurrent = 2 }")
     );
     let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
-    let key = k.clone();
-    let res = burst(gw.addr, 8, move |addr, _| {
-        post_with_key(
-            addr,
-            "/v1/chat/completions",
-            &key,
-            &chat_body("slow", "hi", false),
-        )
-    });
+    let res = burst_chats(gw.addr, 8, &k, "slow");
     let ok = res.iter().filter(|r| r.status == 200).count();
     assert_eq!(ok, 2, "two slots");
     for r in res.iter().filter(|r| r.status != 200) {
