@@ -230,6 +230,11 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             .collect(),
         dns_refresh: tuning.dns_refresh,
         offset_secs: config.limits.offset_secs,
+        keys: crate::actors::keyring::Keyring::new(
+            config.auth.as_ref().map_or(&[][..], |a| &a.keys[..]),
+            config.models.iter().map(|m| m.public.to_string()).collect(),
+            config.limits.exact,
+        ),
         deployments: crate::scoring::DeploymentInfo::from_config(&config),
         breaker: config.routing.breaker,
     })

@@ -344,3 +344,53 @@ fn budgets_charge_real_streamed_usage_and_block_at_the_cap() {
     // The unpriced model is not blocked by the used-up budget.
     assert_eq!(chat_as(&gw, &k, "free").status, 200);
 }
+
+/// JWT bearer tokens: verified once (HS256 here), claims mapped to team and user, the team's
+/// limits applied; expired, forged and unknown-scheme tokens get a 401 that never quotes them.
+#[test]
+fn jwt_bearers_are_verified_and_limited_by_their_team() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let up = mock();
+    let secret = "a-test-secret-of-at-least-32-bytes!!";
+    let extra = "[limits]\nexact = true\n[limits.teams.blue]\nrpm = 3\n\n\
+                 [auth]\n[auth.jwt]\nhs256_secret_env = \"TEST_JWT_SECRET\"\nissuer = \"idp\"\n";
+    let gw = Gateway::start_with_env(
+        &upstream_config(up.addr, extra),
+        TWO_SHARDS,
+        &[("TEST_JWT_SECRET", secret)],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |sub: &str, exp: u64, key: &str| {
+        let claims = serde_json::json!({
+            "sub": sub, "iss": "idp", "team": "blue", "exp": exp, "iat": now
+        });
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let ann = token("ann", now + 600, secret);
+    for _ in 0..3 {
+        let r = chat_as(&gw, &ann, "gpt-mock");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The team's limit holds across its members.
+    let bob = token("bob", now + 600, secret);
+    let r = chat_as(&gw, &bob, "gpt-mock");
+    r.assert_error(429, "rate_limited");
+    assert!(r.text().contains("team `blue`"), "{}", r.text());
+    for bad in [
+        token("ann", now - 600, secret),
+        token("ann", now + 600, "another-secret-of-at-least-32-bytes!"),
+    ] {
+        let r = chat_as(&gw, &bad, "gpt-mock");
+        r.assert_error(401, "unauthorized");
+        assert!(!r.text().contains(&bad), "{}", r.text());
+    }
+    assert!(!gw.stderr().contains(&ann), "a token reached the log");
+}

@@ -12,7 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use std::sync::Arc;
+
 use super::ShardCmd;
+use super::keyring::{Created, KeyError, KeyPatch, Keyring, NewKey};
+use crate::auth::table::KeyRecord;
 use crate::budget::lease::Ask;
 use crate::budget::ledger::{Grant, Holder, Ledger, Report, Status};
 use crate::budget::meter::MeterKey;
@@ -38,6 +42,20 @@ pub enum BudgeterMsg {
     Sweep,
     /// A meter's figures now (admin API, tests).
     Status(MeterKey, RpcReplyPort<Option<Status>>),
+    /// Make a key (admin API); the reply carries its secret, once.
+    CreateKey(NewKey, RpcReplyPort<Result<Created, KeyError>>),
+    /// Change a key.
+    UpdateKey(
+        String,
+        KeyPatch,
+        RpcReplyPort<Result<Arc<KeyRecord>, KeyError>>,
+    ),
+    /// Revoke a key.
+    RevokeKey(String, RpcReplyPort<Result<Arc<KeyRecord>, KeyError>>),
+    /// One key.
+    GetKey(String, RpcReplyPort<Option<Arc<KeyRecord>>>),
+    /// Every key.
+    ListKeys(RpcReplyPort<Vec<Arc<KeyRecord>>>),
 }
 
 /// Budgeter start-up arguments.
@@ -46,6 +64,8 @@ pub struct BudgeterArgs {
     pub shards: Vec<InboxSender<ShardCmd>>,
     /// Calendar offset of days and months, seconds east of UTC.
     pub offset_secs: i32,
+    /// The keys (the config file's to begin with).
+    pub keys: Keyring,
 }
 
 /// An ask that found nothing left while other shards held units: it waits until each of
@@ -66,6 +86,8 @@ pub struct BudgeterState {
     ledger: Ledger,
     shards: Vec<InboxSender<ShardCmd>>,
     pending: Vec<Pending>,
+    keys: Keyring,
+    rng: ring::rand::SystemRandom,
 }
 
 /// The budgeter.
@@ -83,12 +105,36 @@ pub type Answers = (Vec<Vec<Grant>>, Vec<(Holder, Vec<MeterKey>)>);
 
 impl BudgeterState {
     /// A budgeter for these shards.
-    pub fn new(shards: Vec<InboxSender<ShardCmd>>, offset_secs: i32) -> Self {
+    pub fn new(shards: Vec<InboxSender<ShardCmd>>, offset_secs: i32, keys: Keyring) -> Self {
         Self {
             ledger: Ledger::new(offset_secs),
             shards,
             pending: Vec::new(),
+            keys,
+            rng: ring::rand::SystemRandom::new(),
         }
+    }
+
+    /// Send every shard the key table as it stands. The shards swap it in when their inbox
+    /// task next runs: a key created or revoked here is in force on every shard of this node
+    /// within one inbox hop (microseconds when the shard is idle, one task turn when busy).
+    fn publish_keys(&self) {
+        let table = Arc::new(self.keys.table().clone());
+        for s in &self.shards {
+            let _ = s.send(ShardCmd::Keys(table.clone()));
+        }
+    }
+
+    /// Reply `result`, and publish the table when it changed.
+    fn after_key_change<T: Send + 'static>(
+        &self,
+        result: Result<T, KeyError>,
+        reply: RpcReplyPort<Result<T, KeyError>>,
+    ) {
+        if result.is_ok() {
+            self.publish_keys();
+        }
+        let _ = reply.send(result);
     }
 
     /// Take one shard's batch at `now`: its reports first (they free units), then the asks
@@ -194,7 +240,7 @@ impl Actor for BudgeterActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         me.send_interval(SWEEP_EVERY, || BudgeterMsg::Sweep);
-        Ok(BudgeterState::new(args.shards, args.offset_secs))
+        Ok(BudgeterState::new(args.shards, args.offset_secs, args.keys))
     }
 
     async fn handle(
@@ -223,6 +269,30 @@ impl Actor for BudgeterActor {
             }
             BudgeterMsg::Status(key, reply) => {
                 let _ = reply.send(state.ledger.status(&key, now_ms()));
+            }
+            BudgeterMsg::CreateKey(new, reply) => {
+                let result = state.keys.create(new, &state.rng, now_ms());
+                if let Ok(made) = &result {
+                    tracing::info!(key = %made.record.id, "Key created.");
+                }
+                state.after_key_change(result, reply);
+            }
+            BudgeterMsg::UpdateKey(id, patch, reply) => {
+                let result = state.keys.update(&id, patch);
+                state.after_key_change(result, reply);
+            }
+            BudgeterMsg::RevokeKey(id, reply) => {
+                let result = state.keys.revoke(&id);
+                if result.is_ok() {
+                    tracing::info!(key = %id, "Key revoked.");
+                }
+                state.after_key_change(result, reply);
+            }
+            BudgeterMsg::GetKey(id, reply) => {
+                let _ = reply.send(state.keys.get(&id));
+            }
+            BudgeterMsg::ListKeys(reply) => {
+                let _ = reply.send(state.keys.list());
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 //! Key types: [`ControlPlane`], [`ShardCmd`], [`scorer::ScorerActor`].
 
 pub mod budgeter;
+pub mod keyring;
 pub mod scorer;
 
 use std::io;
@@ -80,6 +81,8 @@ pub struct ControlPlaneArgs {
     pub breaker: BreakerConfig,
     /// Calendar offset of limit days and months, seconds east of UTC.
     pub offset_secs: i32,
+    /// The node's keys (the config file's).
+    pub keys: keyring::Keyring,
 }
 
 /// The running control plane.
@@ -135,6 +138,7 @@ impl ControlPlane {
                     let budgeter_args = BudgeterArgs {
                         shards: args.shards.clone(),
                         offset_secs: args.offset_secs,
+                        keys: args.keys,
                     };
                     let (budgeter, budgeter_join) =
                         match Actor::spawn(Some("budgeter".into()), BudgeterActor, budgeter_args)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Deserialize;
 
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::key::KeyHash;
 use crate::auth::table::KeyRecord;
 use crate::budget::spec::{LimitSet, LimitSpec};
@@ -31,6 +32,35 @@ pub struct RawAuth {
     /// Keys declared in the file, by hash (`shardgate keys hash` prints it).
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// JWT bearer tokens as a second way in.
+    pub jwt: Option<RawJwt>,
+}
+
+/// `[auth.jwt]`: tokens verified against a JWKS file (RS256, ES256) or an HS256 secret.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// A JWKS file (JSON) with the RS256/ES256 public keys, chosen by the token's `kid`.
+    pub jwks_file: Option<String>,
+    /// Environment variable holding the HS256 secret (at least 32 bytes).
+    pub hs256_secret_env: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Claim holding the team (default `team`).
+    pub team_claim: Option<String>,
+    /// Claim holding the user (default `sub`).
+    pub user_claim: Option<String>,
+    /// Claim holding the allowed public model names (absent: every model).
+    pub models_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds (default 60).
+    pub leeway_secs: Option<u64>,
+    /// Verified tokens each shard keeps until they expire (default 10000).
+    pub cache_entries: Option<usize>,
+    /// Limits and budgets of each token subject (none: `limits.per_key`).
+    #[serde(default)]
+    pub limits: LimitSet,
 }
 
 /// `[[auth.keys]]`: one virtual key, declared by the SHA-256 of its secret.
@@ -96,11 +126,27 @@ pub struct RawLimits {
     pub models: BTreeMap<String, LimitSet>,
 }
 
-/// Who may call: the keys declared in the config.
+/// Default verified tokens kept per shard.
+pub const DEFAULT_JWT_CACHE_ENTRIES: usize = 10_000;
+
+/// Who may call: the keys declared in the config, and JWTs when configured.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     /// Keys from the file.
     pub keys: Vec<Arc<KeyRecord>>,
+    /// The JWT verifier, when `[auth.jwt]` is set.
+    pub jwt: Option<JwtAuth>,
+}
+
+/// `[auth.jwt]`, validated: the verifier built once, at load.
+#[derive(Debug, Clone)]
+pub struct JwtAuth {
+    /// The verifier (keys from the JWKS, the secret, issuer, audience, claims).
+    pub verifier: Arc<JwtVerifier>,
+    /// Verified tokens each shard keeps.
+    pub cache_entries: usize,
+    /// Limits of each token subject.
+    pub limits: LimitSet,
 }
 
 /// Limits and budgets, validated.
@@ -232,69 +278,167 @@ pub fn limits(
     })
 }
 
-/// Validate `[auth]`; `model_exists` says whether a public model name is configured.
+/// Validate `[auth.jwt]`: read the JWKS file, look the secret up in the environment, build
+/// the verifier.
+fn jwt(
+    raw: RawJwt,
+    exact: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<JwtAuth, (String, String)> {
+    let jwks_json = match &raw.jwks_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            (
+                "auth.jwt.jwks_file".to_owned(),
+                format!("cannot read `{path}`: {e}"),
+            )
+        })?,
+        None => String::new(),
+    };
+    let hs256_secret = match &raw.hs256_secret_env {
+        Some(var) => Some(
+            env(var)
+                .ok_or_else(|| {
+                    (
+                        "auth.jwt.hs256_secret_env".to_owned(),
+                        format!("environment variable `{var}` is not set"),
+                    )
+                })?
+                .into_bytes(),
+        ),
+        None => None,
+    };
+    if jwks_json.is_empty() && hs256_secret.is_none() {
+        return Err((
+            "auth.jwt".to_owned(),
+            "set jwks_file, hs256_secret_env or both".to_owned(),
+        ));
+    }
+    raw.limits
+        .specs(exact)
+        .map_err(|e| (format!("auth.jwt.limits.{}", e.field), e.expect.to_owned()))?;
+    let defaults = JwtConfig::default();
+    let verifier = JwtVerifier::new(JwtConfig {
+        jwks_json,
+        hs256_secret,
+        issuer: raw.issuer,
+        audience: raw.audience,
+        team_claim: raw.team_claim.unwrap_or(defaults.team_claim),
+        user_claim: raw.user_claim.unwrap_or(defaults.user_claim),
+        models_claim: raw.models_claim,
+        leeway_secs: raw.leeway_secs.unwrap_or(defaults.leeway_secs),
+    })
+    .map_err(|e| ("auth.jwt".to_owned(), e.to_string()))?;
+    let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_JWT_CACHE_ENTRIES);
+    if !(1..=10_000_000).contains(&cache_entries) {
+        return Err((
+            "auth.jwt.cache_entries".to_owned(),
+            "must be between 1 and 10000000".to_owned(),
+        ));
+    }
+    Ok(JwtAuth {
+        verifier: Arc::new(verifier),
+        cache_entries,
+        limits: raw.limits,
+    })
+}
+
+/// Validate `[auth]`; `model_exists` says whether a public model name is configured, `env`
+/// looks up environment variables (the HS256 secret).
 pub fn auth(
     raw: RawAuth,
     exact: bool,
     model_exists: &dyn Fn(&str) -> bool,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<AuthConfig, (String, String)> {
+    let jwt = raw.jwt.map(|j| jwt(j, exact, env)).transpose()?;
     let mut keys: Vec<Arc<KeyRecord>> = Vec::with_capacity(raw.keys.len());
     for (i, k) in raw.keys.into_iter().enumerate() {
         let path = format!("auth.keys[{i}]");
-        check_name(&k.id).map_err(|m| (format!("{path}.id"), m))?;
         if keys.iter().any(|o| *o.id == *k.id) {
             return Err((
                 format!("{path}.id"),
                 format!("`{}` is declared twice", k.id),
             ));
         }
-        let hash: KeyHash = k.hash.parse().map_err(|_| {
-            (
-                format!("{path}.hash"),
-                "expected sha256: and 64 hex digits (`shardgate keys hash` prints it)".to_owned(),
-            )
-        })?;
-        if keys.iter().any(|o| o.hash == hash) {
+        let record = key_record(k, &path, exact, model_exists, 0)?;
+        if keys.iter().any(|o| o.hash == record.hash) {
             return Err((
                 format!("{path}.hash"),
                 "the same key is declared twice".into(),
             ));
         }
-        for (field, name) in [("team", &k.team), ("user", &k.user)] {
-            if let Some(n) = name {
-                check_name(n).map_err(|m| (format!("{path}.{field}"), m))?;
-            }
-        }
-        if let Some(models) = &k.models {
-            for m in models {
-                if !model_exists(m) {
-                    return Err((
-                        format!("{path}.models"),
-                        format!("model `{m}` is not configured"),
-                    ));
-                }
-            }
-        }
-        k.limits
-            .specs(exact)
-            .map_err(|e| (format!("{path}.limits.{}", e.field), e.expect.to_owned()))?;
-        keys.push(Arc::new(KeyRecord {
-            id: Arc::from(k.id.as_str()),
-            name: Arc::from(k.name.as_deref().unwrap_or(k.id.as_str())),
-            hash,
-            team: k.team.as_deref().map(Arc::from),
-            user: k.user.as_deref().map(Arc::from),
-            models: k
-                .models
-                .map(|ms| ms.iter().map(|m| Arc::from(m.as_str())).collect()),
-            expires_at_ms: k.expires_at_unix.map(|s| s.saturating_mul(1000)),
-            created_at_ms: 0,
-            metadata: k.metadata,
-            revoked: k.revoked,
-            limits: k.limits,
-        }));
+        keys.push(Arc::new(record));
     }
-    Ok(AuthConfig { keys })
+    Ok(AuthConfig { keys, jwt })
+}
+
+/// Validate one key (from the config file, or from the admin API with a hash the gateway
+/// made) into its record. Errors are `(path under `path`, message)`.
+pub fn key_record(
+    k: RawKey,
+    path: &str,
+    exact: bool,
+    model_exists: &dyn Fn(&str) -> bool,
+    created_at_ms: u64,
+) -> Result<KeyRecord, (String, String)> {
+    check_name(&k.id).map_err(|m| (format!("{path}.id"), m))?;
+    let hash: KeyHash = k.hash.parse().map_err(|_| {
+        (
+            format!("{path}.hash"),
+            "expected sha256: and 64 hex digits (`shardgate keys hash` prints it)".to_owned(),
+        )
+    })?;
+    for (field, name) in [("team", &k.team), ("user", &k.user)] {
+        if let Some(n) = name {
+            check_name(n).map_err(|m| (format!("{path}.{field}"), m))?;
+        }
+    }
+    if let Some(name) = &k.name
+        && (name.is_empty() || name.len() > 256 || name.chars().any(char::is_control))
+    {
+        return Err((
+            format!("{path}.name"),
+            "use 1 to 256 printable characters".to_owned(),
+        ));
+    }
+    if let Some(models) = &k.models {
+        for m in models {
+            if !model_exists(m) {
+                return Err((
+                    format!("{path}.models"),
+                    format!("model `{m}` is not configured"),
+                ));
+            }
+        }
+    }
+    if k.metadata.len() > 64
+        || k.metadata
+            .iter()
+            .any(|(a, b)| a.len() > MAX_NAME_BYTES || b.len() > 1024)
+    {
+        return Err((
+            format!("{path}.metadata"),
+            "at most 64 entries, names up to 128 bytes, values up to 1024".to_owned(),
+        ));
+    }
+    k.limits
+        .specs(exact)
+        .map_err(|e| (format!("{path}.limits.{}", e.field), e.expect.to_owned()))?;
+    Ok(KeyRecord {
+        id: Arc::from(k.id.as_str()),
+        name: Arc::from(k.name.as_deref().unwrap_or(k.id.as_str())),
+        hash,
+        team: k.team.as_deref().map(Arc::from),
+        user: k.user.as_deref().map(Arc::from),
+        models: k
+            .models
+            .map(|ms| ms.iter().map(|m| Arc::from(m.as_str())).collect()),
+        expires_at_ms: k.expires_at_unix.map(|s| s.saturating_mul(1000)),
+        created_at_ms,
+        metadata: k.metadata,
+        revoked: k.revoked,
+        limits: k.limits,
+    })
 }
 
 /// A key id, team or user name: 1 to 128 bytes of letters, digits, `-`, `_`, `.`, `@`, `:`.

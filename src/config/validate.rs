@@ -171,7 +171,7 @@ pub fn validate(
         .map_err(|(path, message)| invalid(path, message))?;
     let auth = raw
         .auth
-        .map(|a| super::tenancy::auth(a, limits.exact, &|name| named(name).is_some()))
+        .map(|a| super::tenancy::auth(a, limits.exact, &|name| named(name).is_some(), env))
         .transpose()
         .map_err(|(path, message)| invalid(path, message))?;
     Ok(Config {

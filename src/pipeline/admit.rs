@@ -18,6 +18,7 @@ use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::api::Usage;
 use crate::auth::table::{KeyRecord, Verdict};
+use crate::auth::{AuthError, Credential};
 use crate::budget::Cost;
 use crate::budget::lease::{Actual, Admit, Quota, Refusal, Ticket, Want};
 use crate::budget::meter::{Measure, MeterKey, Period, Scope};
@@ -36,47 +37,67 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The credential a request carries: `Authorization: Bearer <key>`, else `x-api-key`.
-fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .map(str::trim);
-        if let Some(t) = token.filter(|t| !t.is_empty()) {
-            return Some(t);
-        }
-    }
-    headers
-        .get(&X_API_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Who calls: `Ok(None)` when the gateway is open (no `[auth]`), else the key's record, or
-/// 401. The messages never quote what was presented.
+/// Who calls: `Ok(None)` when the gateway is open (no `[auth]`), else the key's (or the
+/// token subject's) record, or 401. The messages never quote what was presented.
+///
+/// The credential is `Authorization: Bearer <key or JWT>`, else `x-api-key`. A virtual key
+/// costs one SHA-256 and one probe of the shard's key table; a JWT is verified once and then
+/// found in the shard's cache by its hash until it expires.
 pub fn authenticate(
     state: &ShardState,
     headers: &HeaderMap,
     now_ms: u64,
 ) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
-    if state.config.auth.is_none() {
+    let Some(auth) = &state.config.auth else {
         return Ok(None);
-    }
-    let Some(presented) = credential(headers) else {
-        return Err(unauthorized(
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` \
-             (or `x-api-key: <key>`).",
-        ));
     };
-    let table = state.keys.borrow();
-    match table.check(presented, now_ms) {
-        Verdict::Valid(record) => Ok(Some(record.clone())),
-        Verdict::Unknown => Err(unauthorized("Incorrect API key provided.")),
-        Verdict::Revoked => Err(unauthorized("This API key has been revoked.")),
-        Verdict::Expired => Err(unauthorized("This API key has expired.")),
+    let header = headers
+        .get(AUTHORIZATION)
+        .or_else(|| headers.get(&X_API_KEY))
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let presented = match crate::auth::credential(header) {
+        Ok(c) => c,
+        Err(AuthError::Missing) => {
+            return Err(unauthorized(
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>` \
+                 (or `x-api-key: <key>`).",
+            ));
+        }
+        Err(_) => {
+            return Err(unauthorized(
+                "The credential is neither an API key nor a bearer token.",
+            ));
+        }
+    };
+    match presented {
+        Credential::Key(key) => match state.keys.borrow().check(key, now_ms) {
+            Verdict::Valid(record) => Ok(Some(record.clone())),
+            Verdict::Unknown => Err(unauthorized("Incorrect API key provided.")),
+            Verdict::Revoked => Err(unauthorized("This API key has been revoked.")),
+            Verdict::Expired => Err(unauthorized("This API key has expired.")),
+        },
+        Credential::Jwt(token) => {
+            let Some(jwt) = &auth.jwt else {
+                return Err(unauthorized("Incorrect API key provided."));
+            };
+            let mut cache = state.jwt_cache.borrow_mut();
+            if let Some(record) = cache.get(token, now_ms) {
+                return Ok(Some(record.clone()));
+            }
+            let mut record = jwt.verifier.verify(token, now_ms).map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::Unauthorized,
+                    format!("The bearer token was refused: {e}."),
+                )
+            })?;
+            if !jwt.limits.is_empty() {
+                Arc::make_mut(&mut record).limits = jwt.limits;
+            }
+            if let Some(exp) = record.expires_at_ms {
+                cache.insert(token, record.clone(), exp, now_ms);
+            }
+            Ok(Some(record))
+        }
     }
 }
 
@@ -501,19 +522,5 @@ mod tests {
         assert_eq!(reset_text(6_400), "7s");
         assert_eq!(reset_text(360_000), "6m0s");
         assert_eq!(reset_text(7_380_000), "2h3m0s");
-    }
-
-    #[test]
-    fn the_credential_is_the_bearer_or_x_api_key() {
-        let mut h = HeaderMap::new();
-        assert_eq!(credential(&h), None);
-        h.insert(X_API_KEY.clone(), HeaderValue::from_static(" sk-sg-b "));
-        assert_eq!(credential(&h), Some("sk-sg-b"));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-sg-a"));
-        assert_eq!(credential(&h), Some("sk-sg-a"));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
-        assert_eq!(credential(&h), Some("sk-sg-b"), "not a bearer: x-api-key");
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(credential(&h), Some("sk-sg-b"));
     }
 }

@@ -76,6 +76,8 @@ pub struct ShardState {
     pub retry_budget: RefCell<RetryBudget>,
     /// The key table (a snapshot the control plane swaps in whole).
     pub keys: RefCell<Arc<KeyTable>>,
+    /// JWTs this shard verified, until they expire.
+    pub jwt_cache: RefCell<crate::auth::JwtCache>,
     /// This shard's leases of every limit and budget.
     pub leases: RefCell<Leases>,
     /// Pulsed when a grant arrives (admissions waiting for one re-check).
@@ -104,6 +106,11 @@ impl ShardState {
         // The config's keys were checked when it loaded (ids and hashes unique).
         let keys = KeyTable::from_records(config.auth.iter().flat_map(|a| a.keys.iter().cloned()))
             .unwrap_or_default();
+        let jwt_entries = config
+            .auth
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map_or(1, |j| j.cache_entries);
         let models_body = models_json(&config);
         let redactor = Redactor::from_config(&config);
         let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
@@ -135,6 +142,7 @@ impl ShardState {
             router,
             retry_budget,
             keys: RefCell::new(Arc::new(keys)),
+            jwt_cache: RefCell::new(crate::auth::JwtCache::new(jwt_entries)),
             leases: RefCell::new(Leases::new()),
             lease_pulse: crate::shard::Pulse::default(),
             budget_sink,
