@@ -9,6 +9,7 @@
 
 pub mod budgeter;
 pub mod scorer;
+pub mod store;
 
 use std::io;
 use std::net::SocketAddr;
