@@ -154,3 +154,44 @@ fn openai_python_sdk_sees_no_failure_while_one_of_two_deployments_is_down() {
         gw.stderr()
     );
 }
+
+/// A virtual key's secret for tests: `sk-sg-`, `tag`, padded to 49 characters like a
+/// generated one.
+fn key_secret(tag: &str) -> String {
+    format!("{:x<49}", format!("sk-sg-{tag}"))
+}
+
+/// A `[[auth.keys]]` entry for `secret`, stored as its hash.
+fn auth_key(id: &str, secret: &str, extra: &str) -> String {
+    format!(
+        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
+        shardgate::auth::key::hash(secret)
+    )
+}
+
+/// Both SDKs with virtual keys: a key without limits is answered (whole and streamed), an
+/// unknown key is the SDK's `AuthenticationError`, and a key with `rpm = 3` (exact) gets
+/// three answers with counting-down `x-ratelimit-*` headers, then `RateLimitError` with
+/// `Retry-After`, which the openai SDK's own retries honour. Each SDK has its own limited
+/// key, so the two do not share a window.
+#[test]
+fn sdks_with_virtual_keys_and_rate_limits() {
+    let mock = mock();
+    let (open, oa_limited, an_limited) = (
+        key_secret("open"),
+        key_secret("oa-limited"),
+        key_secret("an-limited"),
+    );
+    let limited = "limits = { rpm = 3 }";
+    let extra = format!(
+        "[limits]\nexact = true\n\n[auth]\n{}{}{}",
+        auth_key("open", &open, ""),
+        auth_key("oa-limited", &oa_limited, limited),
+        auth_key("an-limited", &an_limited, limited),
+    );
+    let gw = Gateway::start(&upstream_config(mock.addr, &extra), TWO_SHARDS);
+    run_script(
+        "keys_sdk.py",
+        &[format!("http://{}", gw.addr), open, oa_limited, an_limited],
+    );
+}

@@ -10,6 +10,7 @@
 pub mod budgeter;
 pub mod keyring;
 pub mod scorer;
+pub mod store;
 
 use std::io;
 use std::net::SocketAddr;

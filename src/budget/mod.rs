@@ -5,6 +5,8 @@
 //! of a [`crate::api::Usage`]; meters and limits ([`meter`]), their windows ([`period`]), the
 //! node's authority over them ([`ledger::Ledger`], held by the budgeter actor only) and one
 //! shard's leases on them ([`lease::Leases`]). All pure: time comes in as unix milliseconds.
+//! What a budget does as it fills (alert, throttle, restrict, block, each once per window)
+//! is [`policy`].
 //! Does not: run anything, carry messages between shards and the budgeter, persist usage
 //! (the budgeter actor does all three) or know any provider's prices (they come from the
 //! config).
@@ -15,6 +17,7 @@ pub mod lease;
 pub mod ledger;
 pub mod meter;
 pub mod period;
+pub mod policy;
 pub mod pricing;
 pub mod spec;
 #[cfg(test)]
