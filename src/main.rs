@@ -205,6 +205,9 @@ fn run() -> anyhow::Result<()> {
                     ""
                 }
             );
+            if let Some(admin) = gw.admin_addr {
+                println!("admin listening on http://{admin}");
+            }
             tracing::info!(addr = %gw.addr, shards, "Listening.");
             gw.wait()?;
             tracing::info!("Stopped.");

@@ -105,6 +105,8 @@ pub struct ServeOptions {
 pub struct Gateway {
     /// The address every shard listens on.
     pub addr: SocketAddr,
+    /// The admin API's address (`[admin]`).
+    pub admin_addr: Option<SocketAddr>,
     control: ControlPlane,
     shards: Vec<shard::ShardHandle>,
 }
@@ -213,6 +215,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         .map(crate::http::tls::server_config)
         .transpose()?;
 
+    let (admin, admin_addr) = admin_listener(&config)?;
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox::<ShardCmd>()).unzip();
     let control = ControlPlane::start(ControlPlaneArgs {
         shards: senders,
@@ -237,6 +240,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         ),
         deployments: crate::scoring::DeploymentInfo::from_config(&config),
         breaker: config.routing.breaker,
+        admin,
     })
     .map_err(io_err("cannot start the control plane"))?;
 
@@ -378,9 +382,40 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
     }
     Ok(Gateway {
         addr,
+        admin_addr,
         control,
         shards,
     })
+}
+
+/// Bind the admin API's listener when `[admin]` is set (here, so a busy port fails start-up),
+/// with what the control plane needs to serve it, and its address.
+fn admin_listener(
+    config: &Config,
+) -> Result<(Option<crate::admin::AdminArgs>, Option<SocketAddr>), RuntimeError> {
+    let Some(admin) = &config.admin else {
+        return Ok((None, None));
+    };
+    let listen = &admin.listen;
+    let addr = listen
+        .to_socket_addrs()
+        .map_err(io_err(format!("cannot resolve admin.listen {listen}")))?
+        .next()
+        .ok_or_else(|| RuntimeError::Io {
+            what: format!("admin.listen {listen}"),
+            source: std::io::Error::other("no address"),
+        })?;
+    let listener = crate::admin::bind(addr)
+        .map_err(io_err(format!("cannot listen on {addr} (admin.listen)")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(io_err("admin local address"))?;
+    let args = crate::admin::AdminArgs {
+        listener,
+        token: admin.token.clone(),
+        redactor: crate::config::secrets::Redactor::from_config(config),
+    };
+    Ok((Some(args), Some(bound)))
 }
 
 fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {

@@ -84,6 +84,8 @@ pub struct ControlPlaneArgs {
     pub offset_secs: i32,
     /// The node's keys (the config file's).
     pub keys: keyring::Keyring,
+    /// The admin API's listener and token (`[admin]`), served on this runtime.
+    pub admin: Option<crate::admin::AdminArgs>,
 }
 
 /// The running control plane.
@@ -157,6 +159,9 @@ impl ControlPlane {
                     if let Some(every) = args.dns_refresh.filter(|_| !args.dns.is_empty()) {
                         let (shards, dns) = (args.shards.clone(), args.dns.clone());
                         tokio::spawn(refresh_dns(dns, every, shards));
+                    }
+                    if let Some(admin) = args.admin {
+                        tokio::spawn(crate::admin::serve(admin, budgeter.clone(), scorer.clone()));
                     }
                     if args.handle_signals {
                         let shards = args.shards.clone();

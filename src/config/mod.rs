@@ -4,7 +4,7 @@
 //! validation, and the embedded default that runs the built-in mock with no files at all.
 //! Does not: touch sockets or runtimes (DNS resolution happens in `runtime`).
 //! Key types: [`Config`], [`ProviderConfig`], [`ModelRoute`], [`Deployment`],
-//! [`RoutingConfig`], [`Tuning`], [`Secret`].
+//! [`RoutingConfig`], [`AdminConfig`], [`Tuning`], [`Secret`].
 
 pub mod raw;
 pub mod secrets;
@@ -138,6 +138,18 @@ pub struct Config {
     pub auth: Option<tenancy::AuthConfig>,
     /// Rate limits and budgets.
     pub limits: tenancy::LimitsConfig,
+    /// The admin API (`None`: no admin listener).
+    pub admin: Option<AdminConfig>,
+}
+
+/// Validated `[admin]`: the admin API's own listener and bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Listen address (host:port, resolved at start; port 0 takes any free port).
+    pub listen: String,
+    /// The bearer token every admin request must present (also redacted from logs and
+    /// error bodies, as the provider keys are).
+    pub token: Secret,
 }
 
 impl Config {

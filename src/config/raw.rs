@@ -40,6 +40,10 @@ pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Longest explicit deployment id.
 pub const MAX_DEPLOYMENT_ID_BYTES: usize = 128;
+/// Default address of the admin API's own listener (loopback only).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Shortest admin token accepted, in bytes.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
 /// The whole gateway config file.
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +66,20 @@ pub struct RawConfig {
     /// Rate limits and budgets per scope.
     #[serde(default)]
     pub limits: super::tenancy::RawLimits,
+    /// The admin API's own listener and token; without this section there is no admin API.
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[admin]`: the admin API (keys, scores) on its own listener, behind its own bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address the admin API listens on (one listener, on the control plane); default
+    /// `127.0.0.1:8081`. Port 0 takes any free port (the gateway prints the one it got).
+    pub listen: Option<String>,
+    /// Name of the environment variable holding the admin bearer token (at least 32 bytes
+    /// of printable ASCII, no spaces).
+    pub token_env: String,
 }
 
 /// `[server]`: the downstream front.

@@ -32,9 +32,15 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for every secret in `config` (each provider's API key).
+    /// A redactor for every secret in `config` (each provider's API key, the admin token).
     pub fn from_config(config: &Config) -> Self {
-        Self::new(config.providers.iter().filter_map(|p| p.api_key.as_ref()))
+        Self::new(
+            config
+                .providers
+                .iter()
+                .filter_map(|p| p.api_key.as_ref())
+                .chain(config.admin.iter().map(|a| &a.token)),
+        )
     }
 
     /// A redactor for these secrets (empty ones are ignored, duplicates kept once).

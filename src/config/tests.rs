@@ -764,3 +764,97 @@ weight = 3
         "{e}"
     );
 }
+
+const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
+
+fn admin_env(k: &str) -> Option<String> {
+    match k {
+        "ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        "SHORT" => Some("adm-short-token".to_owned()),
+        "SPACED" => Some("adm 0123456789abcdef0123456789abcdef".to_owned()),
+        _ => None,
+    }
+}
+
+fn admin_error(section: &str) -> String {
+    Config::from_toml(section, "c.toml", &admin_env)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn the_admin_section_is_optional_and_fills_its_defaults() {
+    assert!(Config::embedded_default().unwrap().admin.is_none());
+    let c = Config::from_toml("[admin]\ntoken_env = \"ADMIN_TOKEN\"\n", "c", &admin_env).unwrap();
+    let admin = c.admin.as_ref().unwrap();
+    assert_eq!(admin.listen, raw::DEFAULT_ADMIN_LISTEN);
+    assert_eq!(admin.listen, "127.0.0.1:8081");
+    assert_eq!(admin.token.expose(), ADMIN_TOKEN);
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains(ADMIN_TOKEN) && shown.contains("*****"),
+        "{shown}"
+    );
+    let c = Config::from_toml(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n",
+        "c",
+        &admin_env,
+    )
+    .unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:0");
+}
+
+#[test]
+fn the_admin_section_parses_strictly() {
+    let e = admin_error("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(e.contains("admin") && e.contains("token_env"), "{e}");
+    let e = admin_error("[admin]\ntoken_env = \"ADMIN_TOKEN\"\ntoken = \"inline\"\n");
+    assert!(
+        e.contains("c.toml: admin") && e.contains("unknown field `token`"),
+        "{e}"
+    );
+    let e = admin_error("[admin]\ntoken_env = 5\n");
+    assert!(e.contains("admin.token_env"), "{e}");
+}
+
+#[test]
+fn admin_values_are_checked_and_errors_never_quote_the_token() {
+    for (section, path, want) in [
+        (
+            "listen = \"8081\"\ntoken_env = \"ADMIN_TOKEN\"",
+            "admin.listen",
+            "expected host:port",
+        ),
+        ("token_env = \"\"", "admin.token_env", "name an environment"),
+        (
+            "token_env = \"UNSET\"",
+            "admin.token_env",
+            "`UNSET` is not set",
+        ),
+        ("token_env = \"SHORT\"", "admin.token_env", "at least 32"),
+        (
+            "token_env = \"SPACED\"",
+            "admin.token_env",
+            "without spaces",
+        ),
+    ] {
+        let e = admin_error(&format!("[admin]\n{section}\n"));
+        assert!(
+            e.contains(&format!("c.toml: {path}: ")) && e.contains(want),
+            "{section}: {e}"
+        );
+        for token in ["adm-short-token", "adm 0123456789abcdef", ADMIN_TOKEN] {
+            assert!(!e.contains(token), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_admin_token_is_redacted_like_a_provider_key() {
+    let c = Config::from_toml("[admin]\ntoken_env = \"ADMIN_TOKEN\"\n", "c", &admin_env).unwrap();
+    let r = secrets::Redactor::from_config(&c);
+    assert_eq!(
+        r.redact_str(&format!("Bearer {ADMIN_TOKEN}.")),
+        "Bearer [REDACTED]."
+    );
+}

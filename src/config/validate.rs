@@ -6,12 +6,13 @@ use std::time::Duration;
 use http::Uri;
 
 use super::raw::{
-    self, RawConfig, RawDeployment, RawModel, RawPrice, RawProvider, RawProviderKind, RawRouting,
+    self, RawAdmin, RawConfig, RawDeployment, RawModel, RawPrice, RawProvider, RawProviderKind,
+    RawRouting,
 };
 use super::{
-    Capabilities, Config, ConfigError, Deployment, Endpoint, KeyHeader, ModelRoute, ProviderConfig,
-    ProviderKind, RetryBudgetConfig, RoutingConfig, Scheme, Secret, ServerConfig, Timeouts,
-    TlsFiles,
+    AdminConfig, Capabilities, Config, ConfigError, Deployment, Endpoint, KeyHeader, ModelRoute,
+    ProviderConfig, ProviderKind, RetryBudgetConfig, RoutingConfig, Scheme, Secret, ServerConfig,
+    Timeouts, TlsFiles,
 };
 use crate::budget::pricing::Price;
 use crate::routing::breaker::{self, BreakerConfig};
@@ -174,6 +175,7 @@ pub fn validate(
         .map(|a| super::tenancy::auth(a, limits.exact, &|name| named(name).is_some(), env))
         .transpose()
         .map_err(|(path, message)| invalid(path, message))?;
+    let admin = raw.admin.map(|a| admin(a, &invalid, env)).transpose()?;
     Ok(Config {
         server,
         providers,
@@ -182,6 +184,58 @@ pub fn validate(
         routing,
         auth,
         limits,
+        admin,
+    })
+}
+
+/// Validate `[admin]`: the listen address and the token, looked up in the environment.
+fn admin(
+    a: RawAdmin,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminConfig, ConfigError> {
+    let listen = a
+        .listen
+        .unwrap_or_else(|| raw::DEFAULT_ADMIN_LISTEN.to_owned());
+    if !listen.contains(':') {
+        return Err(invalid(
+            "admin.listen".into(),
+            format!("expected host:port, got `{listen}`"),
+        ));
+    }
+    let var = a.token_env;
+    let path = "admin.token_env".to_owned();
+    if var.is_empty() {
+        return Err(invalid(path, "name an environment variable".into()));
+    }
+    // The messages name the variable and the length, never the token.
+    let Some(token) = env(&var).filter(|t| !t.is_empty()) else {
+        return Err(invalid(
+            path,
+            format!("environment variable `{var}` is not set"),
+        ));
+    };
+    if token.len() < raw::MIN_ADMIN_TOKEN_BYTES {
+        return Err(invalid(
+            path,
+            format!(
+                "the token in `{var}` is {} bytes; use at least {} (e.g. `openssl rand -hex 32`)",
+                token.len(),
+                raw::MIN_ADMIN_TOKEN_BYTES
+            ),
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            path,
+            format!(
+                "the token in `{var}` must be printable ASCII without spaces (it is sent in a header)"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token: Secret::new(token),
     })
 }
 

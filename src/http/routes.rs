@@ -130,6 +130,9 @@ async fn dispatch(
             ),
         ));
     }
+    if matches!(route, Route::AdminScores | Route::AdminRoutes) {
+        admin_gate(state, &req)?;
+    }
     match route {
         Route::ChatCompletions => chat::completions(state, ctx, req, Dialect::OpenAi).await,
         Route::Messages => chat::completions(state, ctx, req, Dialect::Anthropic).await,
@@ -168,6 +171,28 @@ async fn dispatch(
             ErrorKind::NotFound,
             format!("Invalid URL ({} {}).", req.method(), req.uri().path()),
         )),
+    }
+}
+
+/// `/admin/scores` and `/admin/routes` on the main listener: open while the gateway is (no
+/// `[auth]`); with `[auth]`, they need the admin token, and without `[admin]` they are not
+/// there at all.
+fn admin_gate<B>(state: &ShardState, req: &Request<B>) -> Result<(), GatewayError> {
+    if state.config.auth.is_none() {
+        return Ok(());
+    }
+    match &state.config.admin {
+        None => Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("Invalid URL ({} {}).", req.method(), req.uri().path()),
+        )),
+        Some(admin) if !crate::admin::token::authorized(req.headers(), &admin.token) => {
+            Err(GatewayError::new(
+                ErrorKind::Unauthorized,
+                "This route needs the admin token: Authorization: Bearer <admin token>.",
+            ))
+        }
+        Some(_) => Ok(()),
     }
 }
 

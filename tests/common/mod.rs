@@ -98,6 +98,8 @@ fn temp_dir() -> PathBuf {
 pub struct Gateway {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub stderr_path: PathBuf,
 }
 
@@ -131,9 +133,11 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            // Every line, to the end: a line printed later never meets a closed pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
         let Some(addr) = line
@@ -148,9 +152,17 @@ impl Gateway {
                 std::fs::read_to_string(&stderr_path).unwrap_or_default()
             );
         };
+        // With `[admin]`, the next line is `admin listening on http://ADDR`.
+        let admin = config.contains("[admin]").then(|| {
+            let line = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+            line.strip_prefix("admin listening on http://")
+                .and_then(|a| a.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no admin address: {line:?}"))
+        });
         Self {
             child,
             addr,
+            admin,
             stderr_path,
         }
     }

@@ -1,0 +1,406 @@
+//! The admin API end to end: its own listener and token, keys made, used, narrowed and
+//! revoked on a running two-shard gateway, and the main listener's admin routes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+const ADMIN_TOKEN: &str = "adm-test-0123456789abcdef0123456789abcdef";
+/// The config file's key (declared by hash; the admin API cannot change it).
+const CFG_KEY: &str = "sk-sg-config-key-0123456789abcdef0123456789abcdef";
+
+/// Two models, `[auth]` with the config key `cfg`, and `admin` appended (the `[admin]`
+/// section or nothing).
+fn config(up: std::net::SocketAddr, admin: &str) -> String {
+    let extra = format!(
+        "{}\n[[auth.keys]]\nid = \"cfg\"\nhash = \"{}\"\n\n{admin}\n",
+        model("other", "mock"),
+        shardgate::auth::key::hash(CFG_KEY),
+    );
+    upstream_config(up, &extra).replace("[models.gpt-mock]", "[auth]\n\n[models.gpt-mock]")
+}
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"SG_ADMIN_TOKEN\"\n";
+
+fn start(up: std::net::SocketAddr) -> Gateway {
+    Gateway::start_with_env(
+        &config(up, ADMIN),
+        TWO_SHARDS,
+        &[("SG_ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+}
+
+/// An admin request with this bearer token (`None`: no `Authorization`).
+fn admin_as(gw: &Gateway, token: Option<&str>, method: &str, path: &str, body: &str) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    request(
+        gw.admin.expect("the gateway has [admin]"),
+        method,
+        path,
+        &headers,
+        body.as_bytes(),
+    )
+}
+
+fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> Resp {
+    admin_as(gw, Some(ADMIN_TOKEN), method, path, body)
+}
+
+/// An admin API error of this status and code, shaped `{"error":{"message","type","code"}}`.
+fn assert_admin_error(res: &Resp, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(res.status, status, "{}", res.text());
+    let v = res.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["type"].is_string(), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+/// A chat request with a virtual key, on a fresh connection.
+fn chat_as(gw: &Gateway, key: &str, model: &str) -> Resp {
+    let auth = format!("Bearer {key}");
+    request(
+        gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        chat_body(model, "hello", false).as_bytes(),
+    )
+}
+
+/// The shard that answered (the request id is boot, shard, sequence in hex: 8 + 4 + 12).
+fn shard_of(res: &Resp) -> String {
+    res.header("x-request-id").unwrap()[8..12].to_owned()
+}
+
+/// Send `key` for `model` on fresh connections until every shard has answered `status` to
+/// 16 requests in a row (at most 2 s): a key change is in force on the whole node.
+fn until_every_shard_says(gw: &Gateway, key: &str, model: &str, status: u16, what: &str) {
+    let mut streak = 0;
+    let mut shards = BTreeSet::new();
+    poll_until(Duration::from_secs(2), what, || {
+        let res = chat_as(gw, key, model);
+        if res.status == status {
+            streak += 1;
+            shards.insert(shard_of(&res));
+        } else {
+            streak = 0;
+            shards.clear();
+        }
+        streak >= 16 && shards.len() == 2
+    });
+}
+
+#[test]
+fn every_admin_request_needs_the_admin_token() {
+    let up = mock();
+    let gw = start(up.addr);
+    for token in [None, Some("wrong-token"), Some(CFG_KEY)] {
+        for (method, path) in [
+            ("GET", "/admin/keys"),
+            ("POST", "/admin/keys"),
+            ("GET", "/admin/keys/cfg"),
+            ("POST", "/admin/keys/cfg/revoke"),
+            ("GET", "/admin/scores"),
+            ("GET", "/admin/nothing-here"),
+        ] {
+            let res = admin_as(&gw, token, method, path, "{}");
+            assert_admin_error(&res, 401, "unauthorized");
+            assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    // A token one byte short or long is as wrong as any other.
+    let res = admin_as(&gw, Some(&ADMIN_TOKEN[1..]), "GET", "/admin/keys", "");
+    assert_admin_error(&res, 401, "unauthorized");
+    let res = admin_as(
+        &gw,
+        Some(&format!("{ADMIN_TOKEN}x")),
+        "GET",
+        "/admin/keys",
+        "",
+    );
+    assert_admin_error(&res, 401, "unauthorized");
+    // Nothing was created by the refused POST.
+    let keys = admin(&gw, "GET", "/admin/keys", "").json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
+
+    // Unknown routes and methods, with the token.
+    assert_admin_error(
+        &admin(&gw, "GET", "/admin/nothing-here", ""),
+        404,
+        "not_found",
+    );
+    assert_admin_error(
+        &admin(&gw, "DELETE", "/admin/keys", ""),
+        405,
+        "method_not_allowed",
+    );
+
+    // Bad bodies: 400 with serde's message, 413 over 64 KiB; nothing echoed of the token.
+    let v = assert_admin_error(
+        &admin(&gw, "POST", "/admin/keys", "{\"id\":"),
+        400,
+        "bad_request",
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("EOF"),
+        "{v}"
+    );
+    let body = format!("{{\"id\":\"x\",\"token\":\"{ADMIN_TOKEN}\"}}");
+    let res = admin(&gw, "POST", "/admin/keys", &body);
+    let v = assert_admin_error(&res, 400, "bad_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `token`"),
+        "{v}"
+    );
+    let body = format!("{{\"expires_at_unix\":\"{ADMIN_TOKEN}\"}}");
+    let res = admin(&gw, "POST", "/admin/keys", &body);
+    assert_admin_error(&res, 400, "bad_request");
+    assert!(!res.text().contains(ADMIN_TOKEN), "{}", res.text());
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(70 * 1024));
+    assert_admin_error(
+        &admin(&gw, "POST", "/admin/keys", &big),
+        413,
+        "payload_too_large",
+    );
+    let v = assert_admin_error(
+        &admin(&gw, "POST", "/admin/keys", "{\"id\":\"a b\"}"),
+        400,
+        "bad_request",
+    );
+    assert_eq!(v["error"]["param"], "id", "{v}");
+
+    // Scores, as the main listener renders them.
+    let res = admin(&gw, "GET", "/admin/scores", "");
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.json()["deployments"].is_object(), "{}", res.text());
+
+    // The main listener's admin routes need the admin token when [auth] is set: not the
+    // virtual key, not nothing.
+    for path in ["/admin/scores", "/admin/routes"] {
+        gw.get(path).assert_error(401, "unauthorized");
+        let with = |token: &str| {
+            let auth = format!("Bearer {token}");
+            request(gw.addr, "GET", path, &[("authorization", &auth)], b"")
+        };
+        with(CFG_KEY).assert_error(401, "unauthorized");
+        let res = with(ADMIN_TOKEN);
+        assert_eq!(res.status, 200, "{path}: {}", res.text());
+        assert!(res.json().is_object());
+    }
+    // The client API is not served on the admin listener.
+    let res = request(gw.admin.unwrap(), "GET", "/v1/models", &[], b"");
+    assert_admin_error(&res, 401, "unauthorized");
+    assert!(!gw.stderr().contains(ADMIN_TOKEN));
+}
+
+#[test]
+fn the_main_listeners_admin_routes_are_gone_without_admin_and_open_without_auth() {
+    let up = mock();
+    // [auth] without [admin]: not there.
+    let gw = Gateway::start(&config(up.addr, ""), ONE_SHARD);
+    assert!(gw.admin.is_none());
+    for path in ["/admin/scores", "/admin/routes"] {
+        gw.get(path).assert_error(404, "not_found");
+        let auth = format!("Bearer {CFG_KEY}");
+        request(gw.addr, "GET", path, &[("authorization", &auth)], b"")
+            .assert_error(404, "not_found");
+    }
+    drop(gw);
+    // No [auth]: open, as before.
+    let gw = Gateway::start(&upstream_config(up.addr, ""), ONE_SHARD);
+    for path in ["/admin/scores", "/admin/routes"] {
+        assert_eq!(gw.get(path).status, 200, "{path}");
+    }
+}
+
+#[test]
+fn a_created_key_works_on_every_shard_until_revoked() {
+    let up = mock();
+    let gw = start(up.addr);
+    let res = admin(
+        &gw,
+        "POST",
+        "/admin/keys",
+        r#"{"id":"ci","name":"CI runner","team":"research","metadata":{"owner":"ops"}}"#,
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    let made = res.json();
+    let secret = made["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-sg-"), "{made}");
+    let record = &made["record"];
+    assert_eq!(record["id"], "ci");
+    assert_eq!(record["team"], "research");
+    assert_eq!(record["revoked"], false);
+    assert!(record["hash"].as_str().unwrap().starts_with("sha256:"));
+    assert!(record.get("key").is_none(), "{record}");
+    assert!(!record.to_string().contains(&secret));
+
+    // In force on both shards within one inbox hop.
+    until_every_shard_says(
+        &gw,
+        &secret,
+        "gpt-mock",
+        200,
+        "the new key works everywhere",
+    );
+
+    // Listed and read back without its secret.
+    for path in ["/admin/keys", "/admin/keys/ci"] {
+        let res = admin(&gw, "GET", path, "");
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert!(!res.text().contains(&secret), "{}", res.text());
+        assert!(res.text().contains("sha256:"), "{}", res.text());
+    }
+    let ids: Vec<String> = admin(&gw, "GET", "/admin/keys", "").json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["cfg", "ci"]);
+    // The id is taken now.
+    let res = admin(&gw, "POST", "/admin/keys", r#"{"id":"ci"}"#);
+    assert_admin_error(&res, 409, "conflict");
+
+    // Revoked: 401 on both shards, on fresh connections, within 2 s.
+    let res = admin(&gw, "POST", "/admin/keys/ci/revoke", "");
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["revoked"], true);
+    until_every_shard_says(
+        &gw,
+        &secret,
+        "gpt-mock",
+        401,
+        "the revoked key fails everywhere",
+    );
+    let mut shards = BTreeSet::new();
+    for _ in 0..20 {
+        let res = chat_as(&gw, &secret, "gpt-mock");
+        res.assert_error(401, "unauthorized");
+        assert!(res.text().contains("revoked"), "{}", res.text());
+        shards.insert(shard_of(&res));
+    }
+    assert_eq!(shards.len(), 2, "both shards answered: {shards:?}");
+    assert_eq!(
+        admin(&gw, "GET", "/admin/keys/ci", "").json()["revoked"],
+        true
+    );
+
+    // The log names the key by id, never by its secret.
+    let log = gw.stderr();
+    assert!(log.contains("ci"), "{log}");
+    assert!(!log.contains(&secret), "the secret is in the log");
+    assert!(!log.contains(ADMIN_TOKEN), "the admin token is in the log");
+}
+
+#[test]
+fn keys_are_narrowed_by_patch_and_config_keys_stay_as_declared() {
+    let up = mock();
+    let gw = start(up.addr);
+    // No body: a key with a generated id.
+    let res = admin(&gw, "POST", "/admin/keys", "");
+    assert_eq!(res.status, 201, "{}", res.text());
+    let made = res.json();
+    let (secret, id) = (
+        made["key"].as_str().unwrap().to_owned(),
+        made["record"]["id"].as_str().unwrap().to_owned(),
+    );
+    assert!(id.starts_with("key_"), "{made}");
+    until_every_shard_says(&gw, &secret, "other", 200, "the new key works everywhere");
+
+    // Narrowed to one model: the other is a 403 everywhere.
+    let path = format!("/admin/keys/{id}");
+    let res = admin(&gw, "PATCH", &path, r#"{"models":["gpt-mock"]}"#);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["models"], serde_json::json!(["gpt-mock"]));
+    assert!(!res.text().contains(&secret));
+    until_every_shard_says(&gw, &secret, "other", 403, "the narrowed key is refused");
+    chat_as(&gw, &secret, "other").assert_error(403, "forbidden");
+    assert_eq!(chat_as(&gw, &secret, "gpt-mock").status, 200);
+    assert_eq!(admin(&gw, "GET", &path, "").json()["models"][0], "gpt-mock");
+
+    // Refused changes.
+    let v = assert_admin_error(
+        &admin(&gw, "PATCH", &path, r#"{"models":["nope"]}"#),
+        400,
+        "bad_request",
+    );
+    assert_eq!(v["error"]["param"], "models", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`nope`"),
+        "{v}"
+    );
+    let v = assert_admin_error(
+        &admin(&gw, "PATCH", &path, r#"{"modles":["other"]}"#),
+        400,
+        "bad_request",
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("modles"),
+        "{v}"
+    );
+    assert_admin_error(
+        &admin(&gw, "PATCH", "/admin/keys/nope", "{}"),
+        404,
+        "not_found",
+    );
+    assert_admin_error(&admin(&gw, "GET", "/admin/keys/nope", ""), 404, "not_found");
+    assert_admin_error(
+        &admin(&gw, "POST", "/admin/keys/nope/revoke", ""),
+        404,
+        "not_found",
+    );
+
+    // The config file's key: read-only here, and still in force after the refusals.
+    for (method, p, body) in [
+        ("POST", "/admin/keys/cfg/revoke", ""),
+        ("PATCH", "/admin/keys/cfg", r#"{"models":["other"]}"#),
+    ] {
+        let v = assert_admin_error(&admin(&gw, method, p, body), 409, "conflict");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("declared in the config file"),
+            "{v}"
+        );
+    }
+    let cfg = admin(&gw, "GET", "/admin/keys/cfg", "").json();
+    assert_eq!(
+        (&cfg["id"], &cfg["revoked"]),
+        (&"cfg".into(), &false.into())
+    );
+    assert!(cfg.get("models").is_none(), "{cfg}");
+    for _ in 0..8 {
+        assert_eq!(chat_as(&gw, CFG_KEY, "other").status, 200);
+    }
+
+    let log = gw.stderr();
+    assert!(log.contains(&id), "the changes are logged by id: {log}");
+    assert!(!log.contains(&secret), "the secret is in the log");
+    assert!(
+        !admin(&gw, "GET", "/admin/keys", "")
+            .text()
+            .contains(&secret)
+    );
+}
