@@ -217,6 +217,46 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
 
     let (admin, admin_addr) = admin_listener(&config)?;
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox::<ShardCmd>()).unzip();
+    let mut keys = crate::actors::keyring::Keyring::new(
+        config.auth.as_ref().map_or(&[][..], |a| &a.keys[..]),
+        config.models.iter().map(|m| m.public.to_string()).collect(),
+        config.limits.exact,
+    );
+    let (persist, windows) = match &config.state.dir {
+        Some(dir) => {
+            let store = crate::actors::store::Store::open(dir).map_err(|e| RuntimeError::Io {
+                what: format!("cannot open the store in {}", dir.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let read = |what: &str, e: crate::actors::store::StoreError| RuntimeError::Io {
+                what: format!("cannot read the {what} from the store in {}", dir.display()),
+                source: std::io::Error::other(e.to_string()),
+            };
+            keys.restore(store.keys().map_err(|e| read("keys", e))?);
+            let windows = store.windows().map_err(|e| read("meter windows", e))?;
+            let persist = crate::actors::persist::Persist::start(store)
+                .map_err(io_err("cannot start the store thread"))?;
+            (Some(persist), windows)
+        }
+        None => {
+            if config.auth.is_some() || config.limits.any() {
+                tracing::warn!(
+                    "No [state] dir: keys made through the admin API, spend and limit counters \
+                     are kept in memory and lost on restart."
+                );
+            }
+            (None, Vec::new())
+        }
+    };
+    let registry = Registry::new(
+        n,
+        config.providers.iter().map(|p| p.id.0.clone()).collect(),
+        config.models.iter().map(|m| m.public.0.clone()).collect(),
+        config.deployments.iter().map(|d| d.id.0.clone()).collect(),
+    );
+    // The shards start with the whole table (the config's keys and the stored ones); later
+    // changes come from the budgeter.
+    let key_table = Arc::new(keys.table().clone());
     let control = ControlPlane::start(ControlPlaneArgs {
         shards: senders,
         core: tuning.control_plane_core,
@@ -233,23 +273,18 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             .collect(),
         dns_refresh: tuning.dns_refresh,
         offset_secs: config.limits.offset_secs,
-        keys: crate::actors::keyring::Keyring::new(
-            config.auth.as_ref().map_or(&[][..], |a| &a.keys[..]),
-            config.models.iter().map(|m| m.public.to_string()).collect(),
-            config.limits.exact,
-        ),
+        keys,
+        persist,
+        windows,
+        thresholds: config.limits.thresholds.clone(),
+        webhook_url: config.limits.webhook_url.clone(),
+        metrics: registry.control.clone(),
         deployments: crate::scoring::DeploymentInfo::from_config(&config),
         breaker: config.routing.breaker,
         admin,
     })
     .map_err(io_err("cannot start the control plane"))?;
 
-    let registry = Registry::new(
-        n,
-        config.providers.iter().map(|p| p.id.0.clone()).collect(),
-        config.models.iter().map(|m| m.public.0.clone()).collect(),
-        config.deployments.iter().map(|d| d.id.0.clone()).collect(),
-    );
     let config = Arc::new(config);
     let tuning = Arc::new(tuning);
     let boot = boot_nonce();
@@ -272,6 +307,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         );
         let scorer = control.scorer.clone();
         let budgeter = control.budgeter.clone();
+        let key_table = key_table.clone();
         let targets = targets.clone();
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
@@ -305,11 +341,10 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 let _ = sink.cast(ScorerMsg::Outcomes(batch));
             });
             let head_answers = crate::http::respond::head_answers(&config.server);
-            let budget_sink: crate::pipeline::state::BudgetSink = Box::new(move |asks, reports| {
+            let budget_sink: crate::pipeline::state::BudgetSink = Box::new(move |batch| {
                 let _ = budgeter.cast(BudgeterMsg::Batch {
                     shard: i as u16,
-                    asks,
-                    reports,
+                    batch,
                 });
             });
             let state = ShardState::new(
@@ -322,6 +357,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 targets,
                 head_answers,
                 budget_sink,
+                key_table,
                 boot,
             );
             // Every flush interval: outcomes to the scorer, and this shard's in-flight
@@ -357,7 +393,11 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 }
             };
             let _ = up_tx.send(Ok(()));
-            crate::http::server::run(state, listener, tls).await;
+            crate::http::server::run(state.clone(), listener, tls).await;
+            // Drained: what the last requests settled goes to the budgeter before the
+            // control plane stops (it drains its mailbox before it stops).
+            state.outcomes.flush();
+            state.flush_budget();
         })
         .map_err(io_err(format!("cannot start shard {i}")))?;
         shards.push(handle);
@@ -460,6 +500,9 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
         }
         ShardCmd::Keys(table) => {
             *state.keys.borrow_mut() = table;
+        }
+        ShardCmd::Actions(table) => {
+            *state.actions.borrow_mut() = table;
         }
         ShardCmd::Drain => {
             if !state.draining() {

@@ -394,3 +394,195 @@ fn jwt_bearers_are_verified_and_limited_by_their_team() {
     }
     assert!(!gw.stderr().contains(&ann), "a token reached the log");
 }
+
+/// A restart of a single node (no Redis) keeps the settled spend: a budget half used before
+/// the restart is not whole again after it.
+#[test]
+fn a_restart_keeps_settled_spend() {
+    let up = mock();
+    let k = secret("restart");
+    let dir = std::env::temp_dir().join(format!("shardgate-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = format!(
+        "price = {{ input = 10.0, output = 20.0 }}\n\
+         [limits]\nexact = true\noutput_estimate_tokens = 64\n\n\
+         [state]\ndir = \"{}\"\n\n[auth]\n{}",
+        dir.display(),
+        key("restart", &k, "limits = { spend_total_usd = 0.01 }")
+    );
+    let cfg = upstream_config(up.addr, &extra);
+    let spend = |gw: &Gateway| gw.metric("gateway_cost_usd_total{model=\"gpt-mock\"}");
+
+    let mut gw = Gateway::start(&cfg, TWO_SHARDS);
+    for i in 0..6 {
+        let r = post_with_key(
+            gw.addr,
+            "/v1/chat/completions",
+            &k,
+            &chat_body("gpt-mock", &format!("before {i}"), false),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let before = spend(&gw);
+    gw.sigterm();
+    assert!(
+        gw.wait(std::time::Duration::from_secs(15)).is_some(),
+        "drained and stopped"
+    );
+
+    let gw = Gateway::start(&cfg, TWO_SHARDS);
+    let mut after = 0;
+    for i in 0..40 {
+        let r = post_with_key(
+            gw.addr,
+            "/v1/chat/completions",
+            &k,
+            &chat_body("gpt-mock", &format!("after {i}"), false),
+        );
+        match r.status {
+            200 => after += 1,
+            _ => {
+                r.assert_error(429, "budget_exceeded");
+                break;
+            }
+        }
+    }
+    let total = before + spend(&gw);
+    let per = before / 6.0;
+    assert!(
+        total <= 0.01 + 1e-9,
+        "spent ${total} in all against a $0.01 cap ({after} answers after the restart, ~${per} each)"
+    );
+    assert!(
+        after < 40 && (0.01 - total) < 2.0 * 0.0016,
+        "the budget was used up, not reset: {after} answers after the restart, ${total} in all"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback webhook receiver: answers 200 to every POST and keeps the JSON bodies.
+fn webhook() -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                let _ = seen.send(v);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+/// Budget thresholds fire once each, at 80, 90, 95 and 100%: a log line, a metric, a webhook
+/// POST on loopback; past 100% the key is blocked with `budget_exceeded`.
+#[test]
+fn budget_thresholds_fire_once_each_and_post_the_webhook() {
+    let up = mock();
+    let (hook, got) = webhook();
+    let k = secret("thresholds");
+    // An estimate of one output token: settlement charges more than was reserved, so the
+    // settled spend itself walks up through every threshold.
+    let extra = format!(
+        "price = {{ input = 10.0, output = 20.0 }}\n\
+         [limits]\noutput_estimate_tokens = 1\nwebhook_url = \"http://{hook}/budget\"\n\n\
+         [auth]\n{}",
+        key("thr", &k, "limits = { spend_total_usd = 0.01 }")
+    );
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    // Walk the budget up until it is used up: each 429 must be `budget_exceeded`.
+    let mut admitted = 0;
+    let mut refused = 0;
+    for i in 0..200 {
+        let r = post_with_key(
+            gw.addr,
+            "/v1/chat/completions",
+            &k,
+            &chat_body("gpt-mock", &format!("walk {i}"), false),
+        );
+        if r.status == 429 {
+            r.assert_error(429, "budget_exceeded");
+            refused += 1;
+            if refused >= 3 {
+                break;
+            }
+            continue;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        admitted += 1;
+    }
+    assert!(
+        admitted > 4 && refused >= 3,
+        "admitted {admitted}, refused {refused}"
+    );
+    // Posted concurrently: in any order.
+    let mut events: Vec<serde_json::Value> = (0..4)
+        .map(|_| {
+            got.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("four webhook posts")
+        })
+        .collect();
+    events.sort_by_key(|e| e["at_percent"].as_u64());
+    let rungs: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["at_percent"].as_u64().unwrap(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rungs,
+        vec![
+            (80, "alert".into()),
+            (90, "throttle".into()),
+            (95, "restrict".into()),
+            (100, "block".into())
+        ],
+        "{events:?}"
+    );
+    for e in &events {
+        assert_eq!(e["event"], "budget_threshold");
+        assert_eq!(e["scope"]["kind"], "key");
+        assert_eq!(e["scope"]["id"], "thr");
+        assert!(!e.to_string().contains(&k), "no secret in the webhook");
+    }
+    for action in ["alert", "throttle", "restrict", "block"] {
+        assert_eq!(
+            gw.metric(&format!(
+                "gateway_budget_thresholds_total{{action=\"{action}\"}}"
+            )),
+            1.0,
+            "{action} fired once"
+        );
+    }
+    assert!(
+        got.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "each threshold posts once"
+    );
+    // Blocked now, whatever the shard.
+    for _ in 0..4 {
+        chat_as(&gw, &k, "gpt-mock").assert_error(429, "budget_exceeded");
+    }
+}

@@ -16,27 +16,46 @@ use std::sync::Arc;
 
 use super::ShardCmd;
 use super::keyring::{Created, KeyError, KeyPatch, Keyring, NewKey};
+use super::persist::{Op, Persist, SpendRows};
+use super::store::{SpendRow, SpendScope, SpendTotals, utc_day};
 use crate::auth::table::KeyRecord;
+use crate::budget::book::{BudgetBatch, Spent};
 use crate::budget::lease::Ask;
 use crate::budget::ledger::{Grant, Holder, Ledger, Report, Status};
 use crate::budget::meter::MeterKey;
+use crate::budget::meter::{Measure, Scope};
+use crate::budget::policy::{self, Action, Fired, Thresholds, Watch};
+use crate::metrics::ControlMetrics;
 use crate::shard::bridge::InboxSender;
+use hashbrown::HashMap;
 
 /// Longest time an ask waits for reclaimed units before an empty grant answers it.
 pub const PENDING_FOR: Duration = Duration::from_secs(1);
+/// How often the spend book and the meter windows go to the store: what a crash can lose.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often meters whose window ended and that nobody holds are forgotten.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Messages to the budgeter.
 pub enum BudgeterMsg {
-    /// One shard's asks and reports since its last batch.
+    /// One shard's asks, reports and settled spend since its last batch.
     Batch {
         /// The shard.
         shard: Holder,
-        /// Lease refills it wants.
-        asks: Vec<Ask>,
-        /// Usage and returned units.
-        reports: Vec<Report>,
+        /// What it sends.
+        batch: BudgetBatch,
+    },
+    /// Write the spend book and the meter windows to the store (the actor's own interval).
+    Flush,
+    /// The spend book between two UTC days (yyyymmdd), both included (admin API): the
+    /// stored rows plus what is not written yet.
+    Spend {
+        /// First day.
+        from: u32,
+        /// Last day.
+        to: u32,
+        /// The rows.
+        reply: RpcReplyPort<Result<SpendRows, String>>,
     },
     /// Forget idle meters (the actor's own interval).
     Sweep,
@@ -64,8 +83,18 @@ pub struct BudgeterArgs {
     pub shards: Vec<InboxSender<ShardCmd>>,
     /// Calendar offset of days and months, seconds east of UTC.
     pub offset_secs: i32,
-    /// The keys (the config file's to begin with).
+    /// The keys (the config file's to begin with, and the stored ones).
     pub keys: Keyring,
+    /// The store's thread, when a data directory is configured.
+    pub persist: Option<Persist>,
+    /// Meter windows read from the store at start: (meter, window start, used).
+    pub windows: Vec<(MeterKey, u64, u64)>,
+    /// Budget thresholds and their actions.
+    pub thresholds: Thresholds,
+    /// Where alerts are POSTed.
+    pub webhook_url: Option<http::Uri>,
+    /// The control plane's counters.
+    pub metrics: Arc<ControlMetrics>,
 }
 
 /// An ask that found nothing left while other shards held units: it waits until each of
@@ -88,6 +117,16 @@ pub struct BudgeterState {
     pending: Vec<Pending>,
     keys: Keyring,
     rng: ring::rand::SystemRandom,
+    persist: Option<Persist>,
+    /// Spend not yet written, by scope and day.
+    book: HashMap<(SpendScope, u32), SpendTotals>,
+    thresholds: Thresholds,
+    webhook_url: Option<http::Uri>,
+    metrics: Arc<ControlMetrics>,
+    /// Each spend budget's thresholds fired in its window.
+    watches: HashMap<MeterKey, Watch>,
+    /// The strongest action in force per scope, as last published to the shards.
+    actions: Arc<HashMap<Scope, Action>>,
 }
 
 /// The budgeter.
@@ -112,7 +151,162 @@ impl BudgeterState {
             pending: Vec::new(),
             keys,
             rng: ring::rand::SystemRandom::new(),
+            persist: None,
+            book: HashMap::new(),
+            thresholds: Thresholds::default(),
+            webhook_url: None,
+            metrics: Arc::default(),
+            watches: HashMap::new(),
+            actions: Arc::default(),
         }
+    }
+
+    /// Fold spend reports into the budgets' thresholds: each threshold crossed fires once per
+    /// window (a log line, a metric, and the webhook when configured), and when the strongest
+    /// action of a scope changes the shards get the new table of actions.
+    ///
+    /// `spent_out` are budgets the ledger just refused for good in this window (nothing left
+    /// to lease, nothing out): they count as used up, since the last request that would fit
+    /// is refused even if the settled spend sits a reservation short of the cap.
+    pub fn watch_budgets(
+        &mut self,
+        reports: &[Report],
+        spent_out: &[MeterKey],
+        now: u64,
+    ) -> Vec<Fired> {
+        let mut fired = Vec::new();
+        let mut changed = false;
+        let reported = reports
+            .iter()
+            .map(|r| (&r.key, false))
+            .chain(spent_out.iter().map(|k| (k, true)));
+        for (key, used_up) in reported.filter(|(k, _)| k.measure == Measure::Spend) {
+            let Some(st) = self.ledger.status(key, now) else {
+                continue;
+            };
+            let watch = self.watches.entry(key.clone()).or_default();
+            // Window ends grow with the windows, so they order them as ids do.
+            let window = st.window_end_ms;
+            let used = if used_up {
+                st.used.max(st.max)
+            } else {
+                st.used
+            };
+            fired.extend(watch.observe(
+                &self.thresholds,
+                key,
+                window,
+                st.window_end_ms,
+                used,
+                st.max,
+            ));
+            let now_in_force = watch.in_force(window);
+            if self.actions.get(&key.scope).copied() != now_in_force {
+                changed = true;
+            }
+        }
+        if changed {
+            let mut table: HashMap<Scope, Action> = HashMap::new();
+            for (key, watch) in &self.watches {
+                let window = self.ledger.status(key, now).map_or(0, |s| s.window_end_ms);
+                if let Some(a) = watch.in_force(window) {
+                    let e = table.entry(key.scope.clone()).or_insert(a);
+                    *e = (*e).max(a);
+                }
+            }
+            self.actions = Arc::new(table);
+            for s in &self.shards {
+                let _ = s.send(ShardCmd::Actions(self.actions.clone()));
+            }
+        }
+        for f in &fired {
+            self.metrics.thresholds_fired[f.action as usize].inc();
+            tracing::warn!(
+                scope = f.key.scope.as_str(),
+                id = f.key.scope.id().unwrap_or("-"),
+                period = f.key.period.as_str(),
+                at_percent = f.at_percent,
+                action = f.action.as_str(),
+                used_usd = crate::budget::Cost(f.used).usd(),
+                max_usd = crate::budget::Cost(f.max).usd(),
+                "Budget threshold reached."
+            );
+        }
+        fired
+    }
+
+    /// POST each fired threshold to the webhook, off the actor.
+    fn alert(&self, fired: Vec<Fired>) {
+        let Some(url) = self.webhook_url.clone() else {
+            return;
+        };
+        for f in fired {
+            let (url, metrics) = (url.clone(), self.metrics.clone());
+            let body = policy::webhook_body(&f).to_string().into_bytes();
+            tokio::spawn(async move {
+                match super::webhook::post(&url, body).await {
+                    Ok(status) if (200..300).contains(&status) => {}
+                    Ok(status) => {
+                        metrics.webhook_failures.inc();
+                        tracing::warn!(status, "Budget webhook answered with an error.");
+                    }
+                    Err(e) => {
+                        metrics.webhook_failures.inc();
+                        tracing::warn!(error = %e, "Budget webhook failed.");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Add settled requests to the spend book: each counts for the global scope, its key,
+    /// team, end user and model, on its UTC day.
+    pub fn book(&mut self, spent: &[Spent]) {
+        for s in spent {
+            let day = utc_day(s.at_ms);
+            let scopes = [
+                Some(SpendScope::Global),
+                s.key.as_ref().map(|k| SpendScope::Key(k.to_string())),
+                s.team.as_ref().map(|t| SpendScope::Team(t.to_string())),
+                s.user.as_ref().map(|u| SpendScope::User(u.to_string())),
+                Some(SpendScope::Model(s.model.to_string())),
+            ];
+            for scope in scopes.into_iter().flatten() {
+                let t = self.book.entry((scope, day)).or_default();
+                t.nano_usd = t.nano_usd.saturating_add(s.nano_usd);
+                t.input_tokens = t.input_tokens.saturating_add(s.input_tokens);
+                t.output_tokens = t.output_tokens.saturating_add(s.output_tokens);
+                t.requests = t.requests.saturating_add(1);
+            }
+        }
+    }
+
+    /// Hand the unwritten spend and the meter windows to the store thread.
+    fn flush(&mut self) {
+        let Some(persist) = &self.persist else {
+            return;
+        };
+        if !self.book.is_empty() {
+            let rows = self
+                .book
+                .drain()
+                .map(|((scope, day), t)| SpendRow {
+                    scope,
+                    day,
+                    nano_usd: t.nano_usd,
+                    input_tokens: t.input_tokens,
+                    output_tokens: t.output_tokens,
+                    requests: t.requests,
+                })
+                .collect();
+            persist.send(Op::Spend(rows));
+        }
+        let windows = self
+            .ledger
+            .windows()
+            .map(|(k, start, used)| (k.clone(), start, used))
+            .collect();
+        persist.send(Op::Windows(windows));
     }
 
     /// Send every shard the key table as it stands. The shards swap it in when their inbox
@@ -214,6 +408,9 @@ impl BudgeterState {
     }
 
     fn send(&self, (grants, reclaim): Answers) {
+        let made = grants.iter().flatten().filter(|g| g.units > 0).count();
+        self.metrics.lease_grants.add(made as u64);
+        self.metrics.lease_reclaims.add(reclaim.len() as u64);
         for (i, list) in grants.into_iter().enumerate() {
             if !list.is_empty()
                 && let Some(s) = self.shards.get(i)
@@ -229,6 +426,21 @@ impl BudgeterState {
     }
 }
 
+/// Stored rows plus the unwritten ones, added up per scope and day.
+fn merge(stored: SpendRows, pending: SpendRows) -> SpendRows {
+    let mut all: std::collections::BTreeMap<(u32, SpendScope), SpendTotals> = Default::default();
+    for (scope, day, t) in stored.into_iter().chain(pending) {
+        let e = all.entry((day, scope)).or_default();
+        e.nano_usd = e.nano_usd.saturating_add(t.nano_usd);
+        e.input_tokens = e.input_tokens.saturating_add(t.input_tokens);
+        e.output_tokens = e.output_tokens.saturating_add(t.output_tokens);
+        e.requests = e.requests.saturating_add(t.requests);
+    }
+    all.into_iter()
+        .map(|((day, scope), t)| (scope, day, t))
+        .collect()
+}
+
 impl Actor for BudgeterActor {
     type Msg = BudgeterMsg;
     type State = BudgeterState;
@@ -240,7 +452,29 @@ impl Actor for BudgeterActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         me.send_interval(SWEEP_EVERY, || BudgeterMsg::Sweep);
-        Ok(BudgeterState::new(args.shards, args.offset_secs, args.keys))
+        me.send_interval(FLUSH_EVERY, || BudgeterMsg::Flush);
+        let mut state = BudgeterState::new(args.shards, args.offset_secs, args.keys);
+        let now = now_ms();
+        for (key, window, used) in &args.windows {
+            state.ledger.restore(key, *window, *used, now);
+        }
+        state.persist = args.persist;
+        state.thresholds = args.thresholds;
+        state.webhook_url = args.webhook_url;
+        state.metrics = args.metrics;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.flush();
+        if let Some(p) = &state.persist {
+            p.sync();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -250,13 +484,47 @@ impl Actor for BudgeterActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            BudgeterMsg::Batch {
-                shard,
-                asks,
-                reports,
-            } => {
-                let answers = state.on_batch(Some(shard), asks, &reports, now_ms());
+            BudgeterMsg::Batch { shard, batch } => {
+                state.book(&batch.spent);
+                let now = now_ms();
+                let answers = state.on_batch(Some(shard), batch.asks, &batch.reports, now);
+                let spent_out: Vec<MeterKey> = answers
+                    .0
+                    .iter()
+                    .flatten()
+                    .filter(|g| g.units == 0 && g.remaining == 0 && g.others_out == 0)
+                    .map(|g| g.key.clone())
+                    .collect();
                 state.send(answers);
+                let fired = state.watch_budgets(&batch.reports, &spent_out, now);
+                state.alert(fired);
+            }
+            BudgeterMsg::Flush => state.flush(),
+            BudgeterMsg::Spend { from, to, reply } => {
+                let pending: SpendRows = state
+                    .book
+                    .iter()
+                    .filter(|((_, day), _)| (from..=to).contains(day))
+                    .map(|((scope, day), t)| (scope.clone(), *day, *t))
+                    .collect();
+                match &state.persist {
+                    Some(p) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        p.send(Op::Read {
+                            from,
+                            to,
+                            reply: tx,
+                        });
+                        // Answered off the actor, so a slow disk never holds it up.
+                        tokio::spawn(async move {
+                            let stored = rx.await.unwrap_or_else(|_| Err("store gone".into()));
+                            let _ = reply.send(stored.map(|rows| merge(rows, pending)));
+                        });
+                    }
+                    None => {
+                        let _ = reply.send(Ok(merge(Vec::new(), pending)));
+                    }
+                }
             }
             BudgeterMsg::Sweep => {
                 let now = now_ms();
@@ -272,19 +540,22 @@ impl Actor for BudgeterActor {
             }
             BudgeterMsg::CreateKey(new, reply) => {
                 let result = state.keys.create(new, &state.rng, now_ms());
-                if let Ok(made) = &result {
-                    tracing::info!(key = %made.record.id, "Key created.");
+                if let (Ok(made), Some(p)) = (&result, &state.persist) {
+                    p.send(Op::Key(Box::new((*made.record).clone())));
                 }
                 state.after_key_change(result, reply);
             }
             BudgeterMsg::UpdateKey(id, patch, reply) => {
                 let result = state.keys.update(&id, patch);
+                if let (Ok(k), Some(p)) = (&result, &state.persist) {
+                    p.send(Op::Key(Box::new((**k).clone())));
+                }
                 state.after_key_change(result, reply);
             }
             BudgeterMsg::RevokeKey(id, reply) => {
                 let result = state.keys.revoke(&id);
-                if result.is_ok() {
-                    tracing::info!(key = %id, "Key revoked.");
+                if let (Ok(k), Some(p)) = (&result, &state.persist) {
+                    p.send(Op::Key(Box::new((**k).clone())));
                 }
                 state.after_key_change(result, reply);
             }

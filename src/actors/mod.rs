@@ -9,8 +9,10 @@
 
 pub mod budgeter;
 pub mod keyring;
+pub mod persist;
 pub mod scorer;
 pub mod store;
+pub mod webhook;
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +41,8 @@ pub enum ShardCmd {
     Reclaim(Vec<crate::budget::meter::MeterKey>),
     /// A new key table: swap it in whole.
     Keys(Arc<crate::auth::table::KeyTable>),
+    /// The budget actions in force per scope (throttle, restrict, block): swap it in whole.
+    Actions(Arc<hashbrown::HashMap<crate::budget::meter::Scope, crate::budget::policy::Action>>),
     /// A provider's host name resolved to new addresses.
     Addrs {
         /// Provider index.
@@ -82,8 +86,18 @@ pub struct ControlPlaneArgs {
     pub breaker: BreakerConfig,
     /// Calendar offset of limit days and months, seconds east of UTC.
     pub offset_secs: i32,
-    /// The node's keys (the config file's).
+    /// The node's keys (the config file's, and the stored ones).
     pub keys: keyring::Keyring,
+    /// The store's thread, when a data directory is configured.
+    pub persist: Option<persist::Persist>,
+    /// Meter windows read from the store.
+    pub windows: Vec<(crate::budget::meter::MeterKey, u64, u64)>,
+    /// Budget thresholds.
+    pub thresholds: crate::budget::policy::Thresholds,
+    /// Where threshold alerts are POSTed.
+    pub webhook_url: Option<http::Uri>,
+    /// The control plane's counters.
+    pub metrics: Arc<crate::metrics::ControlMetrics>,
     /// The admin API's listener and token (`[admin]`), served on this runtime.
     pub admin: Option<crate::admin::AdminArgs>,
 }
@@ -142,6 +156,11 @@ impl ControlPlane {
                         shards: args.shards.clone(),
                         offset_secs: args.offset_secs,
                         keys: args.keys,
+                        persist: args.persist,
+                        windows: args.windows,
+                        thresholds: args.thresholds,
+                        webhook_url: args.webhook_url,
+                        metrics: args.metrics,
                     };
                     let (budgeter, budgeter_join) =
                         match Actor::spawn(Some("budgeter".into()), BudgeterActor, budgeter_args)
@@ -169,7 +188,9 @@ impl ControlPlane {
                     }
                     let _ = stop_rx.await;
                     scorer.stop(None);
-                    budgeter.stop(None);
+                    // Drained, not stopped: the shards' last batches (settled spend) are in its
+                    // mailbox, and its post_stop writes them to the store.
+                    let _ = budgeter.drain();
                     let _ = join.await;
                     let _ = budgeter_join.await;
                 });

@@ -13,6 +13,7 @@
 //! Key types: [`Cost`], [`pricing::Price`], [`meter::MeterKey`], [`meter::Limit`],
 //! [`ledger::Ledger`], [`lease::Leases`], [`lease::Ticket`].
 
+pub mod book;
 pub mod lease;
 pub mod ledger;
 pub mod meter;

@@ -64,6 +64,43 @@ impl LimitSet {
         *self == Self::default()
     }
 
+    /// The meters of a set already validated by [`LimitSet::specs`], without allocating
+    /// (the request path's form); a field that would not validate is skipped.
+    pub fn each(&self, exact: bool) -> impl Iterator<Item = LimitSpec> + '_ {
+        let counts = [
+            (self.rpm, Measure::Requests, Period::Minute),
+            (self.rpd, Measure::Requests, Period::Day),
+            (self.tpm, Measure::Tokens, Period::Minute),
+            (self.max_concurrent, Measure::Concurrent, Period::Total),
+        ];
+        let spends = [
+            (self.spend_per_day_usd, Period::Day),
+            (self.spend_per_month_usd, Period::Month),
+            (self.spend_total_usd, Period::Total),
+        ];
+        let counted = counts
+            .into_iter()
+            .filter_map(move |(max, measure, period)| {
+                max.filter(|m| *m > 0).map(|max| LimitSpec {
+                    measure,
+                    period,
+                    limit: Limit { max, exact },
+                })
+            });
+        let spent = spends.into_iter().filter_map(move |(usd, period)| {
+            usd.filter(|u| u.is_finite() && (0.0..=MAX_SPEND_USD).contains(u))
+                .map(|usd| LimitSpec {
+                    measure: Measure::Spend,
+                    period,
+                    limit: Limit {
+                        max: (usd * 1e9).round() as u64,
+                        exact,
+                    },
+                })
+        });
+        counted.chain(spent)
+    }
+
     /// The meters this set configures, each `exact` or not.
     pub fn specs(&self, exact: bool) -> Result<Vec<LimitSpec>, BadLimit> {
         let mut out = Vec::new();
@@ -150,6 +187,7 @@ mod tests {
             ]
         );
         assert!(LimitSet::default().specs(false).is_ok_and(|s| s.is_empty()));
+        assert_eq!(set.each(true).collect::<Vec<_>>(), specs, "the same meters");
         assert!(LimitSet::default().is_empty());
         assert!(!set.is_empty());
     }

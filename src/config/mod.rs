@@ -138,6 +138,8 @@ pub struct Config {
     pub auth: Option<tenancy::AuthConfig>,
     /// Rate limits and budgets.
     pub limits: tenancy::LimitsConfig,
+    /// Where state that lasts is kept.
+    pub state: tenancy::StateConfig,
     /// The admin API (`None`: no admin listener).
     pub admin: Option<AdminConfig>,
 }

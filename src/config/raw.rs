@@ -66,6 +66,9 @@ pub struct RawConfig {
     /// Rate limits and budgets per scope.
     #[serde(default)]
     pub limits: super::tenancy::RawLimits,
+    /// Where state that lasts is kept (keys made through the admin API, spend, counters).
+    #[serde(default)]
+    pub state: super::tenancy::RawState,
     /// The admin API's own listener and token; without this section there is no admin API.
     pub admin: Option<RawAdmin>,
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::auth::key::KeyHash;
 use crate::auth::table::KeyRecord;
+use crate::budget::policy::{DEFAULT_THROTTLE_PERCENT, Downgrades, Thresholds};
 use crate::budget::spec::{LimitSet, LimitSpec};
 
 /// Default bounded wait for a lease refill at admission.
@@ -124,10 +125,37 @@ pub struct RawLimits {
     /// Limits per public model name.
     #[serde(default)]
     pub models: BTreeMap<String, LimitSet>,
+    /// Budget thresholds and their actions (default: 80 alert, 90 throttle, 95 restrict,
+    /// 100 block), for every spend budget.
+    pub thresholds: Option<Thresholds>,
+    /// The share of a key's request rate left while its budget is past `throttle`, percent.
+    pub throttle_percent: Option<u8>,
+    /// `http://` URL that gets a JSON POST for each threshold crossed.
+    pub webhook_url: Option<String>,
+    /// Cheaper model per public model, used past a `restrict` threshold.
+    #[serde(default)]
+    pub downgrades: BTreeMap<String, String>,
 }
 
 /// Default verified tokens kept per shard.
 pub const DEFAULT_JWT_CACHE_ENTRIES: usize = 10_000;
+
+/// `[state]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Data directory of the embedded store (`shardgate.redb`): keys made through the admin
+    /// API, the spend book and the limit counters survive a restart there. Unset: kept in
+    /// memory only.
+    pub dir: Option<String>,
+}
+
+/// `[state]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct StateConfig {
+    /// The data directory, if any.
+    pub dir: Option<std::path::PathBuf>,
+}
 
 /// Who may call: the keys declared in the config, and JWTs when configured.
 #[derive(Debug, Clone, Default)]
@@ -174,6 +202,14 @@ pub struct LimitsConfig {
     pub teams: BTreeMap<Arc<str>, Vec<LimitSpec>>,
     /// Per public model, by `ModelIdx`.
     pub models: Vec<Vec<LimitSpec>>,
+    /// Budget thresholds.
+    pub thresholds: Thresholds,
+    /// Request rate left while throttled, percent.
+    pub throttle_percent: u8,
+    /// Where threshold alerts are POSTed.
+    pub webhook_url: Option<http::Uri>,
+    /// Cheaper models, past `restrict`.
+    pub downgrades: Downgrades,
 }
 
 impl Default for LimitsConfig {
@@ -190,6 +226,10 @@ impl Default for LimitsConfig {
             users: Vec::new(),
             teams: BTreeMap::new(),
             models: Vec::new(),
+            thresholds: Thresholds::default(),
+            throttle_percent: DEFAULT_THROTTLE_PERCENT,
+            webhook_url: None,
+            downgrades: Downgrades::default(),
         }
     }
 }
@@ -261,7 +301,38 @@ pub fn limits(
             set(s, format!("limits.teams.{name}"))?,
         );
     }
+    let throttle_percent = raw.throttle_percent.unwrap_or(DEFAULT_THROTTLE_PERCENT);
+    if !(1..=100).contains(&throttle_percent) {
+        return Err((
+            "limits.throttle_percent".into(),
+            "must be between 1 and 100".into(),
+        ));
+    }
+    let webhook_url = match raw.webhook_url {
+        None => None,
+        Some(url) => {
+            let uri: http::Uri = url.parse().map_err(|_| {
+                (
+                    "limits.webhook_url".to_owned(),
+                    format!("`{url}` is not a URL"),
+                )
+            })?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err((
+                    "limits.webhook_url".into(),
+                    "must be an http:// URL with a host".into(),
+                ));
+            }
+            Some(uri)
+        }
+    };
+    let downgrades = Downgrades::new(raw.downgrades, &|m| model_index(m).is_some())
+        .map_err(|e| ("limits.downgrades".to_owned(), e.to_string()))?;
     Ok(LimitsConfig {
+        thresholds: raw.thresholds.unwrap_or_default(),
+        throttle_percent,
+        webhook_url,
+        downgrades,
         exact,
         hard_budgets: raw.hard_budgets.unwrap_or(false),
         wait,

@@ -184,6 +184,9 @@ pub fn validate(
         routing,
         auth,
         limits,
+        state: super::tenancy::StateConfig {
+            dir: raw.state.dir.map(std::path::PathBuf::from),
+        },
         admin,
     })
 }

@@ -250,6 +250,22 @@ pub struct Registry {
     pub models: Arc<[Arc<str>]>,
     /// Deployment ids, in config order (label values).
     pub deployments: Arc<[Arc<str>]>,
+    /// The control plane's own counters (written by the budgeter only).
+    pub control: Arc<ControlMetrics>,
+}
+
+/// Counters of the control plane's actors; each is written by one actor only.
+#[derive(Debug, Default)]
+pub struct ControlMetrics {
+    /// Budget thresholds crossed, by action (`budget::policy::Action` order: alert,
+    /// throttle, restrict, block).
+    pub thresholds_fired: [Counter; 4],
+    /// Alert webhooks that failed (no answer in time, or a status other than 2xx).
+    pub webhook_failures: Counter,
+    /// Lease grants made (units above zero).
+    pub lease_grants: Counter,
+    /// Reclaims asked of shards for a starving one.
+    pub lease_reclaims: Counter,
 }
 
 impl Registry {
@@ -268,6 +284,7 @@ impl Registry {
             providers: providers.into(),
             models: models.into(),
             deployments: deployments.into(),
+            control: Arc::new(ControlMetrics::default()),
         }
     }
 }

@@ -327,6 +327,36 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             }
         }
     }
+    let control = &reg.control;
+    out.push_str("# HELP gateway_budget_thresholds_total Budget thresholds crossed, by action.\n# TYPE gateway_budget_thresholds_total counter\n");
+    for (i, action) in ["alert", "throttle", "restrict", "block"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            out,
+            "gateway_budget_thresholds_total{{action=\"{action}\"}} {}",
+            control.thresholds_fired[i].get()
+        );
+    }
+    counter(
+        &mut out,
+        "gateway_budget_webhook_failures_total",
+        "Threshold alert webhooks that failed.",
+        control.webhook_failures.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_lease_grants_total",
+        "Lease grants the budgeter made to shards.",
+        control.lease_grants.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_lease_reclaims_total",
+        "Times the budgeter asked shards to give unused lease units back.",
+        control.lease_reclaims.get(),
+    );
     counter(
         &mut out,
         "gateway_panics_total",

@@ -20,6 +20,7 @@ use crate::api::Usage;
 use crate::auth::table::{KeyRecord, Verdict};
 use crate::auth::{AuthError, Credential};
 use crate::budget::Cost;
+use crate::budget::book::Spent;
 use crate::budget::lease::{Actual, Admit, Quota, Refusal, Ticket, Want};
 use crate::budget::meter::{Measure, MeterKey, Period, Scope};
 use crate::budget::pricing::Price;
@@ -123,12 +124,14 @@ pub struct Admission<'a> {
 
 /// Admit a request, or refuse it (403, 429 with `Retry-After`). On success the request's
 /// [`Tab`] is in `ctx` (settled when the request is done) and the tightest per-minute
-/// quotas are there for the `x-ratelimit-*` headers.
+/// quotas are there for the `x-ratelimit-*` headers. Returns the cheaper model to serve
+/// instead when a budget of the request is past its `restrict` threshold and the model has
+/// a downgrade.
 pub async fn admit(
     state: &Rc<ShardState>,
     ctx: &RequestCtx,
     a: &Admission<'_>,
-) -> Result<(), GatewayError> {
+) -> Result<Option<Arc<ModelRoute>>, GatewayError> {
     if let Some(key) = a.caller
         && !key.allows(a.public)
     {
@@ -137,10 +140,11 @@ pub async fn admit(
             format!("The key `{}` may not use the model `{}`.", key.id, a.public),
         ));
     }
-    let wants = wants(&state.config, a)?;
+    let mut wants = wants(&state.config, a)?;
     if wants.is_empty() && a.caller.is_none() {
-        return Ok(());
+        return Ok(None);
     }
+    let downgrade = apply_actions(state, a, &mut wants)?;
     let deadline = std::time::Instant::now() + state.config.limits.wait;
     loop {
         let now = now_ms();
@@ -149,8 +153,10 @@ pub async fn admit(
             Admit::Admitted(ticket) => {
                 state.metrics.admitted.inc();
                 ctx.set_quota(quota_of(state, &wants, now));
-                let _ = ctx.tab.set(Rc::new(Tab::new(state, ticket)));
-                return Ok(());
+                let user = user_scope(&wants).or_else(|| a.user.map(Arc::from));
+                let tab = Tab::new(state, ticket, a, user);
+                let _ = ctx.tab.set(Rc::new(tab));
+                return Ok(downgrade);
             }
             Admit::Refused(refusal) => {
                 ctx.set_quota(quota_of(state, &wants, now));
@@ -177,6 +183,67 @@ pub async fn admit(
     }
 }
 
+/// Apply the budget actions in force on the request's scopes: `block` refuses it, `throttle`
+/// lowers its per-minute request limits, `restrict` names the cheaper model to serve.
+fn apply_actions(
+    state: &ShardState,
+    a: &Admission<'_>,
+    wants: &mut [Want],
+) -> Result<Option<Arc<ModelRoute>>, GatewayError> {
+    let actions = state.actions.borrow();
+    if actions.is_empty() {
+        return Ok(None);
+    }
+    let in_force = |scope: &Scope| actions.get(scope).copied();
+    let strongest = wants
+        .iter()
+        .filter_map(|w| in_force(&w.key.scope).map(|act| (act, w.key.scope.clone())))
+        .max_by_key(|(act, _)| *act);
+    let Some((action, scope)) = strongest else {
+        return Ok(None);
+    };
+    let limits = &state.config.limits;
+    let fx = crate::budget::policy::effects(Some(action), limits.throttle_percent);
+    if fx.block {
+        return Err(GatewayError::new(
+            ErrorKind::BudgetExceeded,
+            format!(
+                "The budget of {} has reached its block threshold; requests are refused until \
+                 it resets.",
+                scope_text(&scope)
+            ),
+        )
+        .with_retry_after(Duration::from_secs(60)));
+    }
+    if fx.throttle_factor_percent < 100 {
+        for w in wants.iter_mut() {
+            if w.key.measure == Measure::Requests && in_force(&w.key.scope).is_some() {
+                let scaled = w
+                    .limit
+                    .max
+                    .saturating_mul(u64::from(fx.throttle_factor_percent))
+                    / 100;
+                w.limit.max = scaled.max(1);
+            }
+        }
+    }
+    if fx.restrict
+        && let Some(target) = limits.downgrades.target(a.public)
+    {
+        return Ok(state.config.model(target).cloned());
+    }
+    Ok(None)
+}
+
+/// The end user's id as the request's user meter carries it (shared, not copied again), if
+/// per-user limits are configured.
+fn user_scope(wants: &[Want]) -> Option<Arc<str>> {
+    wants.iter().find_map(|w| match &w.key.scope {
+        Scope::User(u) => Some(u.clone()),
+        _ => None,
+    })
+}
+
 /// Every meter the request must pass, with what it reserves on each.
 fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> {
     let limits = &config.limits;
@@ -185,6 +252,8 @@ fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> 
         .max_tokens
         .unwrap_or(u64::from(limits.output_estimate_tokens));
     let price = max_price(config, a.model);
+    // The spend estimate, once: `None` for a model without a price (no budget blocks it),
+    // `Some(None)` for a hard budget without `max_tokens` (its worst case is unknown).
     let spend = price.map(|p| {
         let (input, output) = if limits.hard_budgets {
             // The worst case: every byte of the body a token, every allowed output token.
@@ -192,70 +261,75 @@ fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> 
         } else {
             (prompt, Some(output))
         };
-        (p, input, output)
+        output.map(|output| {
+            p.cost(&Usage {
+                input_tokens: input,
+                output_tokens: output,
+                ..Usage::default()
+            })
+            .0
+        })
     });
     let mut out = Vec::new();
-    let mut add = |scope: Scope, specs: &[LimitSpec]| -> Result<(), GatewayError> {
-        for s in specs {
-            let amount = match s.measure {
-                Measure::Requests | Measure::Concurrent => 1,
-                Measure::Tokens => prompt.saturating_add(output),
-                Measure::Spend => match spend {
-                    // A model without a price costs nothing and no budget blocks it.
-                    None => continue,
-                    Some((_, _, None)) => {
-                        return Err(GatewayError::bad_request(
-                            "This request falls under a hard budget: set `max_tokens` so its \
-                             worst-case cost is known.",
-                        ));
-                    }
-                    Some((p, input, Some(output))) => {
-                        let usage = Usage {
-                            input_tokens: input,
-                            output_tokens: output,
-                            ..Usage::default()
-                        };
-                        p.cost(&usage).0
-                    }
-                },
-            };
-            out.push(Want {
-                key: MeterKey {
-                    scope: scope.clone(),
-                    measure: s.measure,
-                    period: s.period,
-                },
-                limit: s.limit,
-                amount,
-            });
-        }
-        Ok(())
-    };
-    if let Some(key) = a.caller {
-        let own = key.limits.specs(limits.exact).unwrap_or_default();
-        let specs = if key.limits.is_empty() {
-            &limits.per_key
-        } else {
-            &own
+    let mut add =
+        |scope: Scope, specs: &mut dyn Iterator<Item = LimitSpec>| -> Result<(), GatewayError> {
+            for s in specs {
+                let amount = match s.measure {
+                    Measure::Requests | Measure::Concurrent => 1,
+                    Measure::Tokens => prompt.saturating_add(output),
+                    Measure::Spend => match spend {
+                        None => continue,
+                        Some(None) => {
+                            return Err(GatewayError::bad_request(
+                                "This request falls under a hard budget: set `max_tokens` so its \
+                                 worst-case cost is known.",
+                            ));
+                        }
+                        Some(Some(amount)) => amount,
+                    },
+                };
+                out.push(Want {
+                    key: MeterKey {
+                        scope: scope.clone(),
+                        measure: s.measure,
+                        period: s.period,
+                    },
+                    limit: s.limit,
+                    amount,
+                });
+            }
+            Ok(())
         };
-        add(Scope::Key(key.id.clone()), specs)?;
+    if let Some(key) = a.caller {
+        let scope = Scope::Key(key.id.clone());
+        if key.limits.is_empty() {
+            add(scope, &mut limits.per_key.iter().copied())?;
+        } else {
+            add(scope, &mut key.limits.each(limits.exact))?;
+        }
         if let Some(team) = &key.team
             && let Some(specs) = limits.teams.get(team)
         {
-            add(Scope::Team(team.clone()), specs)?;
+            add(Scope::Team(team.clone()), &mut specs.iter().copied())?;
         }
     }
     if let Some(user) = a.user
         && !limits.users.is_empty()
     {
-        add(Scope::User(Arc::from(user)), &limits.users)?;
+        add(
+            Scope::User(Arc::from(user)),
+            &mut limits.users.iter().copied(),
+        )?;
     }
     if let Some(specs) = limits.models.get(a.model.idx().get())
         && !specs.is_empty()
     {
-        add(Scope::Model(a.model.public.0.clone()), specs)?;
+        add(
+            Scope::Model(a.model.public.0.clone()),
+            &mut specs.iter().copied(),
+        )?;
     }
-    add(Scope::Global, &limits.global)?;
+    add(Scope::Global, &mut limits.global.iter().copied())?;
     Ok(out)
 }
 
@@ -283,11 +357,17 @@ fn max_price(config: &Config, route: &ModelRoute) -> Option<Price> {
 /// limit: it names the first meter this shard is short on.
 fn starved(state: &ShardState, wants: &[Want], now: u64) -> GatewayError {
     let leases = state.leases.borrow();
-    let short = wants.iter().find(|w| {
-        leases
-            .quota(&w.key, now)
-            .is_none_or(|q| q.remaining < w.amount)
-    });
+    // The quota counts the ledger's unleased remainder too, so a meter may look fine and
+    // still be the one this shard waits for: then name a budget if there is one.
+    let short = wants
+        .iter()
+        .find(|w| {
+            leases
+                .quota(&w.key, now)
+                .is_none_or(|q| q.remaining < w.amount)
+        })
+        .or_else(|| wants.iter().find(|w| w.key.measure == Measure::Spend))
+        .or(wants.first());
     let (kind, what) = match short.map(|w| (&w.key.scope, w.key.measure)) {
         Some((scope, Measure::Spend)) => (
             ErrorKind::BudgetExceeded,
@@ -459,24 +539,39 @@ static TOKEN_HEADERS: [HeaderName; 3] = [
 pub struct Tab {
     state: Rc<ShardState>,
     ticket: RefCell<Option<Ticket>>,
-    tokens: Cell<u64>,
+    key: Option<Arc<KeyRecord>>,
+    user: Option<Arc<str>>,
+    model: Arc<str>,
+    input: Cell<u64>,
+    output: Cell<u64>,
     spend: Cell<u64>,
 }
 
 impl Tab {
-    fn new(state: &Rc<ShardState>, ticket: Ticket) -> Self {
+    fn new(
+        state: &Rc<ShardState>,
+        ticket: Ticket,
+        a: &Admission<'_>,
+        user: Option<Arc<str>>,
+    ) -> Self {
         Self {
             state: state.clone(),
             ticket: RefCell::new(Some(ticket)),
-            tokens: Cell::new(0),
+            key: a.caller.cloned(),
+            user,
+            model: a.model.public.0.clone(),
+            input: Cell::new(0),
+            output: Cell::new(0),
             spend: Cell::new(0),
         }
     }
 
     /// Add an attempt's usage and cost.
     pub fn charge(&self, usage: &Usage, cost: Option<Cost>) {
-        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
-        self.tokens.set(self.tokens.get().saturating_add(tokens));
+        self.input
+            .set(self.input.get().saturating_add(usage.input_tokens));
+        self.output
+            .set(self.output.get().saturating_add(usage.output_tokens));
         if let Some(c) = cost {
             self.spend.set(self.spend.get().saturating_add(c.0));
         }
@@ -486,7 +581,8 @@ impl Tab {
 impl std::fmt::Debug for Tab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tab")
-            .field("tokens", &self.tokens.get())
+            .field("input", &self.input.get())
+            .field("output", &self.output.get())
             .field("spend", &self.spend.get())
             .finish_non_exhaustive()
     }
@@ -497,12 +593,24 @@ impl Drop for Tab {
         let Some(ticket) = self.ticket.get_mut().take() else {
             return;
         };
+        let now = now_ms();
+        let (input, output, spend) = (self.input.get(), self.output.get(), self.spend.get());
+        self.state.spent(Spent {
+            key: self.key.as_ref().map(|k| k.id.clone()),
+            team: self.key.as_ref().and_then(|k| k.team.clone()),
+            user: self.user.take(),
+            model: self.model.clone(),
+            nano_usd: spend,
+            input_tokens: input,
+            output_tokens: output,
+            at_ms: now,
+        });
         let actual = Actual {
-            tokens: self.tokens.get(),
-            spend: self.spend.get(),
+            tokens: input.saturating_add(output),
+            spend,
         };
         match self.state.leases.try_borrow_mut() {
-            Ok(mut leases) => leases.settle(ticket, actual, now_ms()),
+            Ok(mut leases) => leases.settle(ticket, actual, now),
             Err(_) => {
                 // Never happens: no code holds the leases across a drop of a request.
                 tracing::error!("Leases busy at settlement; the reservation is lost.");

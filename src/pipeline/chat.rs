@@ -55,7 +55,7 @@ pub async fn run(
         ));
     };
     let user = user.or_else(|| end_user(state, headers));
-    admit::admit(
+    let downgrade = admit::admit(
         state,
         ctx,
         &admit::Admission {
@@ -68,6 +68,8 @@ pub async fn run(
         },
     )
     .await?;
+    // Past a `restrict` threshold: served by the cheaper model of the downgrade map.
+    let model = downgrade.unwrap_or(model);
     let tags = header_list(headers, &X_TAGS);
     let pin = header_list(headers, &X_DEPLOYMENT);
     let needs = Needs {

@@ -54,7 +54,7 @@ pub async fn run(
         .user
         .filter(|u| !u.is_empty())
         .or_else(|| super::chat::end_user(state, headers));
-    super::admit::admit(
+    let downgrade = super::admit::admit(
         state,
         ctx,
         &super::admit::Admission {
@@ -68,6 +68,7 @@ pub async fn run(
         },
     )
     .await?;
+    let model = downgrade.unwrap_or(model);
     let needs = Needs::default();
     super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let upstream = &*served.dep.upstream_model;

@@ -11,8 +11,8 @@ use http::HeaderValue;
 use crate::ShardId;
 use crate::api::DecodeScratch;
 use crate::auth::table::KeyTable;
-use crate::budget::lease::{Ask, Leases};
-use crate::budget::ledger::Report;
+use crate::budget::book::{BudgetBatch, Spent};
+use crate::budget::lease::Leases;
 use crate::config::secrets::Redactor;
 use crate::config::{Config, Tuning};
 use crate::metrics::labels::{UpstreamOutcome, error_index};
@@ -31,8 +31,11 @@ use crate::upstream::EndpointPool;
 /// A lease unused this long gives its free units back.
 pub const LEASE_IDLE_MS: u64 = 1_000;
 
-/// Where a shard's lease asks and usage reports go (the budgeter, in the gateway).
-pub type BudgetSink = Box<dyn Fn(Vec<Ask>, Vec<Report>)>;
+/// Where a shard's batches go (the budgeter, in the gateway).
+pub type BudgetSink = Box<dyn Fn(BudgetBatch)>;
+
+/// Settled requests a shard holds before it sends them anyway.
+const SPENT_BATCH: usize = 256;
 
 /// Everything a shard owns.
 pub struct ShardState {
@@ -76,6 +79,10 @@ pub struct ShardState {
     pub retry_budget: RefCell<RetryBudget>,
     /// The key table (a snapshot the control plane swaps in whole).
     pub keys: RefCell<Arc<KeyTable>>,
+    /// Budget actions in force per scope (throttle, restrict, block), from the budgeter.
+    pub actions: RefCell<
+        Arc<hashbrown::HashMap<crate::budget::meter::Scope, crate::budget::policy::Action>>,
+    >,
     /// JWTs this shard verified, until they expire.
     pub jwt_cache: RefCell<crate::auth::JwtCache>,
     /// This shard's leases of every limit and budget.
@@ -83,6 +90,7 @@ pub struct ShardState {
     /// Pulsed when a grant arrives (admissions waiting for one re-check).
     pub lease_pulse: crate::shard::Pulse,
     budget_sink: BudgetSink,
+    spent: RefCell<Vec<Spent>>,
     trimmed_at: Cell<u64>,
     seq: Cell<u64>,
     boot: u32,
@@ -101,11 +109,9 @@ impl ShardState {
         targets: Arc<[Option<Target>]>,
         head_answers: &'static HeadAnswers,
         budget_sink: BudgetSink,
+        keys: Arc<KeyTable>,
         boot: u32,
     ) -> Rc<Self> {
-        // The config's keys were checked when it loaded (ids and hashes unique).
-        let keys = KeyTable::from_records(config.auth.iter().flat_map(|a| a.keys.iter().cloned()))
-            .unwrap_or_default();
         let jwt_entries = config
             .auth
             .as_ref()
@@ -141,11 +147,13 @@ impl ShardState {
             log_limit: RefCell::new(LogLimiter::default()),
             router,
             retry_budget,
-            keys: RefCell::new(Arc::new(keys)),
+            keys: RefCell::new(keys),
+            actions: RefCell::default(),
             jwt_cache: RefCell::new(crate::auth::JwtCache::new(jwt_entries)),
             leases: RefCell::new(Leases::new()),
             lease_pulse: crate::shard::Pulse::default(),
             budget_sink,
+            spent: RefCell::new(Vec::new()),
             trimmed_at: Cell::new(0),
             seq: Cell::new(0),
             boot,
@@ -170,8 +178,25 @@ impl ShardState {
         };
         let (asks, reports) = (leases.take_asks(), leases.take_reports());
         drop(leases);
-        if always || !asks.is_empty() || !reports.is_empty() {
-            (self.budget_sink)(asks, reports);
+        let spent = std::mem::take(&mut *self.spent.borrow_mut());
+        if always || !asks.is_empty() || !reports.is_empty() || !spent.is_empty() {
+            (self.budget_sink)(BudgetBatch {
+                asks,
+                reports,
+                spent,
+            });
+        }
+    }
+
+    /// Note a settled request for the spend book (sent with the next batch).
+    pub fn spent(&self, s: Spent) {
+        let full = {
+            let mut spent = self.spent.borrow_mut();
+            spent.push(s);
+            spent.len() >= SPENT_BATCH
+        };
+        if full {
+            self.flush_budget();
         }
     }
 
