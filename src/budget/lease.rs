@@ -202,7 +202,10 @@ impl Lease {
 pub struct Leases {
     leases: HashMap<MeterKey, Lease>,
     asks: Vec<Ask>,
-    reports: HashMap<(MeterKey, u64), Report>,
+    /// Reports since the last take, one per meter (its latest window) ...
+    reports: HashMap<MeterKey, Report>,
+    /// ... and those of earlier windows that a later one pushed out.
+    stale_reports: Vec<Report>,
 }
 
 /// How one want would pass: from free units and on credit.
@@ -210,6 +213,8 @@ pub struct Leases {
 struct Take {
     from_lease: u64,
     borrowed: u64,
+    /// The want cannot pass now (nothing is taken).
+    blocked: bool,
 }
 
 impl Leases {
@@ -229,13 +234,10 @@ impl Leases {
     /// Once admitted, a lease whose free units fall below half its last grant asks for a
     /// refill ahead of need.
     pub fn admit(&mut self, wants: &[Want], now_ms: u64) -> Admit {
-        for w in wants {
-            if let Some(l) = self.leases.get_mut(&w.key) {
-                l.roll(now_ms);
-            }
-        }
+        // One map probe per want to decide, one more per want to debit: this runs on every
+        // request of a limited key.
         let mut takes: Vec<Take> = Vec::with_capacity(wants.len());
-        let mut blocked: Vec<bool> = Vec::with_capacity(wants.len());
+        let mut blocked = false;
         for (i, w) in wants.iter().enumerate() {
             // Earlier wants on the same meter have first call on its units.
             let (prior_free, prior_borrowed) = wants[..i]
@@ -245,34 +247,35 @@ impl Leases {
                 .fold((0u64, 0u64), |(f, b), (_, t)| {
                     (f.saturating_add(t.from_lease), b.saturating_add(t.borrowed))
                 });
-            let lease = self.leases.get(&w.key);
+            let lease = self.leases.get_mut(&w.key).map(|l| {
+                l.roll(now_ms);
+                &*l
+            });
             let current = lease.and_then(|l| l.current(now_ms).map(|win| (l, win)));
-            let take = match current {
-                Some((l, _)) => {
-                    let free = l.free.saturating_sub(prior_free);
-                    let credit = w
-                        .limit
-                        .borrow()
-                        .saturating_sub(l.borrowed.saturating_add(prior_borrowed));
-                    if free >= w.amount {
-                        Some(Take {
-                            from_lease: w.amount,
-                            borrowed: 0,
-                        })
-                    } else if free.saturating_add(credit) >= w.amount {
-                        Some(Take {
-                            from_lease: free,
-                            borrowed: w.amount - free,
-                        })
-                    } else {
-                        None
-                    }
+            let take = current.and_then(|(l, _)| {
+                let free = l.free.saturating_sub(prior_free);
+                let credit = w
+                    .limit
+                    .borrow()
+                    .saturating_sub(l.borrowed.saturating_add(prior_borrowed));
+                if free >= w.amount {
+                    Some(Take {
+                        from_lease: w.amount,
+                        borrowed: 0,
+                        blocked: false,
+                    })
+                } else if free.saturating_add(credit) >= w.amount {
+                    Some(Take {
+                        from_lease: free,
+                        borrowed: w.amount - free,
+                        blocked: false,
+                    })
+                } else {
+                    None
                 }
-                None => None,
-            };
+            });
             if let Some(t) = take {
                 takes.push(t);
-                blocked.push(false);
                 continue;
             }
             // This want cannot pass now: refuse, or wait for a grant.
@@ -294,17 +297,21 @@ impl Leases {
                     },
                 });
             }
-            takes.push(Take::default());
-            blocked.push(true);
+            takes.push(Take {
+                blocked: true,
+                ..Take::default()
+            });
+            blocked = true;
         }
-        if blocked.contains(&true) {
-            for (w, _) in wants.iter().zip(blocked).filter(|(_, b)| *b) {
+        if blocked {
+            for (w, _) in wants.iter().zip(&takes).filter(|(_, t)| t.blocked) {
                 self.ask(&w.key, w.limit, w.amount.saturating_mul(2), now_ms);
             }
             return Admit::Wait;
         }
         let mut reserved = Vec::with_capacity(wants.len());
-        for (w, t) in wants.iter().zip(takes) {
+        let mut refills = 0u64;
+        for (i, (w, t)) in wants.iter().zip(takes).enumerate() {
             let Some(l) = self.leases.get_mut(&w.key) else {
                 continue;
             };
@@ -314,6 +321,9 @@ impl Leases {
             l.free -= t.from_lease;
             l.borrowed = l.borrowed.saturating_add(t.borrowed);
             l.last_used_ms = now_ms;
+            if !l.exhausted && l.wants_refill() && i < 64 {
+                refills |= 1 << i;
+            }
             reserved.push(Reserved {
                 key: w.key.clone(),
                 window_id,
@@ -321,13 +331,11 @@ impl Leases {
                 borrowed: t.borrowed,
             });
         }
-        for w in wants {
-            let refill = self
-                .leases
-                .get(&w.key)
-                .is_some_and(|l| !l.exhausted && l.wants_refill());
-            if refill {
-                self.ask(&w.key, w.limit, 1, now_ms);
+        if refills != 0 {
+            for (i, w) in wants.iter().enumerate().take(64) {
+                if refills & (1 << i) != 0 {
+                    self.ask(&w.key, w.limit, 1, now_ms);
+                }
             }
         }
         Admit::Admitted(Ticket { reserved })
@@ -435,16 +443,32 @@ impl Leases {
         if used == 0 && over == 0 && returned == 0 {
             return;
         }
-        let r = self
-            .reports
-            .entry((key.clone(), window_id))
-            .or_insert_with(|| Report {
-                key: key.clone(),
-                window_id,
-                used: 0,
-                over: 0,
-                returned: 0,
-            });
+        // One probe, and no copy of the key, when the meter already has a report.
+        let fresh = || Report {
+            key: key.clone(),
+            window_id,
+            used: 0,
+            over: 0,
+            returned: 0,
+        };
+        let r = match self.reports.get_mut(key) {
+            Some(r) if r.window_id == window_id => r,
+            Some(r) => {
+                if window_id < r.window_id {
+                    // A late settlement of an earlier window: its own report.
+                    let mut old = fresh();
+                    old.used = used;
+                    old.over = over;
+                    old.returned = returned;
+                    self.stale_reports.push(old);
+                    return;
+                }
+                let older = std::mem::replace(r, fresh());
+                self.stale_reports.push(older);
+                r
+            }
+            None => self.reports.entry(key.clone()).or_insert_with(fresh),
+        };
         r.used = r.used.saturating_add(used);
         r.over = r.over.saturating_add(over);
         r.returned = r.returned.saturating_add(returned);
@@ -457,7 +481,9 @@ impl Leases {
 
     /// The reports since the last call, one per meter and window.
     pub fn take_reports(&mut self) -> Vec<Report> {
-        self.reports.drain().map(|(_, r)| r).collect()
+        let mut out = std::mem::take(&mut self.stale_reports);
+        out.extend(self.reports.drain().map(|(_, r)| r));
+        out
     }
 
     /// Give back the free units of `keys` (the budgeter reclaims them for a starving shard).
