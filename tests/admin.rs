@@ -404,3 +404,50 @@ fn keys_are_narrowed_by_patch_and_config_keys_stay_as_declared() {
             .contains(&secret)
     );
 }
+
+/// With `[state] dir`, keys made and revoked through the admin API survive a restart.
+#[test]
+fn admin_keys_survive_a_restart() {
+    let up = mock();
+    let dir = std::env::temp_dir().join(format!("shardgate-admin-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = config(
+        up.addr,
+        &format!("{ADMIN}\n[state]\ndir = \"{}\"\n", dir.display()),
+    );
+    let env = [("SG_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let mut gw = Gateway::start_with_env(&cfg, TWO_SHARDS, &env);
+    let kept = admin(&gw, "POST", "/admin/keys", r#"{"id":"kept"}"#).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gone = admin(&gw, "POST", "/admin/keys", r#"{"id":"gone"}"#).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        admin(&gw, "POST", "/admin/keys/gone/revoke", "").status,
+        200
+    );
+    gw.sigterm();
+    assert!(gw.wait(std::time::Duration::from_secs(15)).is_some());
+
+    let gw = Gateway::start_with_env(&cfg, TWO_SHARDS, &env);
+    for _ in 0..4 {
+        assert_eq!(
+            chat_as(&gw, &kept, "gpt-mock").status,
+            200,
+            "kept on every shard"
+        );
+        let r = chat_as(&gw, &gone, "gpt-mock");
+        r.assert_error(401, "unauthorized");
+        assert!(r.text().contains("revoked"), "{}", r.text());
+    }
+    let listed = admin(&gw, "GET", "/admin/keys", "").text();
+    assert!(
+        listed.contains("\"kept\"") && listed.contains("\"gone\""),
+        "{listed}"
+    );
+    assert!(!listed.contains(&kept), "no secret in the list");
+    let _ = std::fs::remove_dir_all(&dir);
+}
