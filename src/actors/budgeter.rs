@@ -276,7 +276,7 @@ impl BudgeterState {
                 t.nano_usd = t.nano_usd.saturating_add(s.nano_usd);
                 t.input_tokens = t.input_tokens.saturating_add(s.input_tokens);
                 t.output_tokens = t.output_tokens.saturating_add(s.output_tokens);
-                t.requests = t.requests.saturating_add(1);
+                t.requests = t.requests.saturating_add(s.requests);
             }
         }
     }

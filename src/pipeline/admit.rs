@@ -603,6 +603,7 @@ impl Drop for Tab {
             nano_usd: spend,
             input_tokens: input,
             output_tokens: output,
+            requests: 1,
             at_ms: now,
         });
         let actual = Actual {

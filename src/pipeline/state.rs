@@ -11,7 +11,7 @@ use http::HeaderValue;
 use crate::ShardId;
 use crate::api::DecodeScratch;
 use crate::auth::table::KeyTable;
-use crate::budget::book::{BudgetBatch, Spent};
+use crate::budget::book::{BudgetBatch, Spent, SpentKey};
 use crate::budget::lease::Leases;
 use crate::config::secrets::Redactor;
 use crate::config::{Config, Tuning};
@@ -34,7 +34,8 @@ pub const LEASE_IDLE_MS: u64 = 1_000;
 /// Where a shard's batches go (the budgeter, in the gateway).
 pub type BudgetSink = Box<dyn Fn(BudgetBatch)>;
 
-/// Settled requests a shard holds before it sends them anyway.
+/// Tenants (key, team, user, model and day) a shard adds spend up for before it sends them
+/// anyway.
 const SPENT_BATCH: usize = 256;
 
 /// Everything a shard owns.
@@ -90,7 +91,7 @@ pub struct ShardState {
     /// Pulsed when a grant arrives (admissions waiting for one re-check).
     pub lease_pulse: crate::shard::Pulse,
     budget_sink: BudgetSink,
-    spent: RefCell<Vec<Spent>>,
+    spent: RefCell<hashbrown::HashMap<SpentKey, Spent>>,
     trimmed_at: Cell<u64>,
     seq: Cell<u64>,
     boot: u32,
@@ -153,7 +154,7 @@ impl ShardState {
             leases: RefCell::new(Leases::new()),
             lease_pulse: crate::shard::Pulse::default(),
             budget_sink,
-            spent: RefCell::new(Vec::new()),
+            spent: RefCell::default(),
             trimmed_at: Cell::new(0),
             seq: Cell::new(0),
             boot,
@@ -178,7 +179,7 @@ impl ShardState {
         };
         let (asks, reports) = (leases.take_asks(), leases.take_reports());
         drop(leases);
-        let spent = std::mem::take(&mut *self.spent.borrow_mut());
+        let spent: Vec<Spent> = self.spent.borrow_mut().drain().map(|(_, s)| s).collect();
         if always || !asks.is_empty() || !reports.is_empty() || !spent.is_empty() {
             (self.budget_sink)(BudgetBatch {
                 asks,
@@ -192,7 +193,12 @@ impl ShardState {
     pub fn spent(&self, s: Spent) {
         let full = {
             let mut spent = self.spent.borrow_mut();
-            spent.push(s);
+            match spent.entry(s.key()) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().add(&s),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(s);
+                }
+            }
             spent.len() >= SPENT_BATCH
         };
         if full {
