@@ -27,7 +27,7 @@
 //! - [`api`]: canonical request pieces: decoding, usage, SSE splitting.
 //! - [`scoring`]: pure scorer maths (EWMA, success windows, score blend).
 //! - [`actors`]: the control plane (tokio + ractor): `ScorerActor`.
-//! - [`admin`]: the admin API (keys, scores) on its own listener and token, on the control plane.
+//! - `actors::admin`: the admin API (keys, scores) on its own listener and token, on the control plane.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus rendering.
 //! - [`config`]: strict config and tuning parsing and validation.
 //! - [`detect`]: the tuning detector (`shardgate tuning detect`): `/proc` + `/sys` → profile.
@@ -44,7 +44,7 @@
 //! - `ScoreTable`: the scorer's read-mostly snapshot, swapped into every shard whole.
 
 pub mod actors;
-pub mod admin;
+
 pub mod api;
 pub mod auth;
 pub mod budget;

@@ -432,7 +432,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
 /// with what the control plane needs to serve it, and its address.
 fn admin_listener(
     config: &Config,
-) -> Result<(Option<crate::admin::AdminArgs>, Option<SocketAddr>), RuntimeError> {
+) -> Result<(Option<crate::actors::admin::AdminArgs>, Option<SocketAddr>), RuntimeError> {
     let Some(admin) = &config.admin else {
         return Ok((None, None));
     };
@@ -445,12 +445,12 @@ fn admin_listener(
             what: format!("admin.listen {listen}"),
             source: std::io::Error::other("no address"),
         })?;
-    let listener = crate::admin::bind(addr)
+    let listener = crate::actors::admin::bind(addr)
         .map_err(io_err(format!("cannot listen on {addr} (admin.listen)")))?;
     let bound = listener
         .local_addr()
         .map_err(io_err("admin local address"))?;
-    let args = crate::admin::AdminArgs {
+    let args = crate::actors::admin::AdminArgs {
         listener,
         token: admin.token.clone(),
         redactor: crate::config::secrets::Redactor::from_config(config),

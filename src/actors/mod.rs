@@ -7,6 +7,7 @@
 //! Does not: run on a shard or block one. Shards only `cast` to actors.
 //! Key types: [`ControlPlane`], [`ShardCmd`], [`scorer::ScorerActor`].
 
+pub mod admin;
 pub mod budgeter;
 pub mod keyring;
 pub mod persist;
@@ -99,7 +100,7 @@ pub struct ControlPlaneArgs {
     /// The control plane's counters.
     pub metrics: Arc<crate::metrics::ControlMetrics>,
     /// The admin API's listener and token (`[admin]`), served on this runtime.
-    pub admin: Option<crate::admin::AdminArgs>,
+    pub admin: Option<crate::actors::admin::AdminArgs>,
 }
 
 /// The running control plane.
@@ -180,7 +181,11 @@ impl ControlPlane {
                         tokio::spawn(refresh_dns(dns, every, shards));
                     }
                     if let Some(admin) = args.admin {
-                        tokio::spawn(crate::admin::serve(admin, budgeter.clone(), scorer.clone()));
+                        tokio::spawn(crate::actors::admin::serve(
+                            admin,
+                            budgeter.clone(),
+                            scorer.clone(),
+                        ));
                     }
                     if args.handle_signals {
                         let shards = args.shards.clone();

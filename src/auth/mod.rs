@@ -18,6 +18,7 @@
 //! Secrets never reach a message: no [`AuthError`] carries the presented key or token, and
 //! [`Secret`] prints as `sk-sg-…****`.
 
+pub mod admin_token;
 pub mod jwt;
 pub mod key;
 pub mod table;

@@ -186,7 +186,7 @@ fn admin_gate<B>(state: &ShardState, req: &Request<B>) -> Result<(), GatewayErro
             ErrorKind::NotFound,
             format!("Invalid URL ({} {}).", req.method(), req.uri().path()),
         )),
-        Some(admin) if !crate::admin::token::authorized(req.headers(), &admin.token) => {
+        Some(admin) if !crate::auth::admin_token::authorized(req.headers(), &admin.token) => {
             Err(GatewayError::new(
                 ErrorKind::Unauthorized,
                 "This route needs the admin token: Authorization: Bearer <admin token>.",

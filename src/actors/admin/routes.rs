@@ -75,7 +75,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, AdminError
 /// Handle one admin request. Never fails: every error is rendered.
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // The token first: without it, not even whether a path exists is told.
-    let result = if super::token::authorized(req.headers(), &admin.token) {
+    let result = if crate::auth::admin_token::authorized(req.headers(), &admin.token) {
         dispatch(admin, req).await
     } else {
         Err(AdminError::Unauthorized)

@@ -4,7 +4,7 @@
 //!
 //! Owns: the admin listener (one, on the control plane's tokio runtime: never on a shard),
 //! its HTTP/1.1 connections and their limits (connections, head and body size, timeouts), the
-//! admin token check ([`token::authorized`]), and turning each request into one actor call
+//! admin token check ([`crate::auth::admin_token::authorized`]), and turning each request into one actor call
 //! (the budgeter's key messages, the scorer's snapshot).
 //! Does not: hold state of its own (the budgeter owns the keys and publishes every change to
 //! the shards), log a key's secret (it is in one response body, never in a record), or
@@ -13,7 +13,6 @@
 
 pub mod error;
 pub mod routes;
-pub mod token;
 
 use std::convert::Infallible;
 use std::io;
