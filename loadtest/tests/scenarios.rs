@@ -34,6 +34,7 @@ fn every_shipped_scenario_resolves() {
             "burst",
             "overhead",
             "saturation",
+            "saturation-auth",
             "spike",
             "streaming",
             "stress"
