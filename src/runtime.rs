@@ -278,6 +278,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         windows,
         thresholds: config.limits.thresholds.clone(),
         webhook_url: config.limits.webhook_url.clone(),
+        redis: config.state.redis.clone(),
         metrics: registry.control.clone(),
         deployments: crate::scoring::DeploymentInfo::from_config(&config),
         breaker: config.routing.breaker,

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+mod remote;
+
 use std::sync::Arc;
 
 use super::ShardCmd;
@@ -75,6 +77,12 @@ pub enum BudgeterMsg {
     GetKey(String, RpcReplyPort<Option<Arc<KeyRecord>>>),
     /// Every key.
     ListKeys(RpcReplyPort<Vec<Arc<KeyRecord>>>),
+    /// Redis work (the actor's own interval, with `[state] redis_url`).
+    Tick,
+    /// The connection to Redis is made.
+    RedisLink(super::redis::Shared),
+    /// A ping to a Redis that went away came back (`true`: it answered).
+    RedisProbe(bool),
 }
 
 /// Budgeter start-up arguments.
@@ -95,6 +103,8 @@ pub struct BudgeterArgs {
     pub webhook_url: Option<http::Uri>,
     /// The control plane's counters.
     pub metrics: Arc<ControlMetrics>,
+    /// The shared Redis, when configured.
+    pub redis: Option<crate::config::tenancy::RedisConfig>,
 }
 
 /// An ask that found nothing left while other shards held units: it waits until each of
@@ -127,6 +137,10 @@ pub struct BudgeterState {
     watches: HashMap<MeterKey, Watch>,
     /// The strongest action in force per scope, as last published to the shards.
     actions: Arc<HashMap<Scope, Action>>,
+    /// Calendar offset of days and months, seconds east of UTC.
+    offset_secs: i32,
+    /// The shared Redis side, when configured.
+    remote: Option<remote::Remote>,
 }
 
 /// The budgeter.
@@ -158,7 +172,17 @@ impl BudgeterState {
             metrics: Arc::default(),
             watches: HashMap::new(),
             actions: Arc::default(),
+            offset_secs,
+            remote: None,
         }
+    }
+
+    /// A meter's figures: Redis's as last seen when it is shared, else the local ledger's.
+    pub fn status(&self, key: &MeterKey, now: u64) -> Option<Status> {
+        self.remote
+            .as_ref()
+            .and_then(|r| r.status(key, now))
+            .or_else(|| self.ledger.status(key, now))
     }
 
     /// Fold spend reports into the budgets' thresholds: each threshold crossed fires once per
@@ -181,7 +205,7 @@ impl BudgeterState {
             .map(|r| (&r.key, false))
             .chain(spent_out.iter().map(|k| (k, true)));
         for (key, used_up) in reported.filter(|(k, _)| k.measure == Measure::Spend) {
-            let Some(st) = self.ledger.status(key, now) else {
+            let Some(st) = self.status(key, now) else {
                 continue;
             };
             let watch = self.watches.entry(key.clone()).or_default();
@@ -208,7 +232,7 @@ impl BudgeterState {
         if changed {
             let mut table: HashMap<Scope, Action> = HashMap::new();
             for (key, watch) in &self.watches {
-                let window = self.ledger.status(key, now).map_or(0, |s| s.window_end_ms);
+                let window = self.status(key, now).map_or(0, |s| s.window_end_ms);
                 if let Some(a) = watch.in_force(window) {
                     let e = table.entry(key.scope.clone()).or_insert(a);
                     *e = (*e).max(a);
@@ -262,23 +286,7 @@ impl BudgeterState {
     /// Add settled requests to the spend book: each counts for the global scope, its key,
     /// team, end user and model, on its UTC day.
     pub fn book(&mut self, spent: &[Spent]) {
-        for s in spent {
-            let day = utc_day(s.at_ms);
-            let scopes = [
-                Some(SpendScope::Global),
-                s.key.as_ref().map(|k| SpendScope::Key(k.to_string())),
-                s.team.as_ref().map(|t| SpendScope::Team(t.to_string())),
-                s.user.as_ref().map(|u| SpendScope::User(u.to_string())),
-                Some(SpendScope::Model(s.model.to_string())),
-            ];
-            for scope in scopes.into_iter().flatten() {
-                let t = self.book.entry((scope, day)).or_default();
-                t.nano_usd = t.nano_usd.saturating_add(s.nano_usd);
-                t.input_tokens = t.input_tokens.saturating_add(s.input_tokens);
-                t.output_tokens = t.output_tokens.saturating_add(s.output_tokens);
-                t.requests = t.requests.saturating_add(s.requests);
-            }
-        }
+        fold_spent(&mut self.book, spent);
     }
 
     /// Hand the unwritten spend and the meter windows to the store thread.
@@ -317,6 +325,14 @@ impl BudgeterState {
         for s in &self.shards {
             let _ = s.send(ShardCmd::Keys(table.clone()));
         }
+    }
+
+    /// A key was made or changed here: store it, and write it to Redis when shared.
+    async fn key_changed(&mut self, record: &KeyRecord) {
+        if let Some(p) = &self.persist {
+            p.send(Op::Key(Box::new(record.clone())));
+        }
+        self.remote_key(record, now_ms()).await;
     }
 
     /// Reply `result`, and publish the table when it changed.
@@ -426,6 +442,28 @@ impl BudgeterState {
     }
 }
 
+/// Add settled requests to a spend book: each counts for the global scope, its key, team,
+/// end user and model, on its UTC day.
+pub(super) fn fold_spent(book: &mut HashMap<(SpendScope, u32), SpendTotals>, spent: &[Spent]) {
+    for s in spent {
+        let day = utc_day(s.at_ms);
+        let scopes = [
+            Some(SpendScope::Global),
+            s.key.as_ref().map(|k| SpendScope::Key(k.to_string())),
+            s.team.as_ref().map(|t| SpendScope::Team(t.to_string())),
+            s.user.as_ref().map(|u| SpendScope::User(u.to_string())),
+            Some(SpendScope::Model(s.model.to_string())),
+        ];
+        for scope in scopes.into_iter().flatten() {
+            let t = book.entry((scope, day)).or_default();
+            t.nano_usd = t.nano_usd.saturating_add(s.nano_usd);
+            t.input_tokens = t.input_tokens.saturating_add(s.input_tokens);
+            t.output_tokens = t.output_tokens.saturating_add(s.output_tokens);
+            t.requests = t.requests.saturating_add(s.requests);
+        }
+    }
+}
+
 /// Stored rows plus the unwritten ones, added up per scope and day.
 fn merge(stored: SpendRows, pending: SpendRows) -> SpendRows {
     let mut all: std::collections::BTreeMap<(u32, SpendScope), SpendTotals> = Default::default();
@@ -462,6 +500,24 @@ impl Actor for BudgeterActor {
         state.thresholds = args.thresholds;
         state.webhook_url = args.webhook_url;
         state.metrics = args.metrics;
+        if let Some(cfg) = args.redis {
+            let node = cfg.node_id.clone().unwrap_or_else(|| {
+                let mut b = [0u8; 4];
+                let _ = ring::rand::SecureRandom::fill(&state.rng, &mut b);
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            });
+            let shards = u16::try_from(state.shards.len()).unwrap_or(u16::MAX);
+            remote::connect_in_background(
+                me.clone(),
+                cfg.clone(),
+                node.clone(),
+                shards,
+                args.offset_secs,
+                state.metrics.clone(),
+            );
+            me.send_interval(remote::TICK_EVERY, || BudgeterMsg::Tick);
+            state.remote = Some(remote::Remote::new(cfg, node, now));
+        }
         Ok(state)
     }
 
@@ -470,6 +526,7 @@ impl Actor for BudgeterActor {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.remote_flush(now_ms()).await;
         state.flush();
         if let Some(p) = &state.persist {
             p.sync();
@@ -479,7 +536,7 @@ impl Actor for BudgeterActor {
 
     async fn handle(
         &self,
-        _me: ActorRef<Self::Msg>,
+        me: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -487,7 +544,19 @@ impl Actor for BudgeterActor {
             BudgeterMsg::Batch { shard, batch } => {
                 state.book(&batch.spent);
                 let now = now_ms();
-                let answers = state.on_batch(Some(shard), batch.asks, &batch.reports, now);
+                let answers = match &mut state.remote {
+                    Some(remote) => {
+                        remote.backlog.add_spent(&batch.spent);
+                        remote.backlog.add_reports(shard, &batch.reports);
+                        // The local ledger counts too, for the windows it opened while
+                        // Redis was away (it ignores the rest).
+                        for r in &batch.reports {
+                            state.ledger.report(shard, r, now);
+                        }
+                        state.remote_exchange(Some(shard), batch.asks, now).await
+                    }
+                    None => state.on_batch(Some(shard), batch.asks, &batch.reports, now),
+                };
                 let spent_out: Vec<MeterKey> = answers
                     .0
                     .iter()
@@ -501,6 +570,18 @@ impl Actor for BudgeterActor {
             }
             BudgeterMsg::Flush => state.flush(),
             BudgeterMsg::Spend { from, to, reply } => {
+                if let Some((link, unwritten)) = state.remote_spend() {
+                    // Every node's spend is in Redis, plus what this node has not written.
+                    let unwritten: SpendRows = unwritten
+                        .into_iter()
+                        .filter(|(_, day, _)| (from..=to).contains(day))
+                        .collect();
+                    tokio::spawn(async move {
+                        let rows = link.spend(from, to).await.map_err(|e| e.to_string());
+                        let _ = reply.send(rows.map(|rows| merge(rows, unwritten)));
+                    });
+                    return Ok(());
+                }
                 let pending: SpendRows = state
                     .book
                     .iter()
@@ -536,26 +617,30 @@ impl Actor for BudgeterActor {
                 }
             }
             BudgeterMsg::Status(key, reply) => {
-                let _ = reply.send(state.ledger.status(&key, now_ms()));
+                let _ = reply.send(state.status(&key, now_ms()));
             }
+            BudgeterMsg::Tick => state.remote_tick(&me, now_ms()).await,
+            BudgeterMsg::RedisLink(link) => state.remote_up(Some(link), now_ms()).await,
+            BudgeterMsg::RedisProbe(true) => state.remote_up(None, now_ms()).await,
+            BudgeterMsg::RedisProbe(false) => state.probe_failed(),
             BudgeterMsg::CreateKey(new, reply) => {
                 let result = state.keys.create(new, &state.rng, now_ms());
-                if let (Ok(made), Some(p)) = (&result, &state.persist) {
-                    p.send(Op::Key(Box::new((*made.record).clone())));
+                if let Ok(made) = &result {
+                    state.key_changed(&made.record).await;
                 }
                 state.after_key_change(result, reply);
             }
             BudgeterMsg::UpdateKey(id, patch, reply) => {
                 let result = state.keys.update(&id, patch);
-                if let (Ok(k), Some(p)) = (&result, &state.persist) {
-                    p.send(Op::Key(Box::new((**k).clone())));
+                if let Ok(k) = &result {
+                    state.key_changed(k).await;
                 }
                 state.after_key_change(result, reply);
             }
             BudgeterMsg::RevokeKey(id, reply) => {
                 let result = state.keys.revoke(&id);
-                if let (Ok(k), Some(p)) = (&result, &state.persist) {
-                    p.send(Op::Key(Box::new((**k).clone())));
+                if let Ok(k) = &result {
+                    state.key_changed(k).await;
                 }
                 state.after_key_change(result, reply);
             }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod budgeter;
 pub mod keyring;
 pub mod persist;
+pub mod redis;
 pub mod scorer;
 pub mod store;
 pub mod webhook;
@@ -97,6 +98,8 @@ pub struct ControlPlaneArgs {
     pub thresholds: crate::budget::policy::Thresholds,
     /// Where threshold alerts are POSTed.
     pub webhook_url: Option<http::Uri>,
+    /// The shared Redis, when configured.
+    pub redis: Option<crate::config::tenancy::RedisConfig>,
     /// The control plane's counters.
     pub metrics: Arc<crate::metrics::ControlMetrics>,
     /// The admin API's listener and token (`[admin]`), served on this runtime.
@@ -161,6 +164,7 @@ impl ControlPlane {
                         windows: args.windows,
                         thresholds: args.thresholds,
                         webhook_url: args.webhook_url,
+                        redis: args.redis,
                         metrics: args.metrics,
                     };
                     let (budgeter, budgeter_join) =

@@ -538,7 +538,7 @@ fn split_scope(text: &str) -> Option<(&str, Option<&str>)> {
     Some((kind, Some(id)))
 }
 
-fn push_spend_scope(out: &mut String, scope: &SpendScope) {
+pub(super) fn push_spend_scope(out: &mut String, scope: &SpendScope) {
     let (kind, id) = match scope {
         SpendScope::Global => ("global", None),
         SpendScope::Key(id) => ("key", Some(id.as_str())),
@@ -549,7 +549,7 @@ fn push_spend_scope(out: &mut String, scope: &SpendScope) {
     push_scope(out, kind, id);
 }
 
-fn parse_spend_scope(text: &str) -> Option<SpendScope> {
+pub(super) fn parse_spend_scope(text: &str) -> Option<SpendScope> {
     Some(match split_scope(text)? {
         ("global", None) => SpendScope::Global,
         ("key", Some(id)) => SpendScope::Key(id.to_owned()),
@@ -561,7 +561,7 @@ fn parse_spend_scope(text: &str) -> Option<SpendScope> {
 }
 
 /// Append a meter's text: `<scope>|<measure>|<period>`.
-fn push_meter(out: &mut String, key: &MeterKey) {
+pub(super) fn push_meter(out: &mut String, key: &MeterKey) {
     let (kind, id) = match &key.scope {
         Scope::Global => ("global", None),
         Scope::Key(id) => ("key", Some(&**id)),
@@ -589,7 +589,7 @@ fn push_meter(out: &mut String, key: &MeterKey) {
 
 /// Read a meter's text back. The id may hold `|` and `:`: the last two `|` and the first `:`
 /// are the separators.
-fn parse_meter(text: &str) -> Option<MeterKey> {
+pub(super) fn parse_meter(text: &str) -> Option<MeterKey> {
     let mut parts = text.rsplitn(3, '|');
     let period = match parts.next()? {
         "minute" => Period::Minute,

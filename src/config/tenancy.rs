@@ -148,6 +148,20 @@ pub struct RawState {
     /// API, the spend book and the limit counters survive a restart there. Unset: kept in
     /// memory only.
     pub dir: Option<String>,
+    /// Redis shared by every node (`redis://host:port/db`, `rediss://` for TLS): limits,
+    /// budgets, keys and spend hold across nodes. Unset: this node alone.
+    pub redis_url: Option<String>,
+    /// Longest a Redis operation may take before the policy applies (default 100 ms).
+    pub redis_timeout_ms: Option<u64>,
+    /// `fail_open` (default: each node admits from its share, `max / nodes`, of every limit
+    /// while Redis is away) or `fail_closed` (limited requests are refused while it is away).
+    pub redis_policy: Option<String>,
+    /// How many nodes share the Redis (for `fail_open` shares and lease sizes; default 1).
+    pub nodes: Option<u16>,
+    /// This node's name in Redis (default: random at each start).
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key (default `shardgate:`).
+    pub redis_prefix: Option<String>,
 }
 
 /// `[state]`, validated.
@@ -155,6 +169,108 @@ pub struct RawState {
 pub struct StateConfig {
     /// The data directory, if any.
     pub dir: Option<std::path::PathBuf>,
+    /// Shared state in Redis, if configured.
+    pub redis: Option<RedisConfig>,
+}
+
+/// What a node does with limited requests while Redis is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisPolicy {
+    /// Admit from this node's share of each limit (`max / nodes`).
+    FailOpen,
+    /// Refuse what a limit or budget applies to.
+    FailClosed,
+}
+
+/// `[state]`'s Redis settings, validated.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// The URL (may hold a password: never logged, see the `Debug` impl).
+    pub url: String,
+    /// Operation timeout.
+    pub timeout: std::time::Duration,
+    /// The policy while Redis is away.
+    pub policy: RedisPolicy,
+    /// Nodes sharing it.
+    pub nodes: u16,
+    /// This node's name.
+    pub node_id: Option<String>,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .field("nodes", &self.nodes)
+            .field("node_id", &self.node_id)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Validate `[state]`. Errors are (path, message).
+pub fn state(raw: RawState) -> Result<StateConfig, (String, String)> {
+    let bad = |field: &str, m: &str| (format!("state.{field}"), m.to_string());
+    let redis = match raw.redis_url {
+        None => {
+            let stray = [
+                ("redis_timeout_ms", raw.redis_timeout_ms.is_some()),
+                ("redis_policy", raw.redis_policy.is_some()),
+                ("nodes", raw.nodes.is_some()),
+                ("node_id", raw.node_id.is_some()),
+                ("redis_prefix", raw.redis_prefix.is_some()),
+            ];
+            if let Some((field, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(bad(field, "needs `redis_url`"));
+            }
+            None
+        }
+        Some(url) => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(bad("redis_url", "must start with redis:// or rediss://"));
+            }
+            let timeout_ms = raw.redis_timeout_ms.unwrap_or(100);
+            if !(1..=10_000).contains(&timeout_ms) {
+                return Err(bad("redis_timeout_ms", "must be 1 to 10000"));
+            }
+            let policy = match raw.redis_policy.as_deref() {
+                None | Some("fail_open") => RedisPolicy::FailOpen,
+                Some("fail_closed") => RedisPolicy::FailClosed,
+                Some(_) => return Err(bad("redis_policy", "must be fail_open or fail_closed")),
+            };
+            let nodes = raw.nodes.unwrap_or(1);
+            if nodes == 0 {
+                return Err(bad("nodes", "must be at least 1"));
+            }
+            let id_ok = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            };
+            if let Some(id) = &raw.node_id
+                && !id_ok(id)
+            {
+                return Err(bad("node_id", "must be 1 to 64 of A-Z a-z 0-9 - _"));
+            }
+            Some(RedisConfig {
+                url,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                policy,
+                nodes,
+                node_id: raw.node_id,
+                prefix: raw.redis_prefix.unwrap_or_else(|| "shardgate:".into()),
+            })
+        }
+    };
+    Ok(StateConfig {
+        dir: raw.dir.map(std::path::PathBuf::from),
+        redis,
+    })
 }
 
 /// Who may call: the keys declared in the config, and JWTs when configured.

@@ -176,6 +176,8 @@ pub fn validate(
         .transpose()
         .map_err(|(path, message)| invalid(path, message))?;
     let admin = raw.admin.map(|a| admin(a, &invalid, env)).transpose()?;
+    let state =
+        super::tenancy::state(raw.state).map_err(|(path, message)| invalid(path, message))?;
     Ok(Config {
         server,
         providers,
@@ -184,9 +186,7 @@ pub fn validate(
         routing,
         auth,
         limits,
-        state: super::tenancy::StateConfig {
-            dir: raw.state.dir.map(std::path::PathBuf::from),
-        },
+        state,
         admin,
     })
 }

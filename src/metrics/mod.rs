@@ -51,6 +51,12 @@ impl Counter {
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
+    /// Set the value.
+    #[inline]
+    pub fn set(&self, v: i64) {
+        self.0.store(v as u64, Relaxed);
+    }
+
     /// Add one.
     #[inline]
     pub fn inc(&self) {
@@ -266,6 +272,15 @@ pub struct ControlMetrics {
     pub lease_grants: Counter,
     /// Reclaims asked of shards for a starving one.
     pub lease_reclaims: Counter,
+    /// Redis operations answered.
+    pub redis_ops: Counter,
+    /// Redis operations failed or timed out.
+    pub redis_errors: Counter,
+    /// Redis operation latency (written by the budgeter and its tasks on the one control
+    /// plane thread).
+    pub redis_latency: Histogram,
+    /// 1 while the shared Redis answers, 0 while it is away (or not configured).
+    pub redis_up: Gauge,
 }
 
 impl Registry {

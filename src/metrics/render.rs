@@ -359,6 +359,27 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     );
     counter(
         &mut out,
+        "gateway_redis_ops_total",
+        "Redis operations of the budgeter that were answered.",
+        control.redis_ops.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_redis_errors_total",
+        "Redis operations of the budgeter that failed or timed out.",
+        control.redis_errors.get(),
+    );
+    out.push_str("# HELP gateway_redis_up 1 while the shared Redis answers.\n# TYPE gateway_redis_up gauge\n");
+    let _ = writeln!(out, "gateway_redis_up {}", control.redis_up.get());
+    out.push_str("# HELP gateway_redis_op_seconds Redis operation latency.\n# TYPE gateway_redis_op_seconds histogram\n");
+    write_hist(
+        &mut out,
+        "gateway_redis_op_seconds",
+        "",
+        control.redis_latency.snapshot(),
+    );
+    counter(
+        &mut out,
         "gateway_panics_total",
         "Panics caught while handling requests.",
         sum(shards, |s| s.panics.get()),

@@ -1,0 +1,473 @@
+//! Several nodes sharing limits, budgets, keys and spend through Redis: a real `redis-server`
+//! (Debian's package, started here on a loopback port) and two gateway processes with two
+//! shards each, the mock as their upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ADMIN_TOKEN: &str = "test-admin-token-redis-0123456789";
+
+/// A `redis-server` of our own on a free loopback port, with an append-only file fsynced on
+/// every write (so a SIGKILL loses nothing it acknowledged). Stopped by PID on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("shardgate-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_on(port, dir)
+    }
+
+    fn start_on(port: u16, dir: PathBuf) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                dir.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
+        let r = Self { child, port, dir };
+        poll_until(Duration::from_secs(10), "redis-server answers", || {
+            r.conn().is_ok()
+        });
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_millis(500))
+    }
+
+    fn signal(&self, sig: i32) {
+        // Our own child only.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGKILL, then a new server on the same port and data directory.
+    fn kill_and_restart(mut self) -> Self {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let (port, dir) = (self.port, std::mem::take(&mut self.dir));
+        std::mem::forget(self);
+        Self::start_on(port, dir)
+    }
+
+    /// The spend book of today (UTC) for a scope: (nano-USD, output tokens, requests).
+    fn spend_today(&self, scope: &str) -> (u64, u64, u64) {
+        let day = shardgate::actors::store::utc_day(now_ms());
+        let mut c = self.conn().unwrap();
+        let key = format!("shardgate:spend:{day}");
+        let get = |c: &mut redis::Connection, f: &str| -> u64 {
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg(format!("{scope}|{f}"))
+                .query::<Option<u64>>(c)
+                .unwrap()
+                .unwrap_or(0)
+        };
+        (get(&mut c, "n"), get(&mut c, "o"), get(&mut c, "r"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A key's secret for tests: `sk-sg-` and 43 characters, like a generated one.
+fn secret(tag: &str) -> String {
+    let mut s = format!("sk-sg-{tag}");
+    while s.len() < 49 {
+        s.push('x');
+    }
+    s
+}
+
+/// A `[[auth.keys]]` entry.
+fn key(id: &str, secret: &str, extra: &str) -> String {
+    format!(
+        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
+        shardgate::auth::key::hash(secret)
+    )
+}
+
+/// One node's config: the mock upstream, `[state]` on this Redis, and `extra`.
+fn node_config(up: SocketAddr, redis: &Redis, state: &str, extra: &str) -> String {
+    upstream_config(
+        up,
+        &format!(
+            "price = {{ input = 10.0, output = 20.0 }}\n\n[state]\nredis_url = \"{}\"\nnodes = 2\n{state}\n{extra}",
+            redis.url()
+        ),
+    )
+}
+
+fn chat_with_key(addr: SocketAddr, key: &str, body: &str) -> Resp {
+    let auth = format!("Bearer {key}");
+    request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// `n` requests at once, one connection each, alternating between the nodes.
+fn burst_over(nodes: &[SocketAddr], n: usize, key: &str, stream: bool) -> Vec<Resp> {
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, key, addr) = (barrier.clone(), key.to_owned(), nodes[i % nodes.len()]);
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let mut body: serde_json::Value =
+                        serde_json::from_str(&chat_body("gpt-mock", &format!("hi {i}"), stream))
+                            .unwrap();
+                    // A known worst case, for hard budgets.
+                    body["max_tokens"] = 64.into();
+                    let body = body.to_string();
+                    barrier.wait();
+                    chat_with_key(addr, &key, &body)
+                })
+                .unwrap()
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn count(res: &[Resp], status: u16) -> usize {
+    res.iter().filter(|r| r.status == status).count()
+}
+
+/// 1,000 requests at once from one key limited to 100 a minute, spread over two nodes of
+/// two shards each: with `exact`, exactly 100 are admitted, 20 runs out of 20; without it,
+/// at most 100 plus the stated bound (one borrowed unit per shard: 4).
+#[test]
+fn a_minute_limit_holds_exactly_over_two_nodes() {
+    let up = mock();
+    let redis = Redis::start();
+    let secrets: Vec<String> = (0..23).map(|i| secret(&format!("run{i}"))).collect();
+    let keys = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| key(&format!("run{i}"), &secrets[i], "limits = { rpm = 100 }"))
+            .collect()
+    };
+    let exact = node_config(
+        up.addr,
+        &redis,
+        "",
+        &format!("[limits]\nexact = true\n\n[auth]\n{}", keys(0..20)),
+    );
+    let a = Gateway::start(&exact, TWO_SHARDS);
+    let b = Gateway::start(&exact, TWO_SHARDS);
+    let nodes = [a.addr, b.addr];
+    for (run, s) in secrets[..20].iter().enumerate() {
+        let res = burst_over(&nodes, 1000, s, false);
+        for r in res.iter().filter(|r| r.status != 200) {
+            r.assert_error(429, "rate_limited");
+        }
+        assert_eq!(
+            (count(&res, 200), count(&res, 429)),
+            (100, 900),
+            "run {run}: exactly 100 of 1,000 admitted"
+        );
+    }
+    drop((a, b));
+    // Not exact: shards may borrow one unit each past an empty lease.
+    let loose = node_config(
+        up.addr,
+        &redis,
+        "",
+        &format!("[limits]\nexact = false\n\n[auth]\n{}", keys(20..23)),
+    );
+    let a = Gateway::start(&loose, TWO_SHARDS);
+    let b = Gateway::start(&loose, TWO_SHARDS);
+    for s in &secrets[20..23] {
+        let res = burst_over(&[a.addr, b.addr], 1000, s, false);
+        let admitted = count(&res, 200);
+        assert!(
+            (100..=104).contains(&admitted),
+            "{admitted} admitted: at most 100 + 4 borrowed, and no fewer than the limit"
+        );
+    }
+}
+
+/// A $0.10 total budget spent by concurrent streamed requests over both nodes: the spend in
+/// Redis is the priced usage the mock reported, and passes the cap by at most the in-flight
+/// estimates' error; with `hard_budgets`, not at all.
+#[test]
+fn a_budget_holds_over_two_nodes_with_streams() {
+    let up = mock();
+    let redis = Redis::start();
+    for (hard, tag) in [(false, "soft"), (true, "hard")] {
+        let s = secret(tag);
+        let cfg = node_config(
+            up.addr,
+            &redis,
+            "",
+            &format!(
+                "[limits]\nexact = true\nhard_budgets = {hard}\noutput_estimate_tokens = 64\n\n[auth]\n{}",
+                key(tag, &s, "limits = { spend_total_usd = 0.02 }")
+            ),
+        );
+        let a = Gateway::start(&cfg, TWO_SHARDS);
+        let b = Gateway::start(&cfg, TWO_SHARDS);
+        let (mut admitted, mut refused, mut priced) = (0u64, 0, 0u64);
+        for _ in 0..40 {
+            for r in burst_over(&[a.addr, b.addr], 8, &s, true) {
+                if r.status == 200 {
+                    admitted += 1;
+                    priced += streamed_cost(&r);
+                } else {
+                    r.assert_error(429, "budget_exceeded");
+                    refused += 1;
+                }
+            }
+            if refused >= 16 {
+                break;
+            }
+        }
+        assert!(
+            admitted > 0 && refused >= 16,
+            "{tag}: {admitted} admitted, {refused} refused"
+        );
+        // Every node wrote what it settled (the tick writes every 20 ms).
+        let scope = format!("key:{tag}");
+        poll_until(Duration::from_secs(5), "spend written", || {
+            redis.spend_today(&scope).2 == admitted
+        });
+        let (nano, _, requests) = redis.spend_today(&scope);
+        assert_eq!(requests, admitted);
+        assert_eq!(nano, priced, "{tag}: the spend is the priced usage");
+        let cap = 20_000_000; // $0.02 in nano-USD
+        let per = priced / admitted;
+        if hard {
+            assert!(nano <= cap, "hard: {nano} over {cap}");
+        } else {
+            assert!(
+                nano <= cap + 8 * per,
+                "{nano} over {cap} by more than 8 answers"
+            );
+        }
+    }
+}
+
+/// What a streamed answer costs at $10 / $20 per million tokens, from its usage chunk, in
+/// nano-USD (the gateway's rounding: per token class, each rounded down).
+fn streamed_cost(r: &Resp) -> u64 {
+    let usage = r
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
+        .unwrap_or_else(|| panic!("no usage in the stream: {}", r.text()));
+    let (i, o) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    i * 10_000 + o * 20_000
+}
+
+/// A key made and revoked on node A through the admin API: B admits it, then refuses it
+/// within the stated bound (one key poll, 500 ms, plus a round trip: 1 s).
+#[test]
+fn a_key_revoked_on_one_node_is_refused_on_the_other() {
+    let up = mock();
+    let redis = Redis::start();
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"SG_ADMIN_TOKEN\"\n";
+    let cfg = |extra: &str| node_config(up.addr, &redis, "", &format!("{extra}\n[auth]\n"));
+    let env = [("SG_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let a = Gateway::start_with_env(&cfg(admin), TWO_SHARDS, &env);
+    let b = Gateway::start(&cfg(""), TWO_SHARDS);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let call = |method: &str, path: &str, body: &str| {
+        request(
+            a.admin.unwrap(),
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let made = call("POST", "/admin/keys", r#"{"id":"roaming"}"#);
+    assert_eq!(made.status, 201, "{}", made.text());
+    let k = made.json()["key"].as_str().unwrap().to_owned();
+    let body = chat_body("gpt-mock", "hi", false);
+    poll_until(Duration::from_secs(2), "B admits the new key", || {
+        chat_with_key(b.addr, &k, &body).status == 200
+    });
+    assert_eq!(call("POST", "/admin/keys/roaming/revoke", "").status, 200);
+    let revoked_at = Instant::now();
+    poll_until(Duration::from_secs(5), "B refuses the revoked key", || {
+        chat_with_key(b.addr, &k, &body).status == 401
+    });
+    let took = revoked_at.elapsed();
+    assert!(
+        took <= Duration::from_secs(1),
+        "B refused after {took:?}, over the 1 s bound"
+    );
+    // Every shard of B.
+    for _ in 0..8 {
+        chat_with_key(b.addr, &k, &body).assert_error(401, "unauthorized");
+    }
+    assert!(
+        !b.stderr().contains(&k) && !a.stderr().contains(&k),
+        "a key in a log"
+    );
+}
+
+/// Redis frozen (SIGSTOP), then killed and started again, under load on both nodes: no
+/// request waits much past the operation timeout; while Redis is away a meter no shard holds
+/// units of is admitted from the node's share with `fail_open` and refused with
+/// `fail_closed`; once Redis is back the spend book counts every request.
+#[test]
+fn redis_frozen_then_killed_mid_load() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let up = mock();
+    let mut redis = Redis::start();
+    let (load, fresh) = (secret("load"), secret("fresh"));
+    let node = |policy: &str| {
+        node_config(
+            up.addr,
+            &redis,
+            &format!("redis_timeout_ms = 100\nredis_policy = \"{policy}\"\n"),
+            &format!(
+                "[limits]\nexact = true\n\n[auth]\n{}{}",
+                key("load", &load, "limits = { rpm = 1000000 }"),
+                key("fresh", &fresh, "limits = { rpm = 100 }")
+            ),
+        )
+    };
+    let open = Gateway::start(&node("fail_open"), TWO_SHARDS);
+    let closed = Gateway::start(&node("fail_closed"), TWO_SHARDS);
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    // Two clients per node, one request after another: (sent at, took, status).
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, done, load) = (stop.clone(), done.clone(), load.clone());
+            let addr = if i % 2 == 0 { open.addr } else { closed.addr };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let body = chat_body("gpt-mock", "hi", false);
+                while !stop.load(Relaxed) {
+                    let at = Instant::now();
+                    let r = chat_with_key(addr, &load, &body);
+                    seen.push((at, at.elapsed(), r.status));
+                    done.fetch_add(1, Relaxed);
+                }
+                seen
+            })
+        })
+        .collect();
+    let more = |n: usize| {
+        let target = done.load(Relaxed) + n;
+        poll_until(Duration::from_secs(10), "requests under load", || {
+            done.load(Relaxed) >= target
+        });
+    };
+    let redis_up = |v: f64| {
+        for gw in [&open, &closed] {
+            poll_until(Duration::from_secs(10), "gateway_redis_up", || {
+                gw.metric("gateway_redis_up") == v
+            });
+        }
+    };
+    redis_up(1.0);
+    more(100);
+    redis.signal(libc::SIGSTOP);
+    redis_up(0.0);
+    more(100);
+    // A meter no shard holds units of needs Redis: the policy answers.
+    let body = chat_body("gpt-mock", "fresh", false);
+    for _ in 0..5 {
+        assert_eq!(
+            chat_with_key(open.addr, &fresh, &body).status,
+            200,
+            "fail_open"
+        );
+        chat_with_key(closed.addr, &fresh, &body).assert_error(429, "rate_limited");
+    }
+    redis = redis.kill_and_restart();
+    redis_up(1.0);
+    more(100);
+    stop.store(true, Relaxed);
+    let seen: Vec<_> = clients
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+
+    let slowest = seen.iter().map(|x| x.1).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(100 + 250 + 1000),
+        "a request took {slowest:?}: past the 100 ms timeout, the 250 ms wait and 1 s of slack"
+    );
+    // Every admitted request is in Redis's spend book once Redis is back: none lost, none
+    // counted twice.
+    let admitted = seen.iter().filter(|x| x.2 == 200).count() as u64;
+    assert!(admitted >= 300);
+    poll_until(
+        Duration::from_secs(10),
+        "every settled request in Redis",
+        || redis.spend_today("key:load").2 >= admitted,
+    );
+    assert_eq!(redis.spend_today("key:load").2, admitted);
+    assert_eq!(redis.spend_today("key:fresh").2, 5, "fail_open's five");
+    assert_eq!(redis.spend_today("global").2, admitted + 5);
+}
