@@ -511,6 +511,7 @@ impl Actor for BudgeterActor {
                 me.clone(),
                 cfg.clone(),
                 node.clone(),
+                now,
                 shards,
                 args.offset_secs,
                 state.metrics.clone(),

@@ -31,13 +31,15 @@ pub const KEYS_EVERY: Duration = Duration::from_millis(500);
 /// How often the budgeter looks at Redis work: retries of asks waiting for units, and the
 /// reports and spend of batches that had no asks.
 pub const TICK_EVERY: Duration = Duration::from_millis(20);
+/// How often a node tells Redis it is alive when it has nothing else to say (a node silent
+/// for 10 s holds nothing there: `sync.lua`).
+pub const BEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long a `fail_closed` refusal lasts before the shard asks again.
 const CLOSED_FOR_MS: u64 = 1_000;
 
 /// The budgeter's side of the shared Redis.
 pub struct Remote {
     cfg: RedisConfig,
-    node: String,
     /// The connection, once made.
     link: Option<Shared>,
     /// Redis answered the last operation.
@@ -46,6 +48,7 @@ pub struct Remote {
     probing: bool,
     next_probe_ms: u64,
     next_keys_ms: u64,
+    next_beat_ms: u64,
     /// Reports and spend not written yet.
     pub(super) backlog: Backlog,
     /// Asks waiting for units other holders have out.
@@ -59,17 +62,17 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// The Redis side of a node named `node`.
+    /// The Redis side of a node named `node`, started at `boot` (unix ms).
     pub fn new(cfg: RedisConfig, node: String, boot: u64) -> Self {
         let backlog = Backlog::new(format!("{node}-{boot:x}"));
         Self {
             cfg,
-            node,
             link: None,
             up: false,
             probing: false,
             next_probe_ms: 0,
             next_keys_ms: 0,
+            next_beat_ms: 0,
             backlog,
             pending: Vec::new(),
             keys_version: None,
@@ -97,13 +100,23 @@ pub fn connect_in_background(
     me: ActorRef<BudgeterMsg>,
     cfg: RedisConfig,
     node: String,
+    boot: u64,
     shards: u16,
     offset_secs: i32,
     metrics: std::sync::Arc<crate::metrics::ControlMetrics>,
 ) {
     tokio::spawn(async move {
         loop {
-            match Shared::connect(&cfg, node.clone(), shards, offset_secs, metrics.clone()).await {
+            match Shared::connect(
+                &cfg,
+                node.clone(),
+                boot,
+                shards,
+                offset_secs,
+                metrics.clone(),
+            )
+            .await
+            {
                 Ok(link) => {
                     let _ = me.cast(BudgeterMsg::RedisLink(link));
                     return;
@@ -212,7 +225,8 @@ impl BudgeterState {
                 if std::mem::replace(&mut p.fresh, false) {
                     // Shards of this node holding units are asked for them back; other
                     // nodes' shards give theirs back when they go idle (lease trimming).
-                    for (_, other) in a.others.iter().filter(|(n, _)| *n == remote.node) {
+                    let me = link.me();
+                    for (_, other) in a.others.iter().filter(|(n, _)| n == me) {
                         if *other == p.holder {
                             continue;
                         }
@@ -333,6 +347,14 @@ impl BudgeterState {
             if !remote.pending.is_empty() || !remote.backlog.is_empty() {
                 let answers = self.exchange_with(&mut remote, None, Vec::new(), now).await;
                 self.send(answers);
+            }
+            if now >= remote.next_beat_ms
+                && let Some(link) = remote.live()
+            {
+                remote.next_beat_ms = now.saturating_add(BEAT_EVERY.as_millis() as u64);
+                if let Err(e) = link.sync(now, None, &[]).await {
+                    self.redis_down(&mut remote, &e, now);
+                }
             }
             if now >= remote.next_keys_ms {
                 remote.next_keys_ms = now.saturating_add(KEYS_EVERY.as_millis() as u64);

@@ -66,7 +66,7 @@ pub struct RemoteAsk {
 pub struct RemoteGrant {
     /// The grant, as a shard takes it.
     pub grant: Grant,
-    /// When nothing was granted: the holders (`<node>.<shard>`) with units out.
+    /// When nothing was granted: the holders with units out, as (`<node>~<boot>`, shard).
     pub others: Vec<(String, Holder)>,
     /// Units used in the window, all nodes together.
     pub used: u64,
@@ -201,6 +201,8 @@ pub struct Shared {
     conn: ConnectionManager,
     prefix: String,
     node: String,
+    /// `<node>~<boot>`: this start's name in Redis (holders are `<me>.<shard>`).
+    me: String,
     timeout: Duration,
     offset_secs: i32,
     holders: u16,
@@ -214,6 +216,7 @@ impl Shared {
     pub async fn connect(
         cfg: &RedisConfig,
         node: String,
+        boot: u64,
         shards: u16,
         offset_secs: i32,
         metrics: std::sync::Arc<ControlMetrics>,
@@ -234,6 +237,7 @@ impl Shared {
         Ok(Self {
             conn,
             prefix: cfg.prefix.clone(),
+            me: format!("{node}~{boot:x}"),
             node,
             timeout: cfg.timeout,
             offset_secs,
@@ -245,6 +249,11 @@ impl Shared {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This start's name in Redis, `<node>~<boot>`: the node part of its holders' names.
+    pub fn me(&self) -> &str {
+        &self.me
     }
 
     /// Run one operation under the timeout, counting it.
@@ -291,7 +300,8 @@ impl Shared {
             .arg(&b.id)
             .arg(b.reports.len())
             .arg(b.spend.len())
-            .arg(asks.len());
+            .arg(asks.len())
+            .arg(&self.me);
         let mut text = String::new();
         for (holder, r) in &b.reports {
             text.clear();
@@ -472,9 +482,9 @@ impl Shared {
         .await
     }
 
-    /// A holder's name in Redis: `<node>.<shard>`.
+    /// A holder's name in Redis: `<node>~<boot>.<shard>`.
     fn holder_name(&self, shard: Holder) -> String {
-        format!("{}.{shard}", self.node)
+        format!("{}.{shard}", self.me)
     }
 }
 

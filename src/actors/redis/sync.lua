@@ -5,7 +5,8 @@
 -- (units that holder gave back in the window). The same rules as budget::ledger::Ledger:
 -- used + sum(out) <= max, grants shrink to available / (2 * holders), at least 1.
 --
--- ARGV: prefix, now, batch id ("" when no reports or spend), #reports, #spend, #asks, then
+-- ARGV: prefix, now, batch id ("" when no reports or spend), #reports, #spend, #asks, this
+-- node's name for this start ("<node>~<boot>", kept alive 10 s by every call), then
 --   reports: meter, window start, holder, used, over, returned          (6 each)
 --   spend:   day (yyyymmdd), scope, nano_usd, input, output, requests   (6 each)
 --   asks:    meter, holder, units, max, holders, start, end, expire_at  (8 each; start and
@@ -20,7 +21,20 @@ local prefix = ARGV[1]
 local now = tonumber(ARGV[2])
 local batch = ARGV[3]
 local nr, ns, na = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local i = 7
+local i = 8
+
+-- A node that has not called for 10 s (stopped, crashed, cut off) holds nothing: its units
+-- out are dropped when next seen, so a dead node never keeps a limit's units (a concurrency
+-- limit's above all, whose window never ends).
+redis.call('SET', prefix .. 'alive:' .. ARGV[7], '1', 'PX', 10000)
+local alive = {}
+local function is_alive(holder)
+  local node = string.match(holder, '^(.*)%.%d+$') or holder
+  if alive[node] == nil then
+    alive[node] = redis.call('EXISTS', prefix .. 'alive:' .. node) == 1
+  end
+  return alive[node]
+end
 
 local apply = true
 if batch ~= '' then
@@ -79,12 +93,16 @@ for a = 1, na do
       stop = v
     elseif string.sub(name, 1, 2) == 'o:' then
       local n = tonumber(v)
-      out = out + n
       local who = string.sub(name, 3)
-      if who == h then
-        mine = n
-      elseif n > 0 then
-        others[#others + 1] = who
+      if not is_alive(who) then
+        redis.call('HDEL', key, name, 'r:' .. who)
+      else
+        out = out + n
+        if who == h then
+          mine = n
+        elseif n > 0 then
+          others[#others + 1] = who
+        end
       end
     elseif name == 'r:' .. h then
       returned = tonumber(v)
