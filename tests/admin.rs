@@ -451,3 +451,84 @@ fn admin_keys_survive_a_restart() {
     assert!(!listed.contains(&kept), "no secret in the list");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /admin/spend` lists the spend book by day and scope, `GET /admin/limits` every meter
+/// in use with its window and this node's leases; bad queries are 400s naming the parameter.
+#[test]
+fn spend_and_limits_are_listed() {
+    let up = mock();
+    let extra = format!(
+        "price = {{ input = 10.0, output = 20.0 }}\n\n[limits]\nexact = true\n\n[auth]\n\
+         [[auth.keys]]\nid = \"cfg\"\nhash = \"{}\"\nteam = \"blue\"\n\
+         limits = {{ rpm = 50, spend_per_day_usd = 1.0 }}\n\n{ADMIN}",
+        shardgate::auth::key::hash(CFG_KEY),
+    );
+    let gw = Gateway::start_with_env(
+        &upstream_config(up.addr, &extra),
+        TWO_SHARDS,
+        &[("SG_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    for _ in 0..6 {
+        assert_eq!(chat_as(&gw, CFG_KEY, "gpt-mock").status, 200);
+    }
+    let rows = || admin(&gw, "GET", "/admin/spend?scope=key", "").json()["rows"].clone();
+    // Shards send settled spend on their next batch.
+    poll_until(
+        Duration::from_secs(5),
+        "six requests in the spend book",
+        || rows()[0]["requests"] == 6,
+    );
+    let v = rows();
+    let row = &v[0];
+    assert_eq!((&row["scope"], &row["id"]), (&"key".into(), &"cfg".into()));
+    assert!(row["nano_usd"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["spend_usd"].as_f64().unwrap() > 0.0, "{row}");
+    let all = admin(&gw, "GET", "/admin/spend", "").json();
+    let scopes: BTreeSet<String> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["scope"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        scopes,
+        ["global", "key", "team", "model"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(all["from"], all["to"]);
+
+    let limits = admin(&gw, "GET", "/admin/limits", "").json();
+    let rpm = limits["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "cfg" && m["measure"] == "requests" && m["period"] == "minute")
+        .unwrap_or_else(|| panic!("{limits}"))
+        .clone();
+    assert_eq!(rpm["max"], 50);
+    let (used, out) = (rpm["used"].as_u64().unwrap(), rpm["out"].as_u64().unwrap());
+    let leased: u64 = rpm["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(leased, out, "{rpm}");
+    assert!(used + out <= 50 && used + out >= 6, "{rpm}");
+    assert_eq!(rpm["remaining"].as_u64().unwrap(), 50 - used - out, "{rpm}");
+
+    for (query, param) in [
+        ("from=yesterday", "from"),
+        ("scope=planet", "scope"),
+        ("from=20261203&to=20261202", "from"),
+    ] {
+        let v = assert_admin_error(
+            &admin(&gw, "GET", &format!("/admin/spend?{query}"), ""),
+            400,
+            "bad_request",
+        );
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+}

@@ -209,7 +209,10 @@ fn a_minute_limit_holds_exactly_over_two_nodes() {
         "",
         // Requests wait for units as long as it takes (a loaded CI machine runs the other
         // tests beside this one); a refusal then only ever means the limit is spent.
-        &format!("[limits]\nexact = true\nwait_ms = 5000\n\n[auth]\n{}", keys(0..20)),
+        &format!(
+            "[limits]\nexact = true\nwait_ms = 5000\n\n[auth]\n{}",
+            keys(0..20)
+        ),
     );
     let a = Gateway::start(&exact, TWO_SHARDS);
     let b = Gateway::start(&exact, TWO_SHARDS);
@@ -231,7 +234,10 @@ fn a_minute_limit_holds_exactly_over_two_nodes() {
         up.addr,
         &redis,
         "",
-        &format!("[limits]\nexact = false\nwait_ms = 5000\n\n[auth]\n{}", keys(20..23)),
+        &format!(
+            "[limits]\nexact = false\nwait_ms = 5000\n\n[auth]\n{}",
+            keys(20..23)
+        ),
     );
     let a = Gateway::start(&loose, TWO_SHARDS);
     let b = Gateway::start(&loose, TWO_SHARDS);
@@ -349,8 +355,20 @@ fn a_key_revoked_on_one_node_is_refused_on_the_other() {
     assert_eq!(made.status, 201, "{}", made.text());
     let k = made.json()["key"].as_str().unwrap().to_owned();
     let body = chat_body("gpt-mock", "hi", false);
+    let mut admitted = 0;
     poll_until(Duration::from_secs(2), "B admits the new key", || {
-        chat_with_key(b.addr, &k, &body).status == 200
+        let ok = chat_with_key(b.addr, &k, &body).status == 200;
+        admitted += u64::from(ok);
+        ok
+    });
+    for addr in [a.addr, b.addr, a.addr, b.addr] {
+        assert_eq!(chat_with_key(addr, &k, &body).status, 200);
+        admitted += 1;
+    }
+    // A's admin API reads every node's spend from Redis.
+    poll_until(Duration::from_secs(5), "both nodes' spend on A", || {
+        let v = call("GET", "/admin/spend?scope=key", "").json();
+        v["rows"][0]["id"] == "roaming" && v["rows"][0]["requests"] == admitted
     });
     assert_eq!(call("POST", "/admin/keys/roaming/revoke", "").status, 200);
     let revoked_at = Instant::now();

@@ -63,6 +63,8 @@ pub enum BudgeterMsg {
     Sweep,
     /// A meter's figures now (admin API, tests).
     Status(MeterKey, RpcReplyPort<Option<Status>>),
+    /// Every meter in use now: its figures and this node's shards' leases (admin API).
+    Limits(RpcReplyPort<Vec<MeterView>>),
     /// Make a key (admin API); the reply carries its secret, once.
     CreateKey(NewKey, RpcReplyPort<Result<Created, KeyError>>),
     /// Change a key.
@@ -83,6 +85,17 @@ pub enum BudgeterMsg {
     RedisLink(super::redis::Shared),
     /// A ping to a Redis that went away came back (`true`: it answered).
     RedisProbe(bool),
+}
+
+/// One meter as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct MeterView {
+    /// The meter.
+    pub key: MeterKey,
+    /// Its figures (with Redis: as the last exchange gave them, every node together).
+    pub status: Status,
+    /// Units on lease to each of this node's shards (from the local ledger).
+    pub leases: Vec<(Holder, u64)>,
 }
 
 /// Budgeter start-up arguments.
@@ -175,6 +188,27 @@ impl BudgeterState {
             offset_secs,
             remote: None,
         }
+    }
+
+    /// Every meter with figures now, sorted by their text.
+    pub fn meters(&self, now: u64) -> Vec<MeterView> {
+        let mut keys: Vec<&MeterKey> = self.ledger.meters().collect();
+        if let Some(r) = &self.remote {
+            keys.extend(r.meters());
+        }
+        let mut out: Vec<MeterView> = keys
+            .into_iter()
+            .filter_map(|k| {
+                Some(MeterView {
+                    key: k.clone(),
+                    status: self.status(k, now)?,
+                    leases: self.ledger.holders(k, now),
+                })
+            })
+            .collect();
+        out.sort_by_cached_key(|m| super::store::meter_text(&m.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        out
     }
 
     /// A meter's figures: Redis's as last seen when it is shared, else the local ledger's.
@@ -616,6 +650,9 @@ impl Actor for BudgeterActor {
                     let answers = state.on_batch(None, Vec::new(), &[], now);
                     state.send(answers);
                 }
+            }
+            BudgeterMsg::Limits(reply) => {
+                let _ = reply.send(state.meters(now_ms()));
             }
             BudgeterMsg::Status(key, reply) => {
                 let _ = reply.send(state.status(&key, now_ms()));

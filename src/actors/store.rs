@@ -560,6 +560,13 @@ pub(super) fn parse_spend_scope(text: &str) -> Option<SpendScope> {
     })
 }
 
+/// A meter's text: `<scope>|<measure>|<period>` (`key:ci|requests|minute`).
+pub fn meter_text(key: &MeterKey) -> String {
+    let mut s = String::new();
+    push_meter(&mut s, key);
+    s
+}
+
 /// Append a meter's text: `<scope>|<measure>|<period>`.
 pub(super) fn push_meter(out: &mut String, key: &MeterKey) {
     let (kind, id) = match &key.scope {

@@ -161,6 +161,11 @@ impl Ledger {
         self.limits.remove(key);
     }
 
+    /// Every meter with a limit.
+    pub fn meters(&self) -> impl Iterator<Item = &MeterKey> {
+        self.limits.keys()
+    }
+
     /// A meter's limit.
     pub fn limit(&self, key: &MeterKey) -> Option<Limit> {
         self.limits.get(key).copied()

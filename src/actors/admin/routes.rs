@@ -9,6 +9,8 @@
 //! | `PATCH /admin/keys/{id}` (a `KeyPatch`) | the record as changed |
 //! | `POST /admin/keys/{id}/revoke` | the record, revoked |
 //! | `GET /admin/scores` | the scorer's table (as the main listener's `/admin/scores`) |
+//! | `GET /admin/spend?from=&to=&scope=` | `{"from","to","rows":[..]}`: the spend book by day |
+//! | `GET /admin/limits` | `{"limits":[..]}`: every meter in use, its window and leases |
 
 use std::sync::Arc;
 
@@ -22,9 +24,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Admin, AdminError, BODY_TIMEOUT, CALL_TIMEOUT, MAX_BODY_BYTES};
-use crate::actors::budgeter::BudgeterMsg;
+use crate::actors::budgeter::{BudgeterMsg, MeterView};
 use crate::actors::keyring::{KeyPatch, NewKey};
 use crate::actors::scorer::ScorerMsg;
+use crate::actors::store::SpendScope;
 use crate::auth::table::KeyRecord;
 
 /// An admin endpoint, with the key id it names.
@@ -42,6 +45,10 @@ pub enum Route<'a> {
     RevokeKey(&'a str),
     /// `GET /admin/scores`.
     Scores,
+    /// `GET /admin/spend`.
+    Spend,
+    /// `GET /admin/limits`.
+    Limits,
 }
 
 /// The route a method and path name, or why none does.
@@ -64,6 +71,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, AdminError
             (*method == Method::POST).then_some(Route::RevokeKey(id))
         }
         ["scores"] => (*method == Method::GET).then_some(Route::Scores),
+        ["spend"] => (*method == Method::GET).then_some(Route::Spend),
+        ["limits"] => (*method == Method::GET).then_some(Route::Limits),
         _ => return Err(not_found()),
     };
     found.ok_or_else(|| AdminError::MethodNotAllowed {
@@ -134,6 +143,181 @@ async fn dispatch(
         Route::Scores => {
             let table = call(&admin.scorer, ScorerMsg::Snapshot).await?;
             respond(StatusCode::OK, &*table)
+        }
+        Route::Spend => {
+            let today = crate::actors::store::utc_day(now_ms());
+            let q = SpendQuery::parse(parts.uri.query().unwrap_or(""), today)?;
+            let rows = call(&admin.budgeter, |reply| BudgeterMsg::Spend {
+                from: q.from,
+                to: q.to,
+                reply,
+            })
+            .await?
+            .map_err(|e| AdminError::Internal(format!("Cannot read the spend book: {e}.")))?;
+            let rows: Vec<SpendLine> = rows
+                .iter()
+                .filter(|(scope, _, _)| q.scope.is_none_or(|k| scope_parts(scope).0 == k))
+                .map(|(scope, day, t)| {
+                    let (kind, id) = scope_parts(scope);
+                    SpendLine {
+                        day: *day,
+                        scope: kind,
+                        id,
+                        spend_usd: crate::budget::Cost(t.nano_usd).usd(),
+                        nano_usd: t.nano_usd,
+                        input_tokens: t.input_tokens,
+                        output_tokens: t.output_tokens,
+                        requests: t.requests,
+                    }
+                })
+                .collect();
+            #[derive(Serialize)]
+            struct Spend<'a> {
+                from: u32,
+                to: u32,
+                rows: Vec<SpendLine<'a>>,
+            }
+            respond(
+                StatusCode::OK,
+                &Spend {
+                    from: q.from,
+                    to: q.to,
+                    rows,
+                },
+            )
+        }
+        Route::Limits => {
+            let meters = call(&admin.budgeter, BudgeterMsg::Limits).await?;
+            let limits: Vec<LimitLine> = meters.iter().map(LimitLine::of).collect();
+            #[derive(Serialize)]
+            struct Limits<'a> {
+                limits: Vec<LimitLine<'a>>,
+            }
+            respond(StatusCode::OK, &Limits { limits })
+        }
+    }
+}
+
+/// Wall-clock unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One row of `GET /admin/spend`.
+#[derive(Serialize)]
+struct SpendLine<'a> {
+    day: u32,
+    scope: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    spend_usd: f64,
+    nano_usd: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    requests: u64,
+}
+
+/// A spend scope's kind and id.
+fn scope_parts(scope: &SpendScope) -> (&'static str, Option<&str>) {
+    match scope {
+        SpendScope::Global => ("global", None),
+        SpendScope::Key(id) => ("key", Some(id)),
+        SpendScope::Team(id) => ("team", Some(id)),
+        SpendScope::User(id) => ("user", Some(id)),
+        SpendScope::Model(id) => ("model", Some(id)),
+    }
+}
+
+/// `GET /admin/spend`'s query: `from` and `to` (UTC days, `yyyymmdd`, default today, at most
+/// 366 days apart) and `scope` (`global`, `key`, `team`, `user` or `model`; default all).
+#[derive(Debug, PartialEq, Eq)]
+struct SpendQuery {
+    from: u32,
+    to: u32,
+    scope: Option<&'static str>,
+}
+
+impl SpendQuery {
+    fn parse(query: &str, today: u32) -> Result<Self, AdminError> {
+        let bad = |param: &str, message: &str| AdminError::Invalid {
+            param: Some(param.to_owned()),
+            message: message.to_owned(),
+        };
+        let day = |v: &str, param: &str| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|d| {
+                    (19_700_101..=99_991_231).contains(d)
+                        && (1..=12).contains(&(d / 100 % 100))
+                        && (1..=31).contains(&(d % 100))
+                })
+                .ok_or_else(|| bad(param, "A day is yyyymmdd, such as 20261202."))
+        };
+        let (mut from, mut to, mut scope) = (None, None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "from" => from = Some(day(v, "from")?),
+                "to" => to = Some(day(v, "to")?),
+                "scope" => {
+                    scope = Some(
+                        ["global", "key", "team", "user", "model"]
+                            .into_iter()
+                            .find(|s| *s == v)
+                            .ok_or_else(|| {
+                                bad("scope", "The scope is global, key, team, user or model.")
+                            })?,
+                    );
+                }
+                _ => return Err(bad(k, "Unknown parameter: from, to and scope are known.")),
+            }
+        }
+        let to = to.unwrap_or(today);
+        let from = from.unwrap_or(to);
+        if from > to {
+            return Err(bad("from", "`from` is after `to`."));
+        }
+        // yyyymmdd numbers: a year apart is 10,000.
+        if to - from > 10_000 {
+            return Err(bad("from", "At most a year at a time."));
+        }
+        Ok(Self { from, to, scope })
+    }
+}
+
+/// One meter of `GET /admin/limits`.
+#[derive(Serialize)]
+struct LimitLine<'a> {
+    scope: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    measure: &'static str,
+    period: &'static str,
+    /// Units: requests, tokens, requests in flight, or nano-USD for spend.
+    max: u64,
+    used: u64,
+    out: u64,
+    remaining: u64,
+    window_end_ms: u64,
+    /// This node's shards' leases: (shard, units).
+    leases: &'a [(u16, u64)],
+}
+
+impl<'a> LimitLine<'a> {
+    fn of(m: &'a MeterView) -> Self {
+        Self {
+            scope: m.key.scope.as_str(),
+            id: m.key.scope.id(),
+            measure: m.key.measure.as_str(),
+            period: m.key.period.as_str(),
+            max: m.status.max,
+            used: m.status.used,
+            out: m.status.out,
+            remaining: m.status.remaining,
+            window_end_ms: m.status.window_end_ms,
+            leases: &m.leases,
         }
     }
 }
@@ -207,11 +391,15 @@ mod tests {
             Route::RevokeKey("ci")
         );
         assert_eq!(ok(Method::GET, "/admin/scores"), Route::Scores);
+        assert_eq!(ok(Method::GET, "/admin/spend"), Route::Spend);
+        assert_eq!(ok(Method::GET, "/admin/limits"), Route::Limits);
         for (m, p) in [
             (Method::DELETE, "/admin/keys"),
             (Method::POST, "/admin/keys/ci"),
             (Method::GET, "/admin/keys/ci/revoke"),
             (Method::POST, "/admin/scores"),
+            (Method::POST, "/admin/spend"),
+            (Method::DELETE, "/admin/limits"),
         ] {
             assert_eq!(route(&m, p).unwrap_err().status(), 405, "{m} {p}");
         }
@@ -226,6 +414,42 @@ mod tests {
             "/v1/chat/completions",
         ] {
             assert_eq!(route(&Method::GET, p).unwrap_err().status(), 404, "{p}");
+        }
+    }
+
+    #[test]
+    fn spend_queries() {
+        let today = 20261202;
+        let q = |s: &str| SpendQuery::parse(s, today);
+        assert_eq!(
+            q("").unwrap(),
+            SpendQuery {
+                from: today,
+                to: today,
+                scope: None
+            }
+        );
+        assert_eq!(
+            q("from=20261101&scope=team").unwrap(),
+            SpendQuery {
+                from: 20261101,
+                to: today,
+                scope: Some("team")
+            }
+        );
+        assert_eq!(q("to=20261130").unwrap().from, 20261130);
+        for (bad, param) in [
+            ("from=2026-12-01", "from"),
+            ("to=20261332", "to"),
+            ("from=20261203", "from"),
+            ("from=20241201", "from"),
+            ("scope=everyone", "scope"),
+            ("day=20261202", "day"),
+        ] {
+            match q(bad) {
+                Err(AdminError::Invalid { param: Some(p), .. }) => assert_eq!(p, param, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 }

@@ -81,6 +81,11 @@ impl Remote {
         }
     }
 
+    /// The meters Redis has given figures for.
+    pub fn meters(&self) -> impl Iterator<Item = &MeterKey> {
+        self.seen.keys()
+    }
+
     /// A meter's figures as Redis last gave them, while that window is open.
     pub fn status(&self, key: &MeterKey, now: u64) -> Option<Status> {
         self.seen
