@@ -532,3 +532,127 @@ fn spend_and_limits_are_listed() {
         assert_eq!(v["error"]["param"], param, "{v}");
     }
 }
+
+/// A canary virtual key, made through the admin API, used for every kind of answer (served,
+/// streamed, 400, 403, 429 in both dialects, an upstream error that echoes credentials,
+/// 401 once revoked) and presented slightly wrong: after all of it, the key is in no response
+/// body or header, no log line at `RUST_LOG=debug`, not in `/metrics` and in no admin answer
+/// but the one that made it.
+#[test]
+fn a_canary_key_never_leaks() {
+    let up = mock();
+    let extra = format!(
+        "{}{}\n[limits]\nexact = true\n\n[auth]\n\n{ADMIN}",
+        model("echo", "mock;status=500;echo_auth=1"),
+        model("other", "mock"),
+    );
+    let gw = Gateway::start_with_env(
+        &upstream_config(up.addr, &extra),
+        TWO_SHARDS,
+        &[("SG_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "debug")],
+    );
+    let made = admin(
+        &gw,
+        "POST",
+        "/admin/keys",
+        r#"{"id":"canary","models":["gpt-mock","echo"],"limits":{"rpm":6}}"#,
+    );
+    assert_eq!(made.status, 201);
+    let canary = made.json()["key"].as_str().unwrap().to_owned();
+    // The same key with its last character changed: an unknown key must not be echoed either.
+    let mut near = canary.clone();
+    let last = near.pop().unwrap();
+    near.push(if last == 'A' { 'B' } else { 'A' });
+    let tail = &canary[canary.len() - 12..];
+
+    let mut answers = Vec::new();
+    let send = |path: &str, auth: (&str, &str), body: &str| {
+        request(
+            gw.addr,
+            "POST",
+            path,
+            &[("content-type", "application/json"), auth],
+            body.as_bytes(),
+        )
+    };
+    let bearer = format!("Bearer {canary}");
+    let as_bearer = ("authorization", bearer.as_str());
+    let as_x_api_key = ("x-api-key", canary.as_str());
+    let messages =
+        r#"{"model":"gpt-mock","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..4 {
+        answers.push(send(
+            "/v1/chat/completions",
+            as_bearer,
+            &chat_body("gpt-mock", "hi", false),
+        ));
+        answers.push(send(
+            "/v1/chat/completions",
+            as_bearer,
+            &chat_body("gpt-mock", "hi", true),
+        ));
+        answers.push(send("/v1/messages", as_x_api_key, messages));
+        answers.push(send(
+            "/v1/chat/completions",
+            as_bearer,
+            &chat_body("echo", "hi", false),
+        ));
+        answers.push(send(
+            "/v1/chat/completions",
+            as_bearer,
+            &chat_body("other", "hi", false),
+        ));
+        answers.push(send("/v1/chat/completions", as_bearer, "{not json"));
+    }
+    let statuses: BTreeSet<u16> = answers.iter().map(|r| r.status).collect();
+    for s in [200, 400, 403, 429] {
+        assert!(statuses.contains(&s), "a {s} among {statuses:?}");
+    }
+    assert_eq!(
+        admin(&gw, "POST", "/admin/keys/canary/revoke", "").status,
+        200
+    );
+    answers.push(send(
+        "/v1/chat/completions",
+        as_bearer,
+        &chat_body("gpt-mock", "hi", false),
+    ));
+    answers.push(send("/v1/messages", as_x_api_key, messages));
+    let near_bearer = format!("Bearer {near}");
+    answers.push(send(
+        "/v1/chat/completions",
+        ("authorization", &near_bearer),
+        "{}",
+    ));
+    answers.push(send("/v1/messages", ("x-api-key", &near), messages));
+    assert_eq!(answers[answers.len() - 4].status, 401);
+
+    let mut seen = vec![("/metrics".to_owned(), gw.get("/metrics").text())];
+    for path in [
+        "/admin/keys",
+        "/admin/keys/canary",
+        "/admin/limits",
+        "/admin/spend",
+    ] {
+        seen.push((path.to_owned(), admin(&gw, "GET", path, "").text()));
+    }
+    for (i, r) in answers.iter().enumerate() {
+        let headers: String = r
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        seen.push((format!("answer {i} ({})", r.status), headers + &r.text()));
+    }
+    gw.sigterm();
+    seen.push(("the log".to_owned(), gw.stderr()));
+    for (what, text) in &seen {
+        for secret in [canary.as_str(), near.as_str(), tail] {
+            assert!(!text.contains(secret), "the key is in {what}: {text}");
+        }
+    }
+    assert!(
+        seen.last().unwrap().1.contains("canary"),
+        "the log names the key by id"
+    );
+}
