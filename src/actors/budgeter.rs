@@ -133,6 +133,21 @@ struct Pending {
     fresh: bool,
 }
 
+impl Pending {
+    /// A shard's new asks (none for the actor's own retries, `shard: None`).
+    fn asked(shard: Option<Holder>, asks: Vec<Ask>, now: u64) -> impl Iterator<Item = Pending> {
+        shard.into_iter().flat_map(move |holder| {
+            asks.clone().into_iter().map(move |ask| Pending {
+                holder,
+                ask,
+                since: now,
+                waiting_on: Vec::new(),
+                fresh: true,
+            })
+        })
+    }
+}
+
 /// The actor's state.
 pub struct BudgeterState {
     ledger: Ledger,
@@ -329,18 +344,7 @@ impl BudgeterState {
             return;
         };
         if !self.book.is_empty() {
-            let rows = self
-                .book
-                .drain()
-                .map(|((scope, day), t)| SpendRow {
-                    scope,
-                    day,
-                    nano_usd: t.nano_usd,
-                    input_tokens: t.input_tokens,
-                    output_tokens: t.output_tokens,
-                    requests: t.requests,
-                })
-                .collect();
+            let rows = self.book.drain().map(|(k, t)| SpendRow::of(k, t)).collect();
             persist.send(Op::Spend(rows));
         }
         let windows = self
@@ -409,16 +413,7 @@ impl BudgeterState {
         for p in &mut pending {
             p.waiting_on.retain(|h| Some(*h) != shard);
         }
-        let fresh = shard.into_iter().flat_map(|holder| {
-            asks.iter().map(move |ask| Pending {
-                holder,
-                ask: ask.clone(),
-                since: now,
-                waiting_on: Vec::new(),
-                fresh: true,
-            })
-        });
-        for mut p in pending.into_iter().chain(fresh) {
+        for mut p in pending.into_iter().chain(Pending::asked(shard, asks, now)) {
             if self.ledger.limit(&p.ask.key) != Some(p.ask.limit) {
                 self.ledger.set_limit(p.ask.key.clone(), p.ask.limit);
             }

@@ -231,6 +231,30 @@ pub struct SpendRow {
     pub requests: u64,
 }
 
+impl SpendRow {
+    /// A row of these totals for a scope and day.
+    pub fn of((scope, day): (SpendScope, u32), t: SpendTotals) -> Self {
+        Self {
+            scope,
+            day,
+            nano_usd: t.nano_usd,
+            input_tokens: t.input_tokens,
+            output_tokens: t.output_tokens,
+            requests: t.requests,
+        }
+    }
+
+    /// The row's totals.
+    pub fn totals(&self) -> SpendTotals {
+        SpendTotals {
+            nano_usd: self.nano_usd,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            requests: self.requests,
+        }
+    }
+}
+
 /// The UTC day of a unix time in milliseconds, as `yyyymmdd` (`1970-01-01` is `19700101`).
 /// Times past the last day the calendar knows (9999-12-31) give that day.
 pub fn utc_day(unix_ms: u64) -> u32 {

@@ -164,16 +164,10 @@ impl BudgeterState {
             // Asks the policy held while Redis was away go to Redis now.
             waiting.append(&mut self.pending);
         }
-        let fresh = shard.into_iter().flat_map(|holder| {
-            asks.iter().map(move |ask| Pending {
-                holder,
-                ask: ask.clone(),
-                since: now,
-                waiting_on: Vec::new(),
-                fresh: true,
-            })
-        });
-        let mut all: Vec<Pending> = waiting.into_iter().chain(fresh).collect();
+        let mut all: Vec<Pending> = waiting
+            .into_iter()
+            .chain(Pending::asked(shard, asks, now))
+            .collect();
         if remote.up && all.is_empty() && shard.is_some() {
             // Reports alone wait for the tick: one write per tick, not one per batch.
             return (vec![Vec::new(); self.shards.len()], Vec::new());

@@ -144,14 +144,7 @@ impl Backlog {
             let spend = self
                 .spend
                 .drain()
-                .map(|((scope, day), t)| SpendRow {
-                    scope,
-                    day,
-                    nano_usd: t.nano_usd,
-                    input_tokens: t.input_tokens,
-                    output_tokens: t.output_tokens,
-                    requests: t.requests,
-                })
+                .map(|(k, t)| SpendRow::of(k, t))
                 .collect();
             self.sealed = Some(SyncBatch {
                 id: format!("{}-{}", self.prefix, self.seq),
@@ -169,15 +162,11 @@ impl Backlog {
 
     /// Spend not yet in Redis (sealed and open), per scope and day.
     pub fn unwritten_spend(&self) -> SpendRows {
-        let sealed = self.sealed.iter().flat_map(|b| &b.spend).map(|r| {
-            let t = SpendTotals {
-                nano_usd: r.nano_usd,
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                requests: r.requests,
-            };
-            (r.scope.clone(), r.day, t)
-        });
+        let sealed = self
+            .sealed
+            .iter()
+            .flat_map(|b| &b.spend)
+            .map(|r| (r.scope.clone(), r.day, r.totals()));
         let open = self.spend.iter().map(|((s, d), t)| (s.clone(), *d, *t));
         sealed.chain(open).collect()
     }
