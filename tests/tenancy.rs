@@ -586,3 +586,47 @@ fn budget_thresholds_fire_once_each_and_post_the_webhook() {
         chat_as(&gw, &k, "gpt-mock").assert_error(429, "budget_exceeded");
     }
 }
+
+/// A deployment's own limits (a provider account's): routing passes over a deployment at its
+/// limit to the next one, exactly, and a model whose every deployment is at its limit gets a
+/// 429 with `Retry-After`. No `[auth]`: these hold for an open gateway too.
+#[test]
+fn deployment_limits_route_around_a_limited_deployment() {
+    let up = mock();
+    let dep = |model: &str, id: &str| {
+        format!(
+            "[[models.{model}.deployments]]\nid = \"{id}\"\nprovider = \"up\"\nmodel = \"mock\"\n"
+        )
+    };
+    let extra = format!(
+        "\n[models.dl]\nstrategy = \"round_robin\"\n{}{}\n[models.only]\n{}\n\
+         [limits]\nexact = true\n[limits.deployments.small]\nrpm = 5\n\
+         [limits.deployments.lone]\nrpm = 3\n",
+        dep("dl", "small"),
+        dep("dl", "big"),
+        dep("only", "lone"),
+    );
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), TWO_SHARDS);
+    let mut by_dep = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..24 {
+        let r = gw.chat("dl", "hi", false);
+        assert_eq!(r.status, 200, "{}", r.text());
+        *by_dep
+            .entry(r.header("x-shardgate-deployment").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(by_dep.get("small"), Some(&5), "{by_dep:?}");
+    assert_eq!(by_dep.get("big"), Some(&19), "{by_dep:?}");
+    let answers: Vec<Resp> = (0..5).map(|_| gw.chat("only", "hi", false)).collect();
+    assert_eq!(answers.iter().filter(|r| r.status == 200).count(), 3);
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_error(429, "rate_limited");
+        assert!(r.text().contains("Every deployment"), "{}", r.text());
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "retry-after {retry}");
+    }
+    // The two refused requests at least (and the passes over `small` once it was spent).
+    let counted =
+        gw.metric("gateway_limit_refusals_total{scope=\"deployment\",measure=\"requests\"}");
+    assert!(counted >= 2.0, "{counted}");
+}

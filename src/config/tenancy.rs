@@ -125,6 +125,10 @@ pub struct RawLimits {
     /// Limits per public model name.
     #[serde(default)]
     pub models: BTreeMap<String, LimitSet>,
+    /// A provider account's own limits, per deployment id (requests, tokens, concurrency):
+    /// routing passes over a deployment at its limit to the next one.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, LimitSet>,
     /// Budget thresholds and their actions (default: 80 alert, 90 throttle, 95 restrict,
     /// 100 block), for every spend budget.
     pub thresholds: Option<Thresholds>,
@@ -318,6 +322,8 @@ pub struct LimitsConfig {
     pub teams: BTreeMap<Arc<str>, Vec<LimitSpec>>,
     /// Per public model, by `ModelIdx`.
     pub models: Vec<Vec<LimitSpec>>,
+    /// Per deployment (indexed by `DeploymentIdx`).
+    pub deployments: Vec<Vec<LimitSpec>>,
     /// Budget thresholds.
     pub thresholds: Thresholds,
     /// Request rate left while throttled, percent.
@@ -342,6 +348,7 @@ impl Default for LimitsConfig {
             users: Vec::new(),
             teams: BTreeMap::new(),
             models: Vec::new(),
+            deployments: Vec::new(),
             thresholds: Thresholds::default(),
             throttle_percent: DEFAULT_THROTTLE_PERCENT,
             webhook_url: None,
@@ -357,16 +364,19 @@ impl LimitsConfig {
             && self.per_key.is_empty()
             && self.users.is_empty()
             && self.teams.is_empty()
-            && self.models.iter().all(Vec::is_empty))
+            && self.models.iter().all(Vec::is_empty)
+            && self.deployments.iter().all(Vec::is_empty))
     }
 }
 
-/// Validate `[limits]`; `model_index` maps a public model name to its `ModelIdx`, and
-/// `models` is their count.
+/// Names to indexes: how many there are, and the index of a name.
+pub type Names<'a> = (usize, &'a dyn Fn(&str) -> Option<usize>);
+
+/// Validate `[limits]` with the public model names and the deployment ids.
 pub fn limits(
     raw: RawLimits,
-    models: usize,
-    model_index: &dyn Fn(&str) -> Option<usize>,
+    (models, model_index): Names<'_>,
+    (deployments, deployment_index): Names<'_>,
 ) -> Result<LimitsConfig, (String, String)> {
     let exact = raw.exact.unwrap_or(false);
     let set = |s: &LimitSet, path: String| {
@@ -406,6 +416,27 @@ pub fn limits(
             return Err((path, format!("model `{name}` is not configured")));
         };
         if let Some(slot) = by_model.get_mut(i) {
+            *slot = set(s, path)?;
+        }
+    }
+    let mut by_deployment = vec![Vec::new(); deployments];
+    for (id, s) in &raw.deployments {
+        let path = format!("limits.deployments.{id}");
+        let Some(i) = deployment_index(id) else {
+            return Err((path, format!("deployment `{id}` is not configured")));
+        };
+        if s.spend_per_day_usd.is_some()
+            || s.spend_per_month_usd.is_some()
+            || s.spend_total_usd.is_some()
+        {
+            return Err((
+                path,
+                "a deployment takes rpm, rpd, tpm and max_concurrent; budgets go on a key, \
+                 team, user, model or globally"
+                    .into(),
+            ));
+        }
+        if let Some(slot) = by_deployment.get_mut(i) {
             *slot = set(s, path)?;
         }
     }
@@ -462,6 +493,7 @@ pub fn limits(
         users: set(&raw.users, "limits.users".into())?,
         teams,
         models: by_model,
+        deployments: by_deployment,
     })
 }
 

@@ -168,8 +168,13 @@ pub fn validate(
         }));
     }
     let named = |name: &str| models.iter().position(|m| &*m.public.0 == name);
-    let limits = super::tenancy::limits(raw.limits, models.len(), &named)
-        .map_err(|(path, message)| invalid(path, message))?;
+    let deployment = |id: &str| registry.list.iter().position(|d| &*d.id.0 == id);
+    let limits = super::tenancy::limits(
+        raw.limits,
+        (models.len(), &named),
+        (registry.list.len(), &deployment),
+    )
+    .map_err(|(path, message)| invalid(path, message))?;
     let auth = raw
         .auth
         .map(|a| super::tenancy::auth(a, limits.exact, &|name| named(name).is_some(), env))

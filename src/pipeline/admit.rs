@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::context::RequestCtx;
 use super::state::ShardState;
+use crate::DeploymentIdx;
 use crate::api::Usage;
 use crate::auth::table::{KeyRecord, Verdict};
 use crate::auth::{AuthError, Credential};
@@ -27,6 +28,7 @@ use crate::budget::pricing::Price;
 use crate::budget::spec::LimitSpec;
 use crate::config::{Config, ModelRoute};
 use crate::error::{ErrorKind, GatewayError};
+use crate::routing::plan::Needs;
 
 /// `x-api-key`: the Anthropic SDK's way to send a key (accepted on every route).
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -618,6 +620,115 @@ impl Drop for Tab {
             }
         }
     }
+}
+
+/// A deployment's reservation for one attempt, against the deployment's own limits
+/// (`[limits.deployments]`): settled once, with that attempt's usage, when the attempt ends.
+pub struct Hold {
+    state: Rc<ShardState>,
+    ticket: Option<Ticket>,
+    tokens: Cell<u64>,
+}
+
+impl Hold {
+    /// Add the attempt's usage.
+    pub fn charge(&self, usage: &Usage) {
+        let t = usage.input_tokens.saturating_add(usage.output_tokens);
+        self.tokens.set(self.tokens.get().saturating_add(t));
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let actual = Actual {
+            tokens: self.tokens.get(),
+            spend: 0,
+        };
+        if let Ok(mut leases) = self.state.leases.try_borrow_mut() {
+            leases.settle(ticket, actual, now_ms());
+        }
+    }
+}
+
+/// Why an attempt at a deployment was not admitted by the deployment's own limits.
+#[derive(Debug)]
+pub enum Held {
+    /// Its lease is dry: the budgeter was asked for more.
+    Dry,
+    /// A limit is reached.
+    Refused(Refusal),
+}
+
+/// Reserve an attempt at deployment `d` against its own limits: `Ok(None)` when it has none.
+/// Never waits: a deployment at its limit is passed over for the plan's next one.
+pub fn hold(state: &Rc<ShardState>, d: DeploymentIdx, needs: &Needs) -> Result<Option<Hold>, Held> {
+    let Some(specs) = state.config.limits.deployments.get(d.get()) else {
+        return Ok(None);
+    };
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let Some(dep) = state.config.deployments.get(d.get()) else {
+        return Ok(None);
+    };
+    let output = needs
+        .max_tokens
+        .unwrap_or(u64::from(state.config.limits.output_estimate_tokens));
+    let tokens = u64::from(needs.prompt_tokens).saturating_add(output);
+    let scope = Scope::Deployment(dep.id.0.clone());
+    let wants: Vec<Want> = specs
+        .iter()
+        .map(|s| Want {
+            key: MeterKey {
+                scope: scope.clone(),
+                measure: s.measure,
+                period: s.period,
+            },
+            limit: s.limit,
+            amount: if s.measure == Measure::Tokens {
+                tokens
+            } else {
+                1
+            },
+        })
+        .collect();
+    let verdict = state.leases.borrow_mut().admit(&wants, now_ms());
+    match verdict {
+        Admit::Admitted(ticket) => Ok(Some(Hold {
+            state: state.clone(),
+            ticket: Some(ticket),
+            tokens: Cell::new(0),
+        })),
+        Admit::Refused(r) => {
+            state.metrics.limit_refusals[scope_index(&r.key.scope)][measure_index(r.key.measure)]
+                .inc();
+            Err(Held::Refused(r))
+        }
+        Admit::Wait => {
+            state.flush_budget();
+            Err(Held::Dry)
+        }
+    }
+}
+
+/// The 429 when every deployment of a plan was at its own limit: the soonest reset.
+pub fn deployments_limited(refusals: &[Refusal]) -> GatewayError {
+    let soonest = refusals
+        .iter()
+        .map(|r| r.retry_after_ms)
+        .min()
+        .unwrap_or(1000);
+    GatewayError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "Every deployment of this model is at its rate limit. Try again in {}.",
+            reset_text(soonest)
+        ),
+    )
+    .with_retry_after(Duration::from_millis(soonest.max(1000)))
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ pub struct Attempt {
     pub stream: bool,
     /// The request's tab: the attempt's usage and cost are added to it.
     tab: Option<Rc<super::admit::Tab>>,
+    /// The deployment's own reservation (its limits), settled with this attempt's usage.
+    hold: Option<super::admit::Hold>,
     recorded: Cell<bool>,
 }
 
@@ -74,6 +76,7 @@ impl Attempt {
             probe,
             stream,
             tab: None,
+            hold: None,
             recorded: Cell::new(false),
         }
     }
@@ -82,6 +85,22 @@ impl Attempt {
     pub fn with_tab(mut self, tab: Option<Rc<super::admit::Tab>>) -> Self {
         self.tab = tab;
         self
+    }
+
+    /// Settle the deployment's reservation with this attempt's usage.
+    pub fn with_hold(mut self, hold: Option<super::admit::Hold>) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// Add usage to the request's tab and the deployment's reservation.
+    fn charge(&self, usage: &Usage, cost: Option<crate::budget::Cost>) {
+        if let Some(tab) = &self.tab {
+            tab.charge(usage, cost);
+        }
+        if let Some(hold) = &self.hold {
+            hold.charge(usage);
+        }
     }
 
     /// Close the attempt's books: provider metrics, usage and cost, the router's live
@@ -116,9 +135,7 @@ impl Attempt {
             if let Some(u) = usage {
                 // Tokens the provider already reported are still spent.
                 let cost = self.state.record_usage(self.model, self.deployment, &u);
-                if let Some(tab) = &self.tab {
-                    tab.charge(&u, cost);
-                }
+                self.charge(&u, cost);
             }
             return;
         }
@@ -135,8 +152,8 @@ impl Attempt {
         let cost = self
             .state
             .record_attempt(self.provider, self.model, outcome, result);
-        if let (Some(tab), Some(u)) = (&self.tab, &usage) {
-            tab.charge(u, cost);
+        if let Some(u) = &usage {
+            self.charge(u, cost);
         }
     }
 }

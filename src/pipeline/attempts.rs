@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use http::header::HeaderValue;
 use http::{HeaderName, Response};
 
+use super::admit::Held;
 use super::attempt::{Attempt, Opening, open};
 use super::body::ResBody;
 use super::context::RequestCtx;
 use super::state::ShardState;
+use crate::budget::lease::Refusal;
 use crate::config::{Deployment, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError, RetryPolicy};
 use crate::metrics::ModelMetrics;
@@ -70,7 +72,21 @@ pub async fn run(
     let mut tries = 0u32;
     let mut rerouted: Vec<FallbackReason> = Vec::new();
     let mut next = 0;
-    while let Some(&step) = plan.steps.get(next) {
+    // Deployments passed over for their own limits, and when a dry one may be waited for.
+    let mut limited: Vec<Refusal> = Vec::new();
+    let mut dry = false;
+    let limit_wait_until = started + state.config.limits.wait;
+    loop {
+        let Some(&step) = plan.steps.get(next) else {
+            // Every step passed over for a deployment's own limits, none tried: wait for a
+            // lease refill (bounded) and go over the plan again.
+            if tries == 0 && dry && wait_for_leases(state, limit_wait_until).await {
+                (next, dry) = (0, false);
+                limited.clear();
+                continue;
+            }
+            break;
+        };
         next += 1;
         if tries >= routing.max_attempts {
             break;
@@ -101,6 +117,17 @@ pub async fn run(
         let Some(provider) = config.providers.get(dep.provider.get()) else {
             continue;
         };
+        let hold = match super::admit::hold(state, step.deployment, needs) {
+            Ok(hold) => hold,
+            Err(Held::Dry) => {
+                dry = true;
+                continue;
+            }
+            Err(Held::Refused(r)) => {
+                limited.push(r);
+                continue;
+            }
+        };
         let served = Served {
             public,
             model: step.model,
@@ -123,7 +150,8 @@ pub async fn run(
         };
         tries += 1;
         let attempt = Attempt::start(state, step.model, step.deployment, probe, needs.stream)
-            .with_tab(ctx.tab.get().cloned());
+            .with_tab(ctx.tab.get().cloned())
+            .with_hold(hold);
         let result = match open(state, ctx, attempt, dep.timeouts, &call).await {
             Ok(Opening::Ready(opened)) => opened.commit(state, ctx, &call).await,
             Ok(Opening::Answer(res)) => Ok(res),
@@ -168,7 +196,16 @@ pub async fn run(
             }
         }
     }
+    if tries == 0 && (dry || !limited.is_empty()) {
+        return Err(super::admit::deployments_limited(&limited));
+    }
     Err(all_failed(state, failures, tries))
+}
+
+/// Wait for the budgeter's next grant, until `until`: whether there is time left to look.
+async fn wait_for_leases(state: &ShardState, until: Instant) -> bool {
+    let left = until.saturating_duration_since(Instant::now());
+    !left.is_zero() && shard::timeout(left, state.lease_pulse.wait()).await.is_ok()
 }
 
 /// A plan, or, when every deployment is busy or cooling down, a bounded wait for one.

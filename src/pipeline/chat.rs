@@ -82,6 +82,7 @@ pub async fn run(
         tags: &tags,
         pin: &pin,
         stream,
+        max_tokens,
     };
     super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let target = state

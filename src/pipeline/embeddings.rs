@@ -69,7 +69,11 @@ pub async fn run(
     )
     .await?;
     let model = downgrade.unwrap_or(model);
-    let needs = Needs::default();
+    // Embeddings have no output tokens.
+    let needs = Needs {
+        max_tokens: Some(0),
+        ..Needs::default()
+    };
     super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let upstream = &*served.dep.upstream_model;
         let target = state

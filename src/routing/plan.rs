@@ -34,6 +34,8 @@ pub struct Needs<'a> {
     pub pin: &'a [&'a str],
     /// A stream (latency is time to first token) or a whole answer (total time).
     pub stream: bool,
+    /// The request's `max_tokens`, if set (a deployment's token limit reserves it).
+    pub max_tokens: Option<u64>,
 }
 
 impl Default for Needs<'_> {
@@ -44,6 +46,7 @@ impl Default for Needs<'_> {
             tags: &[],
             pin: &[],
             stream: false,
+            max_tokens: None,
         }
     }
 }
