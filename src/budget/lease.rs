@@ -286,7 +286,11 @@ impl Leases {
                     retry_after_ms: 0,
                 });
             }
-            if let Some((l, (_, end))) = current.filter(|(l, _)| l.exhausted) {
+            // Spent for this window, unless the limit was raised since the final answer
+            // (then the budgeter is asked again, with the new limit).
+            if let Some((l, (_, end))) =
+                current.filter(|(l, _)| l.exhausted && w.limit.max <= l.max)
+            {
                 return Admit::Refused(Refusal {
                     key: w.key.clone(),
                     max: l.max,
@@ -594,6 +598,28 @@ mod tests {
 
     fn free(l: &Leases, k: &MeterKey) -> u64 {
         l.leases.get(k).map_or(0, |l| l.free)
+    }
+
+    #[test]
+    fn a_raised_limit_asks_again_after_a_final_answer() {
+        let mut l = Leases::default();
+        let k = reqs();
+        // Spent: the budgeter's final answer (nothing left, nothing out) at max 100.
+        l.on_grant(&grant(&k, 0, 0, 0), T0);
+        refused(l.admit(&[want(&k, 100, true, 1)], T0 + 1));
+        assert!(l.take_asks().is_empty(), "a spent meter asks nothing");
+        // The key's limit is raised to 150: ask again, with the new limit.
+        assert!(matches!(
+            l.admit(&[want(&k, 150, true, 1)], T0 + 2),
+            Admit::Wait
+        ));
+        let asks = l.take_asks();
+        assert_eq!(asks.len(), 1);
+        assert_eq!(asks[0].limit.max, 150);
+        let mut more = grant(&k, 10, 40, 0);
+        more.max = 150;
+        l.on_grant(&more, T0 + 3);
+        admitted(l.admit(&[want(&k, 150, true, 1)], T0 + 4));
     }
 
     fn report(k: &MeterKey, used: u64, over: u64, returned: u64) -> Report {
