@@ -619,7 +619,9 @@ mod tests {
         let mut more = grant(&k, 10, 40, 0);
         more.max = 150;
         l.on_grant(&more, T0 + 3);
-        admitted(l.admit(&[want(&k, 150, true, 1)], T0 + 4));
+        let t = admitted(l.admit(&[want(&k, 150, true, 1)], T0 + 4));
+        l.refund(t, T0 + 5);
+        assert_eq!(free(&l, &k), 10);
     }
 
     fn report(k: &MeterKey, used: u64, over: u64, returned: u64) -> Report {
