@@ -498,6 +498,23 @@ fn spend_and_limits_are_listed() {
             .collect()
     );
     assert_eq!(all["from"], all["to"]);
+    // Spend by team in /metrics (published once a second), equal to the team's book row.
+    let team_nano = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["scope"] == "team")
+        .unwrap()["nano_usd"]
+        .as_u64()
+        .unwrap();
+    poll_until(Duration::from_secs(5), "team spend in /metrics", || {
+        gw.metric("gateway_team_spend_usd_total{team=\"blue\"}") > 0.0
+    });
+    let metric = gw.metric("gateway_team_spend_usd_total{team=\"blue\"}");
+    assert!(
+        (metric - team_nano as f64 / 1e9).abs() < 1e-9,
+        "{metric} vs {team_nano}"
+    );
 
     let limits = admin(&gw, "GET", "/admin/limits", "").json();
     let rpm = limits["limits"]

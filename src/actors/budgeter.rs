@@ -167,6 +167,10 @@ pub struct BudgeterState {
     actions: Arc<HashMap<Scope, Action>>,
     /// Calendar offset of days and months, seconds east of UTC.
     offset_secs: i32,
+    /// Spend per team since start (for `gateway_team_spend_usd_total`), and whether it
+    /// changed since it was last published.
+    team_spend: std::collections::BTreeMap<Arc<str>, u64>,
+    team_spend_changed: bool,
     /// The shared Redis side, when configured.
     remote: Option<remote::Remote>,
 }
@@ -201,6 +205,8 @@ impl BudgeterState {
             watches: HashMap::new(),
             actions: Arc::default(),
             offset_secs,
+            team_spend: Default::default(),
+            team_spend_changed: false,
             remote: None,
         }
     }
@@ -333,9 +339,22 @@ impl BudgeterState {
     }
 
     /// Add settled requests to the spend book: each counts for the global scope, its key,
-    /// team, end user and model, on its UTC day.
+    /// team, end user and model, on its UTC day. Teams' totals also go to the metrics.
     pub fn book(&mut self, spent: &[Spent]) {
         fold_spent(&mut self.book, spent);
+        for s in spent.iter().filter(|s| s.nano_usd > 0) {
+            let Some(team) = &s.team else { continue };
+            let label = if self.team_spend.contains_key(team)
+                || self.team_spend.len() < crate::metrics::MAX_TEAM_LABELS
+            {
+                team.clone()
+            } else {
+                Arc::from("_other")
+            };
+            let t = self.team_spend.entry(label).or_default();
+            *t = t.saturating_add(s.nano_usd);
+            self.team_spend_changed = true;
+        }
     }
 
     /// Hand the unwritten spend and the meter windows to the store thread.
@@ -598,7 +617,17 @@ impl Actor for BudgeterActor {
                 let fired = state.watch_budgets(&batch.reports, &spent_out, now);
                 state.alert(fired);
             }
-            BudgeterMsg::Flush => state.flush(),
+            BudgeterMsg::Flush => {
+                if std::mem::take(&mut state.team_spend_changed) {
+                    let snapshot = state
+                        .team_spend
+                        .iter()
+                        .map(|(t, n)| (t.clone(), *n))
+                        .collect();
+                    state.metrics.team_spend.store(Arc::new(snapshot));
+                }
+                state.flush();
+            }
             BudgeterMsg::Spend { from, to, reply } => {
                 if let Some((link, unwritten)) = state.remote_spend() {
                     // Every node's spend is in Redis, plus what this node has not written.

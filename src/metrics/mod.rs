@@ -281,7 +281,14 @@ pub struct ControlMetrics {
     pub redis_latency: Histogram,
     /// 1 while the shared Redis answers, 0 while it is away (or not configured).
     pub redis_up: Gauge,
+    /// Spend settled on this node per team since start, nano-USD, by team name: at most
+    /// [`MAX_TEAM_LABELS`] teams, the rest under `_other`. Replaced whole by the budgeter once
+    /// a second (the scrape reads a snapshot, never a lock).
+    pub team_spend: arc_swap::ArcSwap<Vec<(std::sync::Arc<str>, u64)>>,
 }
+
+/// Teams named in `gateway_team_spend_usd_total` before the rest share `_other`.
+pub const MAX_TEAM_LABELS: usize = 64;
 
 impl Registry {
     /// A registry for `shards` shards and these providers, public models and deployments.

@@ -369,6 +369,14 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         "Redis operations of the budgeter that failed or timed out.",
         control.redis_errors.get(),
     );
+    out.push_str("# HELP gateway_team_spend_usd_total Spend settled per team (at most 64 teams; the rest as _other).\n# TYPE gateway_team_spend_usd_total counter\n");
+    for (team, nano) in control.team_spend.load().iter() {
+        let _ = writeln!(
+            out,
+            "gateway_team_spend_usd_total{{team=\"{team}\"}} {}",
+            crate::budget::Cost(*nano).usd()
+        );
+    }
     out.push_str("# HELP gateway_redis_up 1 while the shared Redis answers.\n# TYPE gateway_redis_up gauge\n");
     let _ = writeln!(out, "gateway_redis_up {}", control.redis_up.get());
     out.push_str("# HELP gateway_redis_op_seconds Redis operation latency.\n# TYPE gateway_redis_op_seconds histogram\n");
