@@ -609,3 +609,59 @@ fn the_shared_ledger_keeps_the_ledger_s_rules() {
         );
     });
 }
+
+/// Budget thresholds crossed while two nodes serve one key: each threshold's webhook is
+/// POSTed once in all (the first node to see the crossing claims it in Redis), not once per
+/// node.
+#[test]
+fn a_threshold_alert_is_posted_once_over_two_nodes() {
+    let up = mock();
+    let redis = Redis::start();
+    let (hook, got) = webhook();
+    let s = secret("alerts");
+    let cfg = node_config(
+        up.addr,
+        &redis,
+        "",
+        &format!(
+            "[limits]\noutput_estimate_tokens = 1\nwebhook_url = \"http://{hook}/budget\"\n\n\
+             [auth]\n{}",
+            key("alerts", &s, "limits = { spend_total_usd = 0.01 }")
+        ),
+    );
+    let a = Gateway::start(&cfg, TWO_SHARDS);
+    let b = Gateway::start(&cfg, TWO_SHARDS);
+    let mut refused = 0;
+    for i in 0..400 {
+        let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        let r = chat_with_key(
+            addr,
+            &s,
+            &chat_body("gpt-mock", &format!("walk {i}"), false),
+        );
+        if r.status == 429 {
+            r.assert_error(429, "budget_exceeded");
+            refused += 1;
+            if refused >= 6 {
+                break;
+            }
+        } else {
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    assert!(refused >= 6, "the budget was used up");
+    let mut posts = Vec::new();
+    while let Ok(v) = got.recv_timeout(Duration::from_secs(2)) {
+        posts.push(v);
+    }
+    let mut rungs: Vec<u64> = posts
+        .iter()
+        .map(|e| e["at_percent"].as_u64().unwrap())
+        .collect();
+    rungs.sort_unstable();
+    assert_eq!(
+        rungs,
+        [80, 90, 95, 100],
+        "one POST per threshold: {posts:?}"
+    );
+}

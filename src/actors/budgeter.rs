@@ -319,10 +319,21 @@ impl BudgeterState {
         let Some(url) = self.webhook_url.clone() else {
             return;
         };
+        // With Redis, the first node to see a crossing claims it and alone POSTs it.
+        let shared = self.remote.as_ref().and_then(|r| r.live());
         for f in fired {
-            let (url, metrics) = (url.clone(), self.metrics.clone());
+            let (url, metrics, shared) = (url.clone(), self.metrics.clone(), shared.clone());
             let body = policy::webhook_body(&f).to_string().into_bytes();
             tokio::spawn(async move {
+                if let Some(link) = shared {
+                    // Unanswered: POST anyway (a duplicate alert beats a lost one).
+                    let claimed = link
+                        .claim_alert(&f.key, f.at_percent, f.window_end_ms, now_ms())
+                        .await;
+                    if matches!(claimed, Ok(false)) {
+                        return;
+                    }
+                }
                 match super::webhook::post(&url, body).await {
                     Ok(status) if (200..300).contains(&status) => {}
                     Ok(status) => {
@@ -471,6 +482,26 @@ impl BudgeterState {
         (grants, reclaim)
     }
 
+    /// Send the answers, then look at the budgets: the reports' and those the answers say
+    /// are spent for good (nothing left, nothing out: they count as 100%).
+    fn answer(&mut self, answers: Answers, reports: &[Report], now: u64) {
+        // While Redis is away the policy answers: its refusals say nothing of the budgets.
+        let authority = self.remote.as_ref().is_none_or(|r| r.is_up());
+        let spent_out: Vec<MeterKey> = answers
+            .0
+            .iter()
+            .flatten()
+            .filter(|g| authority && g.units == 0 && g.remaining == 0 && g.others_out == 0)
+            .map(|g| g.key.clone())
+            .collect();
+        self.send(answers);
+        if reports.is_empty() && spent_out.is_empty() {
+            return;
+        }
+        let fired = self.watch_budgets(reports, &spent_out, now);
+        self.alert(fired);
+    }
+
     fn send(&self, (grants, reclaim): Answers) {
         let made = grants.iter().flatten().filter(|g| g.units > 0).count();
         self.metrics.lease_grants.add(made as u64);
@@ -606,16 +637,7 @@ impl Actor for BudgeterActor {
                     }
                     None => state.on_batch(Some(shard), batch.asks, &batch.reports, now),
                 };
-                let spent_out: Vec<MeterKey> = answers
-                    .0
-                    .iter()
-                    .flatten()
-                    .filter(|g| g.units == 0 && g.remaining == 0 && g.others_out == 0)
-                    .map(|g| g.key.clone())
-                    .collect();
-                state.send(answers);
-                let fired = state.watch_budgets(&batch.reports, &spent_out, now);
-                state.alert(fired);
+                state.answer(answers, &batch.reports, now);
             }
             BudgeterMsg::Flush => {
                 if std::mem::take(&mut state.team_spend_changed) {
@@ -672,7 +694,7 @@ impl Actor for BudgeterActor {
                 // Asks that waited too long for reclaimed units are answered as they stand.
                 if !state.pending.is_empty() {
                     let answers = state.on_batch(None, Vec::new(), &[], now);
-                    state.send(answers);
+                    state.answer(answers, &[], now);
                 }
             }
             BudgeterMsg::Limits(reply) => {

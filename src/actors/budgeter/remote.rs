@@ -94,8 +94,13 @@ impl Remote {
             .copied()
     }
 
+    /// Redis answered the last operation.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
     /// The connection, while Redis answers.
-    fn live(&self) -> Option<Shared> {
+    pub(super) fn live(&self) -> Option<Shared> {
         self.link.clone().filter(|_| self.up)
     }
 }
@@ -340,12 +345,12 @@ impl BudgeterState {
             }
             if !self.pending.is_empty() {
                 let answers = self.on_batch(None, Vec::new(), &[], now);
-                self.send(answers);
+                self.answer(answers, &[], now);
             }
         } else {
             if !remote.pending.is_empty() || !remote.backlog.is_empty() {
                 let answers = self.exchange_with(&mut remote, None, Vec::new(), now).await;
-                self.send(answers);
+                self.answer(answers, &[], now);
             }
             if now >= remote.next_beat_ms
                 && let Some(link) = remote.live()

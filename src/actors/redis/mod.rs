@@ -471,6 +471,39 @@ impl Shared {
         .await
     }
 
+    /// Claim the alert of a budget threshold for this node: `true` for the first node to
+    /// claim it in its window (that node POSTs the webhook; the others do not).
+    pub async fn claim_alert(
+        &self,
+        key: &MeterKey,
+        at_percent: u8,
+        window_end_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, RedisError> {
+        let mut text = format!("{}alert:", self.prefix);
+        push_meter(&mut text, key);
+        text.push_str(&format!(":{window_end_ms}:{at_percent}"));
+        // Kept until the window ends (a day for windows that never end, past which a second
+        // alert of the same threshold is no news anyway).
+        let ttl = window_end_ms
+            .saturating_sub(now_ms)
+            .clamp(1_000, 86_400_000)
+            .saturating_add(60_000);
+        let mut conn = self.conn.clone();
+        self.run(async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&text)
+                .arg(&self.me)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut conn)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
     /// A holder's name in Redis: `<node>~<boot>.<shard>`.
     fn holder_name(&self, shard: Holder) -> String {
         format!("{}.{shard}", self.me)
