@@ -538,11 +538,11 @@ fn the_shared_ledger_keeps_the_ledger_s_rules() {
             max: 100,
         };
         // 2 nodes × 2 shards: a share is at most available / 8.
-        let g = a.sync(t0, None, &[ask(0, 50)]).await.unwrap();
+        let g = a.sync(t0, None, &[ask(0, 50)]).await.unwrap().grants;
         let g0 = &g[0].grant;
         assert_eq!((g0.units, g0.remaining, g0.others_out), (12, 88, 0));
         assert_eq!((g0.window_id, g0.window_end_ms), (t0, t0 + 60_000));
-        let g = b.sync(t0 + 1, None, &[ask(1, 50)]).await.unwrap();
+        let g = b.sync(t0 + 1, None, &[ask(1, 50)]).await.unwrap().grants;
         assert_eq!((g[0].grant.units, g[0].grant.others_out), (11, 12));
         // A report sent twice under one id (a retry after a timeout) counts once.
         let mut backlog = Backlog::new("a-test".into());
@@ -567,9 +567,11 @@ fn the_shared_ledger_keeps_the_ledger_s_rules() {
         }]);
         let batch = backlog.to_send().cloned().unwrap();
         for _ in 0..2 {
-            a.sync(t0 + 2, Some(&batch), &[]).await.unwrap();
+            // Each answer gives the window's figure after the report (counted once).
+            let synced = a.sync(t0 + 2, Some(&batch), &[]).await.unwrap();
+            assert_eq!(synced.reported, [Some(10)]);
         }
-        let g = a.sync(t0 + 3, None, &[ask(0, 0)]).await.unwrap();
+        let g = a.sync(t0 + 3, None, &[ask(0, 0)]).await.unwrap().grants;
         // used 10; out: b's 11 (a's 12 came back as 10 used and 2 returned).
         assert_eq!((g[0].used, g[0].grant.others_out), (10, 11));
         assert_eq!((g[0].grant.remaining, g[0].grant.returned), (79, 2));
@@ -583,7 +585,7 @@ fn the_shared_ledger_keeps_the_ledger_s_rules() {
         // Take everything: the last asks name the holders with units out.
         let mut taken = 0;
         loop {
-            let g = a.sync(t0 + 4, None, &[ask(0, 100)]).await.unwrap();
+            let g = a.sync(t0 + 4, None, &[ask(0, 100)]).await.unwrap().grants;
             if g[0].grant.units == 0 {
                 assert_eq!(g[0].grant.others_out, 11);
                 assert_eq!(g[0].others, vec![(b.me().to_owned(), 1)]);
@@ -598,10 +600,14 @@ fn the_shared_ledger_keeps_the_ledger_s_rules() {
             .arg(format!("shardgate:alive:{}", b.me()))
             .query(&mut c)
             .unwrap();
-        let g = a.sync(t0 + 5, None, &[ask(0, 100)]).await.unwrap();
+        let g = a.sync(t0 + 5, None, &[ask(0, 100)]).await.unwrap().grants;
         assert_eq!((g[0].grant.units, g[0].grant.others_out), (1, 0));
         // The window ends: a fresh one opens at the first ask after it.
-        let g = a.sync(t0 + 70_000, None, &[ask(0, 100)]).await.unwrap();
+        let g = a
+            .sync(t0 + 70_000, None, &[ask(0, 100)])
+            .await
+            .unwrap()
+            .grants;
         let g0 = &g[0].grant;
         assert_eq!(
             (g0.window_id, g0.units, g0.remaining),
@@ -631,9 +637,15 @@ fn a_threshold_alert_is_posted_once_over_two_nodes() {
     );
     let a = Gateway::start(&cfg, TWO_SHARDS);
     let b = Gateway::start(&cfg, TWO_SHARDS);
-    let mut refused = 0;
-    for i in 0..400 {
+    // Walk the budget up, alternating nodes, until every threshold has posted: the last one,
+    // 100%, once the budget is refused for good (at the first ask after the other nodes'
+    // shards gave their units back).
+    let mut posts = Vec::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while posts.len() < 4 && started.elapsed() < Duration::from_secs(20) {
         let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        i += 1;
         let r = chat_with_key(
             addr,
             &s,
@@ -641,17 +653,19 @@ fn a_threshold_alert_is_posted_once_over_two_nodes() {
         );
         if r.status == 429 {
             r.assert_error(429, "budget_exceeded");
-            refused += 1;
-            if refused >= 6 {
-                break;
+            // Refused: give the other nodes a moment before asking again.
+            if let Ok(v) = got.recv_timeout(Duration::from_millis(300)) {
+                posts.push(v);
             }
         } else {
             assert_eq!(r.status, 200, "{}", r.text());
         }
+        while let Ok(v) = got.try_recv() {
+            posts.push(v);
+        }
     }
-    assert!(refused >= 6, "the budget was used up");
-    let mut posts = Vec::new();
-    while let Ok(v) = got.recv_timeout(Duration::from_secs(2)) {
+    // Any duplicate would come within a second.
+    while let Ok(v) = got.recv_timeout(Duration::from_secs(1)) {
         posts.push(v);
     }
     let mut rungs: Vec<u64> = posts

@@ -85,6 +85,8 @@ pub enum BudgeterMsg {
     RedisLink(super::redis::Shared),
     /// A ping to a Redis that went away came back (`true`: it answered).
     RedisProbe(bool),
+    /// Another node asks one of this node's shards for its unused units of a meter.
+    RemoteReclaim(Holder, MeterKey),
 }
 
 /// One meter as the admin API shows it.
@@ -704,9 +706,18 @@ impl Actor for BudgeterActor {
                 let _ = reply.send(state.status(&key, now_ms()));
             }
             BudgeterMsg::Tick => state.remote_tick(&me, now_ms()).await,
-            BudgeterMsg::RedisLink(link) => state.remote_up(Some(link), now_ms()).await,
+            BudgeterMsg::RedisLink(link) => {
+                remote::listen_for_reclaims(me.clone(), link.clone());
+                state.remote_up(Some(link), now_ms()).await;
+            }
             BudgeterMsg::RedisProbe(true) => state.remote_up(None, now_ms()).await,
             BudgeterMsg::RedisProbe(false) => state.probe_failed(),
+            BudgeterMsg::RemoteReclaim(shard, key) => {
+                state.metrics.lease_reclaims.inc();
+                if let Some(s) = state.shards.get(usize::from(shard)) {
+                    let _ = s.send(ShardCmd::Reclaim(vec![key]));
+                }
+            }
             BudgeterMsg::CreateKey(new, reply) => {
                 let result = state.keys.create(new, &state.rng, now_ms());
                 if let Ok(made) = &result {

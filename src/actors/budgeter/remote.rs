@@ -59,6 +59,8 @@ pub struct Remote {
     key_writes: HashMap<std::sync::Arc<str>, KeyRecord>,
     /// Each meter's window and figures as the last answer gave them.
     seen: HashMap<MeterKey, Status>,
+    /// Reports of spend whose figures moved in the last exchange: thresholds to look at.
+    moved: Vec<crate::budget::ledger::Report>,
 }
 
 impl Remote {
@@ -78,6 +80,7 @@ impl Remote {
             keys_version: None,
             key_writes: HashMap::new(),
             seen: HashMap::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -140,6 +143,28 @@ pub fn connect_in_background(
     });
 }
 
+/// Take other nodes' reclaims of this node's units for as long as the node runs
+/// (resubscribing after Redis went away).
+pub fn listen_for_reclaims(me: ActorRef<BudgeterMsg>, link: Shared) {
+    tokio::spawn(async move {
+        loop {
+            let to = me.clone();
+            let ended = link
+                .reclaims(|shard, key| {
+                    let _ = to.cast(BudgeterMsg::RemoteReclaim(shard, key));
+                })
+                .await;
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "Reclaim subscription ended; subscribing again.");
+            }
+            if me.get_status() != ractor::ActorStatus::Running {
+                return;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    });
+}
+
 impl BudgeterState {
     /// Take a batch's asks (and the asks still waiting) to Redis with the reports and spend
     /// not written yet, or, while Redis is away, answer them by the policy.
@@ -153,8 +178,18 @@ impl BudgeterState {
             return self.on_batch(shard, asks, &[], now);
         };
         let answers = self.exchange_with(&mut remote, shard, asks, now).await;
+        let moved = std::mem::take(&mut remote.moved);
         self.remote = Some(remote);
+        self.watch_moved(&moved, now);
         answers
+    }
+
+    /// Look at the thresholds of budgets whose figures an exchange moved.
+    fn watch_moved(&mut self, moved: &[crate::budget::ledger::Report], now: u64) {
+        if !moved.is_empty() {
+            let fired = self.watch_budgets(moved, &[], now);
+            self.alert(fired);
+        }
     }
 
     async fn exchange_with(
@@ -209,11 +244,23 @@ impl BudgeterState {
                 max: p.ask.limit.max,
             })
             .collect();
-        let answers = link.sync(now, batch.as_ref(), &wire).await?;
-        if batch.is_some() {
+        let synced = link.sync(now, batch.as_ref(), &wire).await?;
+        if let Some(batch) = &batch {
             remote.backlog.acknowledge();
+            // The budgets' new figures, every node's spend included: thresholds may fire.
+            let mut moved = Vec::new();
+            for ((_, r), used) in batch.reports.iter().zip(&synced.reported) {
+                if let (Some(used), Some(st)) = (used, remote.seen.get_mut(&r.key))
+                    && r.key.measure == crate::budget::meter::Measure::Spend
+                    && now < st.window_end_ms
+                {
+                    st.used = *used;
+                    moved.push(r.clone());
+                }
+            }
+            remote.moved.extend(moved);
         }
-        for (mut p, a) in std::mem::take(all).into_iter().zip(answers) {
+        for (mut p, a) in std::mem::take(all).into_iter().zip(synced.grants) {
             let mut grant = a.grant;
             remote.seen.insert(
                 grant.key.clone(),
@@ -227,17 +274,22 @@ impl BudgeterState {
             );
             if grant.units == 0 && grant.others_out > 0 {
                 if std::mem::replace(&mut p.fresh, false) {
-                    // Shards of this node holding units are asked for them back; other
-                    // nodes' shards give theirs back when they go idle (lease trimming).
+                    // Holders with units are asked for them back: this node's shards
+                    // directly, other nodes' through their reclaim channel.
                     let me = link.me();
-                    for (_, other) in a.others.iter().filter(|(n, _)| n == me) {
-                        if *other == p.holder {
-                            continue;
-                        }
+                    let (here, there): (Vec<_>, Vec<_>) =
+                        a.others.iter().cloned().partition(|(n, _)| n == me);
+                    for (_, other) in here.iter().filter(|(_, h)| *h != p.holder) {
                         match reclaim.iter_mut().find(|(h, _)| h == other) {
                             Some((_, keys)) => keys.push(p.ask.key.clone()),
                             None => reclaim.push((*other, vec![p.ask.key.clone()])),
                         }
+                    }
+                    if !there.is_empty() {
+                        let (link, key) = (link.clone(), p.ask.key.clone());
+                        tokio::spawn(async move {
+                            let _ = link.ask_back(&there, &key).await;
+                        });
                     }
                 }
                 if now.saturating_sub(p.since) < PENDING_FOR.as_millis() as u64 {
@@ -365,7 +417,9 @@ impl BudgeterState {
                 self.remote_keys(&mut remote, now).await;
             }
         }
+        let moved = std::mem::take(&mut remote.moved);
         self.remote = Some(remote);
+        self.watch_moved(&moved, now);
     }
 
     /// Redis answers (first connection, or a ping after it went away).

@@ -72,6 +72,16 @@ pub struct RemoteGrant {
     pub used: u64,
 }
 
+/// The answer to one exchange.
+#[derive(Debug, Clone)]
+pub struct Synced {
+    /// One per ask.
+    pub grants: Vec<RemoteGrant>,
+    /// Per report of the batch: the units used in its window after it (`None`: the window
+    /// is over).
+    pub reported: Vec<Option<u64>>,
+}
+
 /// Reports and spend sealed under one id: written at most once, however often it is sent.
 #[derive(Debug, Clone, Default)]
 pub struct SyncBatch {
@@ -187,6 +197,7 @@ fn script() -> &'static redis::Script {
 /// connection, which reconnects by itself after an error).
 #[derive(Clone)]
 pub struct Shared {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     node: String,
@@ -219,11 +230,12 @@ impl Shared {
             .set_max_delay(Duration::from_millis(500));
         let conn = tokio::time::timeout(
             connect_for,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| RedisError::Timeout(connect_for))??;
         Ok(Self {
+            client,
             conn,
             prefix: cfg.prefix.clone(),
             me: format!("{node}~{boot:x}"),
@@ -279,7 +291,7 @@ impl Shared {
         now_ms: u64,
         batch: Option<&SyncBatch>,
         asks: &[RemoteAsk],
-    ) -> Result<Vec<RemoteGrant>, RedisError> {
+    ) -> Result<Synced, RedisError> {
         let script = script();
         let mut inv = script.prepare_invoke();
         let empty = SyncBatch::default();
@@ -332,9 +344,12 @@ impl Shared {
         }
         let mut conn = self.conn.clone();
         type Row = (u64, String, String, u64, u64, u64, String, u64);
-        let rows: Vec<Row> = self
+        let (reported, rows): (Vec<i64>, Vec<Row>) = self
             .run(async move { Ok(inv.invoke_async(&mut conn).await?) })
             .await?;
+        if reported.len() != b.reports.len() {
+            return Err(RedisError::Reply("one figure per report"));
+        }
         if rows.len() != asks.len() {
             return Err(RedisError::Reply("one answer per ask"));
         }
@@ -366,7 +381,14 @@ impl Shared {
                 used,
             });
         }
-        Ok(out)
+        let reported = reported
+            .into_iter()
+            .map(|u| u64::try_from(u).ok())
+            .collect();
+        Ok(Synced {
+            grants: out,
+            reported,
+        })
     }
 
     /// Write keys (made or changed on this node) and bump the version, atomically.
@@ -469,6 +491,60 @@ impl Shared {
                 .collect())
         })
         .await
+    }
+
+    /// Ask holders on other nodes to give their unused units of `key` back (a shard here is
+    /// starved while they hold some): one message per holder on its node's channel.
+    pub async fn ask_back(
+        &self,
+        holders: &[(String, Holder)],
+        key: &MeterKey,
+    ) -> Result<(), RedisError> {
+        let mut meter = String::new();
+        push_meter(&mut meter, key);
+        let mut pipe = redis::pipe();
+        for (node, shard) in holders {
+            pipe.publish(
+                format!("{}reclaim:{node}", self.prefix),
+                format!("{shard}|{meter}"),
+            )
+            .ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.run(async move {
+            pipe.query_async::<()>(&mut conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Listen for other nodes asking this start's shards for units back, calling `on` with
+    /// each (shard, meter), until the subscription ends (an error, or Redis went away).
+    pub async fn reclaims(&self, mut on: impl FnMut(Holder, MeterKey)) -> Result<(), RedisError> {
+        let wait = self.timeout.max(Duration::from_secs(1));
+        let mut sub = tokio::time::timeout(wait, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| RedisError::Timeout(wait))??;
+        let channel = format!("{}reclaim:{}", self.prefix, self.me);
+        tokio::time::timeout(wait, sub.subscribe(&channel))
+            .await
+            .map_err(|_| RedisError::Timeout(wait))??;
+        let mut messages = sub.into_on_message();
+        while let Some(msg) = futures_lite::StreamExt::next(&mut messages).await {
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
+            let parsed = text.split_once('|').and_then(|(shard, meter)| {
+                Some((
+                    shard.parse::<Holder>().ok()?,
+                    super::store::parse_meter(meter)?,
+                ))
+            });
+            if let Some((shard, key)) = parsed {
+                on(shard, key);
+            }
+        }
+        Ok(())
     }
 
     /// Claim the alert of a budget threshold for this node: `true` for the first node to

@@ -13,9 +13,10 @@
 --            end open the window if the meter has none or it ended; expire_at "0": never)
 -- A batch id already applied skips the reports and spend (a retry after a timeout whose
 -- first try went through); asks are never retried and always answered.
--- Returns one array per ask: units, window start, window end, remaining, others' out,
--- returned, (when nothing was granted) the holders with units out, comma-separated, and the
--- units used in the window.
+-- Returns {reported, answers}: per report, the units used in its window after it (-1 when
+-- its window is over); per ask, an array: units, window start, window end, remaining,
+-- others' out, returned, (when nothing was granted) the holders with units out,
+-- comma-separated, and the units used in the window.
 
 local prefix = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -41,17 +42,20 @@ if batch ~= '' then
   apply = redis.call('SET', prefix .. 'done:' .. batch, '1', 'NX', 'PX', 86400000) ~= false
 end
 
-for _ = 1, nr do
+local reported = {}
+for r = 1, nr do
   local key, h = prefix .. 'w:' .. ARGV[i], ARGV[i + 2]
   local used, over, ret = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-  if apply then
-    local w = redis.call('HMGET', key, 's', 'e', 'o:' .. h)
-    if w[1] == ARGV[i + 1] and now < tonumber(w[2]) then
+  local w = redis.call('HMGET', key, 's', 'e', 'o:' .. h, 'u')
+  reported[r] = -1
+  if w[1] == ARGV[i + 1] and now < tonumber(w[2]) then
+    reported[r] = tonumber(w[4] or '0')
+    if apply then
       local back = math.max(used - over, 0) + ret
       local out = math.max(tonumber(w[3] or '0') - back, 0)
       redis.call('HSET', key, 'o:' .. h, out)
       if ret > 0 then redis.call('HINCRBY', key, 'r:' .. h, ARGV[i + 5]) end
-      if used > 0 then redis.call('HINCRBY', key, 'u', ARGV[i + 3]) end
+      if used > 0 then reported[r] = redis.call('HINCRBY', key, 'u', ARGV[i + 3]) end
     end
   end
   i = i + 6
@@ -117,4 +121,4 @@ for a = 1, na do
   end
   answers[a] = {units, s, stop, avail - units, out - mine, returned, table.concat(others, ','), used}
 end
-return answers
+return {reported, answers}
