@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::ShardCmd;
 use super::keyring::{Created, KeyError, KeyPatch, Keyring, NewKey};
 use super::persist::{Op, Persist, SpendRows};
+use super::redis::Shared;
 use super::store::{SpendRow, SpendScope, SpendTotals, utc_day};
 use crate::auth::table::KeyRecord;
 use crate::budget::book::{BudgetBatch, Spent};
@@ -588,17 +589,30 @@ impl Actor for BudgeterActor {
                 b.iter().map(|x| format!("{x:02x}")).collect()
             });
             let shards = u16::try_from(state.shards.len()).unwrap_or(u16::MAX);
-            remote::connect_in_background(
-                me.clone(),
-                cfg.clone(),
-                node.clone(),
-                now,
-                shards,
-                args.offset_secs,
-                state.metrics.clone(),
-            );
+            state.remote = Some(remote::Remote::new(cfg.clone(), node.clone(), now));
+            // The first connection before the first ask is answered (asks queue meanwhile),
+            // so a node does not start on its policy; later ones in the background.
+            let metrics = state.metrics.clone();
+            match Shared::connect(&cfg, node.clone(), now, shards, args.offset_secs, metrics).await
+            {
+                Ok(link) => {
+                    remote::listen_for_reclaims(me.clone(), link.clone());
+                    state.remote_up(Some(link), now).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot connect to Redis yet; the policy applies.");
+                    remote::connect_in_background(
+                        me.clone(),
+                        cfg,
+                        node,
+                        now,
+                        shards,
+                        args.offset_secs,
+                        state.metrics.clone(),
+                    );
+                }
+            }
             me.send_interval(remote::TICK_EVERY, || BudgeterMsg::Tick);
-            state.remote = Some(remote::Remote::new(cfg, node, now));
         }
         Ok(state)
     }
