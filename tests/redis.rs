@@ -689,3 +689,53 @@ fn a_threshold_alert_is_posted_once_over_two_nodes() {
         "one POST per threshold: {posts:?}"
     );
 }
+
+/// A node started while its Redis is down serves on its policy (`fail_open`), connects
+/// when Redis comes up, and writes the spend it settled meanwhile.
+#[test]
+fn a_node_started_before_its_redis_catches_up() {
+    let up = mock();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "shardgate-redis-late-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = secret("early");
+    let cfg = upstream_config(
+        up.addr,
+        &format!(
+            "price = {{ input = 10.0, output = 20.0 }}\n\n[state]\n\
+             redis_url = \"redis://127.0.0.1:{port}/\"\nredis_timeout_ms = 200\n\n\
+             [limits]\nexact = true\n\n[auth]\n{}",
+            key("early", &s, "limits = { rpm = 1000 }")
+        ),
+    );
+    let gw = Gateway::start(&cfg, TWO_SHARDS);
+    assert_eq!(gw.metric("gateway_redis_up"), 0.0);
+    let body = chat_body("gpt-mock", "hi", false);
+    for _ in 0..6 {
+        assert_eq!(chat_with_key(gw.addr, &s, &body).status, 200, "fail_open");
+    }
+    let redis = Redis::start_on(port, dir);
+    poll_until(Duration::from_secs(10), "the node connects", || {
+        gw.metric("gateway_redis_up") == 1.0
+    });
+    for _ in 0..4 {
+        assert_eq!(chat_with_key(gw.addr, &s, &body).status, 200);
+    }
+    poll_until(Duration::from_secs(5), "ten requests in Redis", || {
+        redis.spend_today("key:early").2 == 10
+    });
+    let log = gw.stderr();
+    assert!(log.contains("Cannot connect to Redis yet"), "{log}");
+    assert!(
+        !log.contains(&format!("127.0.0.1:{port}/")),
+        "the URL is not logged"
+    );
+}

@@ -1,5 +1,5 @@
 //! The budgeter with a shared Redis (`[state] redis_url`): Redis holds the ledger of every
-//! node, and this node's shards are holders in it (`<node>.<shard>`), so a lease is granted
+//! node, and this node's shards are holders in it (`<node>~<boot>.<shard>`), so a lease is granted
 //! to a shard straight from the shared ledger, by the Lua script, in one round trip per
 //! batch of asks.
 //!
@@ -119,7 +119,9 @@ pub fn connect_in_background(
     metrics: std::sync::Arc<crate::metrics::ControlMetrics>,
 ) {
     tokio::spawn(async move {
+        // The caller said so once; every later failure is a debug line.
         loop {
+            tokio::time::sleep(PROBE_EVERY).await;
             match Shared::connect(
                 &cfg,
                 node.clone(),
@@ -134,10 +136,7 @@ pub fn connect_in_background(
                     let _ = me.cast(BudgeterMsg::RedisLink(link));
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot connect to Redis yet; the policy applies.");
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
+                Err(e) => tracing::debug!(error = %e, "Still cannot connect to Redis."),
             }
         }
     });
