@@ -60,7 +60,6 @@
 //! `Price::cost` once per spend meter. The key lookup is SHA-256 of 49 bytes and one
 //! probe: a valid and an unknown key cost the same.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -73,8 +72,9 @@ use shardgate::budget::lease::{Actual, Admit, Leases, Want};
 use shardgate::budget::ledger::{Grant, Ledger, Report};
 use shardgate::budget::meter::{Measure, MeterKey, Period, Scope};
 use shardgate::budget::pricing::{Price, per_token};
-use shardgate::budget::spec::{LimitSet, LimitSpec};
-use shardgate::config::tenancy::LimitsConfig;
+use shardgate::budget::spec::LimitSet;
+use shardgate::config::Config;
+use shardgate::pipeline::admit::Admission;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -137,26 +137,26 @@ fn key_table() -> (KeyTable, Vec<Secret>) {
     (table, secrets)
 }
 
-/// The config's limits: every team $5,000 a month, the gateway 30,000 rpm.
-fn limits_config() -> LimitsConfig {
-    let spec = |set: LimitSet| set.specs(false).unwrap_or_else(|_| unreachable!());
-    let team = spec(LimitSet {
-        spend_per_month_usd: Some(5_000.0),
-        ..LimitSet::default()
-    });
-    LimitsConfig {
-        global: spec(LimitSet {
-            rpm: Some(30_000),
-            ..LimitSet::default()
-        }),
-        teams: (0..TEAMS)
-            .map(|t| (Arc::from(format!("team-{t:02}")), team.clone()))
-            .collect::<BTreeMap<_, _>>(),
-        ..LimitsConfig::default()
+/// A config with the priced model; with `limited`, every team $5,000 a month and the
+/// gateway 30,000 rpm.
+fn config(limited: bool) -> Config {
+    let mut text = String::from(
+        "[providers.p]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+         [models.gpt-4o]\nprovider = \"p\"\nmodel = \"gpt-4o\"\n\
+         price = { input = 2.5, cached_input = 1.25, output = 10.0 }\n\n[limits]\n",
+    );
+    if limited {
+        text.push_str("global = { rpm = 30000 }\n");
+        for t in 0..TEAMS {
+            text.push_str(&format!(
+                "[limits.teams.team-{t:02}]\nspend_per_month_usd = 5000.0\n"
+            ));
+        }
     }
+    Config::from_toml(&text, "bench", &|_| None).unwrap_or_else(|_| unreachable!())
 }
 
-/// $2.50 / $10 per million tokens (what `pipeline::admit::max_price` finds for the route).
+/// $2.50 / $10 per million tokens (the model's price in [`config`]).
 fn price() -> Price {
     let per = |usd| per_token(usd).unwrap_or_else(|| unreachable!());
     Price {
@@ -166,73 +166,19 @@ fn price() -> Price {
     }
 }
 
-/// A request as admission sees it (`pipeline::admit::Admission`, less the model route).
-struct Request<'a> {
-    caller: &'a KeyRecord,
-    body_len: usize,
-    max_tokens: Option<u64>,
-}
-
-/// The typical request: 2,000 bytes of body, no `max_tokens`.
-fn request(caller: &KeyRecord) -> Request<'_> {
-    Request {
-        caller,
+/// The typical request's meters: 2,000 bytes of body, no `max_tokens`, no end user, built
+/// by the gateway's own `pipeline::admit::wants`.
+fn wants(config: &Config, caller: &Arc<KeyRecord>) -> Vec<Want> {
+    let model = config.model(MODEL).unwrap_or_else(|| unreachable!());
+    let a = Admission {
+        caller: Some(caller),
+        public: MODEL,
+        model,
         body_len: 2_000,
         max_tokens: None,
-    }
-}
-
-/// `pipeline::admit::wants`, step for step, for a request without an end user (no user
-/// limits are configured) on a model without limits of its own, with no hard budgets.
-fn wants(limits: &LimitsConfig, price: Option<Price>, a: &Request<'_>) -> Vec<Want> {
-    let prompt = u64::try_from(a.body_len / 4).unwrap_or(u64::MAX);
-    let output = a
-        .max_tokens
-        .unwrap_or(u64::from(limits.output_estimate_tokens));
-    let mut out = Vec::new();
-    let mut add = |scope: Scope, specs: &[LimitSpec]| {
-        for s in specs {
-            let amount = match s.measure {
-                Measure::Requests | Measure::Concurrent => 1,
-                Measure::Tokens => prompt.saturating_add(output),
-                Measure::Spend => match price {
-                    None => continue,
-                    Some(p) => {
-                        let usage = Usage {
-                            input_tokens: prompt,
-                            output_tokens: output,
-                            ..Usage::default()
-                        };
-                        p.cost(&usage).0
-                    }
-                },
-            };
-            out.push(Want {
-                key: MeterKey {
-                    scope: scope.clone(),
-                    measure: s.measure,
-                    period: s.period,
-                },
-                limit: s.limit,
-                amount,
-            });
-        }
+        user: None,
     };
-    let key = a.caller;
-    let own = key.limits.specs(limits.exact).unwrap_or_default();
-    let specs = if key.limits.is_empty() {
-        &limits.per_key
-    } else {
-        &own
-    };
-    add(Scope::Key(key.id.clone()), specs);
-    if let Some(team) = &key.team
-        && let Some(specs) = limits.teams.get(team)
-    {
-        add(Scope::Team(team.clone()), specs);
-    }
-    add(Scope::Global, &limits.global);
-    out
+    shardgate::pipeline::admit::wants(config, black_box(&a)).unwrap_or_else(|_| unreachable!())
 }
 
 /// What the request used: 480 prompt and 212 output tokens, at `price`.
@@ -311,22 +257,21 @@ fn key_lookup(c: &mut Criterion) {
 fn admission(c: &mut Criterion) {
     let price = price();
     let actual = actual(price);
-    let limits = limits_config();
+    let (limited, open) = (config(true), config(false));
     let mut five = KeyRecord::new("key_5a1e0f3b9c2d4e6f", "five", key::hash("five"), NOW);
     five.team = Some("team-07".into());
     five.limits = key_limits();
-    let no_limits = LimitsConfig::default();
     let mut one = KeyRecord::new("key_0b7d2c9e4f1a3c5d", "one", key::hash("one"), NOW);
     one.limits = LimitSet {
         rpm: Some(600),
         ..LimitSet::default()
     };
-    for (group, record, limits, meters) in [
-        ("admit_settle", &five, &limits, 5),
-        ("admit_settle_1_meter", &one, &no_limits, 1),
+    let (five, one) = (Arc::new(five), Arc::new(one));
+    for (group, record, config, meters) in [
+        ("admit_settle", &five, &limited, 5),
+        ("admit_settle_1_meter", &one, &open, 1),
     ] {
-        let req = request(record);
-        let prebuilt = wants(limits, Some(price), &req);
+        let prebuilt = wants(config, record);
         assert_eq!(prebuilt.len(), meters);
         let mut leases = leases_for(&prebuilt);
         check_fast_path(&mut leases, &prebuilt, actual);
@@ -334,16 +279,14 @@ fn admission(c: &mut Criterion) {
         let mut g = c.benchmark_group(group);
         g.bench_function("build_wants", |b| {
             b.iter(|| {
-                let w = wants(limits, Some(price), black_box(&req));
+                let w = wants(config, record);
                 admit_settle(&mut leases, &w, actual);
             })
         });
         g.bench_function("prebuilt_wants", |b| {
             b.iter(|| admit_settle(&mut leases, &prebuilt, actual))
         });
-        g.bench_function("wants_only", |b| {
-            b.iter(|| wants(limits, Some(price), black_box(&req)))
-        });
+        g.bench_function("wants_only", |b| b.iter(|| wants(config, record)));
         g.finish();
         assert!(leases.take_asks().is_empty(), "no ask during the bench");
     }
@@ -407,14 +350,13 @@ fn ledger(c: &mut Criterion) {
 fn all_together(c: &mut Criterion) {
     let (table, secrets) = key_table();
     let presented = secrets[PRESENTED].expose();
-    let limits = limits_config();
-    let price = price();
-    let actual = actual(price);
+    let config = config(true);
+    let actual = actual(price());
     let record = match table.check(presented, NOW) {
         Verdict::Valid(r) => r.clone(),
         _ => unreachable!(),
     };
-    let prebuilt = wants(&limits, Some(price), &request(&record));
+    let prebuilt = wants(&config, &record);
     assert_eq!(prebuilt.len(), 5);
     let mut leases = leases_for(&prebuilt);
     check_fast_path(&mut leases, &prebuilt, actual);
@@ -428,7 +370,7 @@ fn all_together(c: &mut Criterion) {
             if !record.allows(black_box(MODEL)) {
                 unreachable!()
             }
-            let w = wants(&limits, Some(price), &request(&record));
+            let w = wants(&config, &record);
             admit_settle(&mut leases, &w, actual);
         })
     });

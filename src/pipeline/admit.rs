@@ -246,8 +246,9 @@ fn user_scope(wants: &[Want]) -> Option<Arc<str>> {
     })
 }
 
-/// Every meter the request must pass, with what it reserves on each.
-fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> {
+/// Every meter the request must pass, with what it reserves on each (public for
+/// `benches/tenancy.rs`).
+pub fn wants(config: &Config, a: &Admission<'_>) -> Result<Vec<Want>, GatewayError> {
     let limits = &config.limits;
     let prompt = u64::try_from(a.body_len / 4).unwrap_or(u64::MAX);
     let output = a
