@@ -582,8 +582,15 @@ fn deployment_limits_route_around_a_limited_deployment() {
             .entry(r.header("x-shardgate-deployment").unwrap().to_owned())
             .or_default() += 1;
     }
-    assert_eq!(by_dep.get("small"), Some(&5), "{by_dep:?}");
-    assert_eq!(by_dep.get("big"), Some(&19), "{by_dep:?}");
+    // Never past its limit; a dry lease is passed over rather than waited for while another
+    // deployment can answer, so `small` may serve fewer than 5.
+    let small = by_dep.get("small").copied().unwrap_or(0);
+    assert!((1..=5).contains(&small), "{by_dep:?}");
+    assert_eq!(
+        small + by_dep.get("big").copied().unwrap_or(0),
+        24,
+        "{by_dep:?}"
+    );
     let answers: Vec<Resp> = (0..5).map(|_| gw.chat("only", "hi", false)).collect();
     assert_eq!(answers.iter().filter(|r| r.status == 200).count(), 3);
     for r in answers.iter().filter(|r| r.status != 200) {
