@@ -48,6 +48,7 @@ pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod detect;
 pub mod error;
