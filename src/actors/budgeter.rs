@@ -182,7 +182,7 @@ pub struct BudgeterState {
 pub struct BudgeterActor;
 
 /// Wall-clock unix milliseconds (calendar periods need real time).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

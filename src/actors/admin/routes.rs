@@ -145,7 +145,7 @@ async fn dispatch(
             respond(StatusCode::OK, &*table)
         }
         Route::Spend => {
-            let today = crate::actors::store::utc_day(now_ms());
+            let today = crate::actors::store::utc_day(crate::actors::budgeter::now_ms());
             let q = SpendQuery::parse(parts.uri.query().unwrap_or(""), today)?;
             let rows = call(&admin.budgeter, |reply| BudgeterMsg::Spend {
                 from: q.from,
@@ -196,13 +196,6 @@ async fn dispatch(
             respond(StatusCode::OK, &Limits { limits })
         }
     }
-}
-
-/// Wall-clock unix milliseconds.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One row of `GET /admin/spend`.

@@ -266,7 +266,11 @@ impl BudgeterState {
                 Status {
                     max: grant.max,
                     used: a.used,
-                    out: grant.others_out,
+                    // Every holder's units after this grant, this one's included.
+                    out: grant
+                        .max
+                        .saturating_sub(a.used)
+                        .saturating_sub(grant.remaining),
                     remaining: grant.remaining,
                     window_end_ms: grant.window_end_ms,
                 },
