@@ -1,9 +1,20 @@
-//! The response cache (issue 14). For now its pure core: the cache key.
+//! The response cache: what an answer is filed under, what is kept of it, and each shard's
+//! partition of it.
 //!
-//! Owns: what a cached answer is filed under ([`key::CacheKey`]): the tenant scope, the
-//! route, the public model and every request field that can change the answer, in a
-//! canonical form.
-//! Does not: store, evict or look anything up yet (the per-shard partitions come next).
-//! Key types: [`key::CacheKey`], [`key::Tenant`].
+//! Owns: the cache key ([`key::CacheKey`]: the tenant scope, the route, the public model and
+//! every request field that can change the answer, canonical), the cached answer
+//! ([`entry::Entry`], whole or a stream's frames), one shard's byte-bounded partition with
+//! its eviction and admission policy ([`partition::Partition`]), and what a request asks of
+//! the cache ([`directives::Directives`]).
+//! Does not: do IO or know HTTP bodies and shards (`pipeline::cache` looks up, hops to the
+//! owner shard, serves and stores).
+//! Key types: [`key::CacheKey`], [`entry::Entry`], [`partition::Partition`].
 
+pub mod directives;
+pub mod entry;
 pub mod key;
+pub mod partition;
+
+pub use entry::{Entry, Form};
+pub use key::{CacheKey, Tenant};
+pub use partition::{Partition, Selector};
