@@ -142,6 +142,43 @@ pub struct Config {
     pub state: tenancy::StateConfig,
     /// The admin API (`None`: no admin listener).
     pub admin: Option<AdminConfig>,
+    /// The response cache.
+    pub cache: CacheConfig,
+}
+
+/// Validated `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Who a cached answer may be served to.
+    pub scope: CacheScope,
+    /// Largest answer stored, in bytes.
+    pub max_entry_bytes: usize,
+    /// Longest TTL a request may ask for.
+    pub max_ttl: Duration,
+    /// Requests that may wait on one identical request in flight.
+    pub max_followers: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            scope: CacheScope::Key,
+            max_entry_bytes: 1 << 20,
+            max_ttl: Duration::from_secs(86_400),
+            max_followers: 1000,
+        }
+    }
+}
+
+/// Who a cached answer may be served to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// The key that asked (a gateway without keys: everyone).
+    Key,
+    /// Every key of the asking key's team (a key without a team: that key).
+    Team,
+    /// Everyone.
+    Global,
 }
 
 /// Validated `[admin]`: the admin API's own listener and bearer token.
@@ -375,6 +412,8 @@ pub struct ModelRoute {
     pub queue_max: u32,
     /// Longest wait in that queue before a 503 with `Retry-After`.
     pub queue_timeout: Duration,
+    /// How long its answers are cached (`None`: not cached).
+    pub cache_ttl: Option<Duration>,
 }
 
 impl ModelRoute {

@@ -71,6 +71,25 @@ pub struct RawConfig {
     pub state: super::tenancy::RawState,
     /// The admin API's own listener and token; without this section there is no admin API.
     pub admin: Option<RawAdmin>,
+    /// The response cache (enabled per model by `cache_ttl_s`).
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]`: how the response cache files and bounds answers. A model's answers are cached
+/// only when the model sets `cache_ttl_s`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Who a cached answer may be served to: `key` (default), `team` or `global`.
+    pub scope: Option<String>,
+    /// Largest answer stored, in bytes (default 1 MiB).
+    pub max_entry_bytes: Option<usize>,
+    /// Longest TTL a request may ask for with `x-shardgate-cache-ttl` (default 1 day).
+    pub max_ttl_s: Option<u64>,
+    /// Requests that may wait on one identical request in flight (default 1000); more go
+    /// upstream on their own.
+    pub max_followers: Option<usize>,
 }
 
 /// `[admin]`: the admin API (keys, scores) on its own listener, behind its own bearer token.
@@ -211,6 +230,8 @@ pub struct RawModel {
     pub queue_max: Option<u32>,
     /// Longest wait in that queue before a 503 with `Retry-After`.
     pub queue_timeout_ms: Option<u64>,
+    /// Cache this model's answers for this many seconds (absent: not cached).
+    pub cache_ttl_s: Option<u64>,
 }
 
 /// `[[models.<public name>.deployments]]`: one provider + upstream model serving the model.

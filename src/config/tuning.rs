@@ -72,6 +72,8 @@ struct RawMemory {
     transparent_huge_pages: Option<bool>,
     /// Give freed heap back to the kernel once a burst of connections has closed (default true).
     release_after_burst: Option<bool>,
+    /// Bytes of cached answers each shard keeps, at most (default 64 MiB).
+    cache_mib_per_shard: Option<u64>,
 }
 
 /// `[shards]`
@@ -196,6 +198,8 @@ pub struct Tuning {
     /// (and 32 or more) have closed, checked on the sweep tick (`shard::mem`). Without it,
     /// a shard that served a burst keeps its peak RSS until its next burst.
     pub release_after_burst: bool,
+    /// Bytes of cached answers each shard keeps, at most (its partition's budget).
+    pub cache_bytes_per_shard: u64,
 }
 
 impl Tuning {
@@ -319,6 +323,7 @@ impl Tuning {
             h1_read_buffer_bytes,
             transparent_huge_pages: raw.memory.transparent_huge_pages.unwrap_or(false),
             release_after_burst: raw.memory.release_after_burst.unwrap_or(true),
+            cache_bytes_per_shard: raw.memory.cache_mib_per_shard.unwrap_or(64).saturating_mul(1 << 20),
             h2_max_concurrent_streams: raw
                 .http
                 .h2_max_concurrent_streams

@@ -165,6 +165,16 @@ pub fn validate(
             allow_pin: m.allow_pin.unwrap_or(false),
             queue_max: m.queue_max.unwrap_or(raw::DEFAULT_QUEUE_MAX),
             queue_timeout,
+            cache_ttl: match m.cache_ttl_s {
+                None => None,
+                Some(0) => {
+                    return Err(invalid(
+                        format!("{path}.cache_ttl_s"),
+                        "must be at least 1 (leave it out to not cache this model)".into(),
+                    ));
+                }
+                Some(s) => Some(Duration::from_secs(s)),
+            },
         }));
     }
     let named = |name: &str| models.iter().position(|m| &*m.public.0 == name);
@@ -183,7 +193,9 @@ pub fn validate(
     let admin = raw.admin.map(|a| admin(a, &invalid, env)).transpose()?;
     let state =
         super::tenancy::state(raw.state).map_err(|(path, message)| invalid(path, message))?;
+    let cache = cache(raw.cache, &invalid)?;
     Ok(Config {
+        cache,
         server,
         providers,
         models,
@@ -193,6 +205,42 @@ pub fn validate(
         limits,
         state,
         admin,
+    })
+}
+
+/// Validate `[cache]`.
+fn cache(
+    c: raw::RawCache,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<super::CacheConfig, ConfigError> {
+    let default = super::CacheConfig::default();
+    let scope = match c.scope.as_deref() {
+        None | Some("key") => super::CacheScope::Key,
+        Some("team") => super::CacheScope::Team,
+        Some("global") => super::CacheScope::Global,
+        Some(other) => {
+            return Err(invalid(
+                "cache.scope".into(),
+                format!("expected `key`, `team` or `global`, got `{other}`"),
+            ));
+        }
+    };
+    let max_entry_bytes = c.max_entry_bytes.unwrap_or(default.max_entry_bytes);
+    if !(1024..=64 << 20).contains(&max_entry_bytes) {
+        return Err(invalid(
+            "cache.max_entry_bytes".into(),
+            "must be between 1024 and 67108864".into(),
+        ));
+    }
+    let max_ttl = c.max_ttl_s.map_or(default.max_ttl, Duration::from_secs);
+    if max_ttl.is_zero() {
+        return Err(invalid("cache.max_ttl_s".into(), "must be at least 1".into()));
+    }
+    Ok(super::CacheConfig {
+        scope,
+        max_entry_bytes,
+        max_ttl,
+        max_followers: c.max_followers.unwrap_or(default.max_followers),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod anthropic;
 pub mod call;
 pub mod gemini;
 pub mod openai;
+pub mod replay;
 
 #[cfg(test)]
 mod conformance;
