@@ -290,6 +290,8 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
     let tuning = Arc::new(tuning);
     let boot = boot_nonce();
     let mut shards = Vec::with_capacity(n);
+    // The shards' mesh (cache lookups at a key's owner), when there is more than one.
+    let mesh = (n > 1).then(|| crate::shard::mesh::MeshSpec::new(n, MESH_DEPTH));
     let (up_tx, up_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let spec = ShardSpec {
@@ -310,6 +312,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         let budgeter = control.budgeter.clone();
         let key_table = key_table.clone();
         let targets = targets.clone();
+        let mesh = mesh.clone();
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
             let id = ShardId(i as u16);
@@ -370,6 +373,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 move |st: &ShardState| {
                     st.outcomes.flush();
                     st.trim_leases();
+                    crate::pipeline::cache::sweep(st);
                     st.flush_budget();
                     let load = st
                         .router
@@ -384,6 +388,21 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                     }
                 },
             );
+            if let Some(spec) = mesh {
+                let weak = Rc::downgrade(&state);
+                let on_batch = move |from: usize, batch| {
+                    if let Some(st) = weak.upgrade() {
+                        crate::pipeline::cache::on_batch(&st, from, batch);
+                    }
+                };
+                match crate::shard::mesh::Mesh::join(spec, i, on_batch).await {
+                    Ok(m) => state.cache.set_mesh(m),
+                    Err(e) => {
+                        let _ = up_tx.send(Err(format!("shard {i}: {e}")));
+                        return;
+                    }
+                }
+            }
             let st = state.clone();
             inbox.serve(move |cmd| apply(&st, cmd));
             let listener = match Listener::adopt(listener) {
@@ -513,6 +532,9 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
         }
     }
 }
+
+/// Batches that may wait between two shards before a sender waits.
+const MESH_DEPTH: usize = 1024;
 
 fn boot_nonce() -> u32 {
     let t = std::time::SystemTime::now()

@@ -77,10 +77,11 @@ impl Entry {
     }
 
     /// The entity tag of this answer under `key`: the key and the time it was stored, so a
-    /// refreshed answer gets a new tag; quoted, as HTTP wants.
+    /// refreshed answer gets a new tag. Weak (`W/"…"`): the whole and streamed forms of one
+    /// answer share it.
     pub fn etag(&self, key: &CacheKey) -> String {
-        let mut out = String::with_capacity(36);
-        out.push('"');
+        let mut out = String::with_capacity(38);
+        out.push_str("W/\"");
         for b in &key.0[..8] {
             out.push_str(&format!("{b:02x}"));
         }
@@ -185,7 +186,7 @@ mod tests {
         assert!(!e.is_fresh(70_000));
         assert_eq!(e.weight(), 7 + 1 + ENTRY_OVERHEAD);
         let key = CacheKey([0xab; 16]);
-        assert_eq!(e.etag(&key), "\"abababababababab-2710\"");
+        assert_eq!(e.etag(&key), "W/\"abababababababab-2710\"");
         let later = Entry {
             stored_ms: 10_001,
             ..entry(Form::Whole, b"{}", &[])

@@ -157,6 +157,35 @@ pub struct DeploymentMetrics {
     pub attempts: [Counter; UpstreamOutcome::ALL.len()],
 }
 
+/// The response cache, per shard.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    /// Requests answered from the cache.
+    pub hits: Counter,
+    /// Requests on a cached model the cache could not answer.
+    pub misses: Counter,
+    /// Requests on a cached model that opted out (`no-store`, `x-shardgate-cache: off`).
+    pub bypassed: Counter,
+    /// Requests that waited on an identical request in flight instead of going upstream.
+    pub coalesced: Counter,
+    /// Lookups sent to the key's owner shard.
+    pub cross_shard: Counter,
+    /// Answers stored (by the owner shard).
+    pub stored: Counter,
+    /// Answers not stored: incomplete, failed, or over the entry size limit.
+    pub not_stored: Counter,
+    /// Answers the partition turned away (heavier than an entry may be).
+    pub refused: Counter,
+    /// Entries evicted to make room.
+    pub evictions: Counter,
+    /// Entries removed by invalidation.
+    pub invalidated: Counter,
+    /// Entries held by this shard's partition.
+    pub entries: Gauge,
+    /// Bytes held by this shard's partition.
+    pub bytes: Gauge,
+}
+
 /// Everything one shard counts.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -195,7 +224,10 @@ pub struct ShardMetrics {
     pub limit_refusals: [[Counter; labels::LIMIT_MEASURES.len()]; labels::LIMIT_SCOPES.len()],
     /// Requests refused because no lease share came in the bounded wait.
     pub limit_wait_timeouts: Counter,
-    /// Per provider, in config order.
+    /// The response cache on this shard.
+    pub cache: CacheMetrics,
+    
+/// Per provider, in config order.
     pub providers: Vec<ProviderMetrics>,
     /// Per public model, in config order.
     pub models: Vec<ModelMetrics>,
@@ -224,6 +256,7 @@ impl ShardMetrics {
             admitted: Counter::default(),
             limit_refusals: Default::default(),
             limit_wait_timeouts: Counter::default(),
+            cache: CacheMetrics::default(),
             providers: (0..providers).map(|_| ProviderMetrics::default()).collect(),
             models: (0..models).map(|_| ModelMetrics::default()).collect(),
             deployments: (0..deployments)

@@ -315,6 +315,43 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         "Requests refused because no lease share of a nearly used-up limit came in time.",
         sum(shards, |s| s.limit_wait_timeouts.get()),
     );
+    let c = |f: fn(&super::CacheMetrics) -> &super::Counter| sum(shards, |s| f(&s.cache).get());
+    let (hits, misses) = (c(|m| &m.hits), c(|m| &m.misses));
+    for (name, help, v) in [
+        ("gateway_cache_hits_total", "Requests answered from the response cache.", hits),
+        ("gateway_cache_misses_total", "Requests on a cached model the cache could not answer.", misses),
+        ("gateway_cache_bypassed_total", "Requests on a cached model that opted out of the cache.", c(|m| &m.bypassed)),
+        ("gateway_cache_coalesced_total", "Requests that rode an identical request in flight.", c(|m| &m.coalesced)),
+        ("gateway_cache_cross_shard_lookups_total", "Cache lookups sent to the key's owner shard.", c(|m| &m.cross_shard)),
+        ("gateway_cache_stored_total", "Answers stored in the cache.", c(|m| &m.stored)),
+        ("gateway_cache_not_stored_total", "Answers not stored: incomplete, failed or too large.", c(|m| &m.not_stored)),
+        ("gateway_cache_admissions_refused_total", "Answers the cache turned away.", c(|m| &m.refused)),
+        ("gateway_cache_evictions_total", "Cache entries evicted to make room.", c(|m| &m.evictions)),
+        ("gateway_cache_invalidated_total", "Cache entries removed by invalidation.", c(|m| &m.invalidated)),
+    ] {
+        counter(&mut out, name, help, v);
+    }
+    let ratio = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    };
+    let _ = writeln!(
+        out,
+        "# HELP gateway_cache_hit_ratio Hits over hits and misses since start.\n# TYPE gateway_cache_hit_ratio gauge\ngateway_cache_hit_ratio {ratio:.6}"
+    );
+    gauge(
+        &mut out,
+        "gateway_cache_entries",
+        "Entries in the response cache.",
+        shards.iter().map(|s| s.cache.entries.get()).sum(),
+    );
+    gauge(
+        &mut out,
+        "gateway_cache_bytes",
+        "Bytes held by the response cache (entry weight).",
+        shards.iter().map(|s| s.cache.bytes.get()).sum(),
+    );
     out.push_str("# HELP gateway_limit_refusals_total Requests refused by a rate limit or budget.\n# TYPE gateway_limit_refusals_total counter\n");
     for (si, scope) in super::labels::LIMIT_SCOPES.iter().enumerate() {
         for (mi, measure) in super::labels::LIMIT_MEASURES.iter().enumerate() {

@@ -195,7 +195,8 @@ impl Body for ResBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Chunks(_) | Kind::Stream(_) => SizeHint::default(),
+            Kind::Stream(s) => s.size_hint(),
+            Kind::Chunks(_) => SizeHint::default(),
         }
     }
 }

@@ -68,6 +68,23 @@ pub async fn run(
         },
     )
     .await?;
+    // The cache answers for the model asked for; a downgraded request is not cached.
+    let cacheable = match (&downgrade, dialect) {
+        (Some(_), _) => None,
+        (None, Dialect::OpenAi) => super::cache::cacheable(
+            state, caller.as_ref(), &model, "chat", dialect, &body, headers, stream, include_usage,
+        ),
+        (None, Dialect::Anthropic) => super::cache::cacheable(
+            state, caller.as_ref(), &model, "messages", dialect, &body, headers, stream, false,
+        ),
+    };
+    let flight = match &cacheable {
+        Some(c) => match c.lookup(state, headers).await {
+            super::cache::Looked::Answer(res) => return Ok(res),
+            super::cache::Looked::Miss(flight) => flight,
+        },
+        None => None,
+    };
     // Past a `restrict` threshold: served by the cheaper model of the downgrade map.
     let model = downgrade.unwrap_or(model);
     let tags = header_list(headers, &X_TAGS);
@@ -84,7 +101,7 @@ pub async fn run(
         stream,
         max_tokens,
     };
-    super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
+    let res = super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let target = state
             .targets
             .get(served.dep.provider.get())
@@ -114,7 +131,11 @@ pub async fn run(
         }
         Ok(Prepared::Upstream(call))
     })
-    .await
+    .await;
+    match cacheable {
+        Some(c) => c.respond(state, flight, res),
+        None => res,
+    }
 }
 
 /// The end user named by the configured header (`limits.user_header`), when the body names

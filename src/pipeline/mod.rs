@@ -6,11 +6,12 @@
 //!
 //! 1. **resolve**: the public model from the decoded request head.
 //! 2. **admit**: the key, rate limits and budgets, from this shard's leases ([`admit`]).
-//! 3. **cache lookup** (to come).
+//! 3. **cache lookup**: a hit, a ride on an identical request in flight, or a miss
+//!    ([`cache`]; models with a cache TTL only).
 //! 4. **plan**: the ordered deployments to try.
 //! 5. **attempts**: open an attempt (head read, status mapped, still retryable), or fail over.
 //! 6. **relay**: commit to an attempt and stream or return its answer, usage teed out.
-//! 7. **cache insert** (to come).
+//! 7. **cache insert**: a complete, healthy answer teed into the cache as it goes out.
 //! 8. **settle**: usage, cost and the attempt's outcome to the scorer batch; the
 //!    admission's reservation settled with the real usage ([`admit::Tab`]).
 //!
@@ -22,6 +23,7 @@ pub mod admit;
 pub mod attempt;
 pub mod attempts;
 pub mod body;
+pub mod cache;
 pub mod chat;
 pub mod context;
 pub mod embeddings;

@@ -90,6 +90,8 @@ pub struct ShardState {
     pub leases: RefCell<Leases>,
     /// Pulsed when a grant arrives (admissions waiting for one re-check).
     pub lease_pulse: crate::shard::Pulse,
+    /// The response cache: this shard's partition, flights, and the mesh to the others.
+    pub cache: super::cache::ShardCache,
     budget_sink: BudgetSink,
     spent: RefCell<hashbrown::HashMap<SpentKey, Spent>>,
     trimmed_at: Cell<u64>,
@@ -119,6 +121,7 @@ impl ShardState {
             .and_then(|a| a.jwt.as_ref())
             .map_or(1, |j| j.cache_entries);
         let models_body = models_json(&config);
+        let cache_bytes = tuning.cache_bytes_per_shard;
         let redactor = Redactor::from_config(&config);
         let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
         let router = RefCell::new(Router::new(config.clone(), seed));
@@ -153,6 +156,7 @@ impl ShardState {
             jwt_cache: RefCell::new(crate::auth::JwtCache::new(jwt_entries)),
             leases: RefCell::new(Leases::new()),
             lease_pulse: crate::shard::Pulse::default(),
+            cache: super::cache::ShardCache::new(cache_bytes),
             budget_sink,
             spent: RefCell::default(),
             trimmed_at: Cell::new(0),

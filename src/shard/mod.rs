@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod mem;
+pub mod mesh;
 pub mod net;
 pub mod rt;
 

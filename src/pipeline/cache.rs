@@ -1,0 +1,955 @@
+//! The cache phases: lookup (after admit, before the plan) and insert (as the answer goes
+//! out), with the cross-shard hop to a key's owner and the coalescing of identical requests.
+//!
+//! A key's answers live on one shard, its owner ([`owner`]); a lookup from another shard is
+//! one message over the shard mesh and one reply. The owner also keeps the requests in flight
+//! per key: the first miss *leads* (goes upstream), later identical requests *follow* it and
+//! get the leader's response head and every frame it sent, then each new one. When a leader
+//! fails before it answered, its followers ask the owner again: one of them leads the next
+//! attempt. The leader's answer, when it is complete and healthy, is stored at the owner
+//! before the owner forgets the flight, so nobody who asks after that misses.
+//!
+//! A hit is served in the client's dialect and form: byte for byte when the form matches, or
+//! through `providers::replay` (a whole answer streamed, a stream made whole). It costs the
+//! tenant nothing: the request's tab settles with no tokens and no spend.
+//!
+//! Why by hand: the per-shard, `!Send` registry of flights and the hop over glommio's mesh
+//! are what a thread-per-core design needs and no cache crate offers; eviction and admission
+//! are quick_cache's (`cache::partition`).
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame};
+
+use super::body::ResBody;
+use super::state::ShardState;
+use crate::auth::table::KeyRecord;
+use crate::cache::directives::{Directives, X_CACHE, X_CACHE_KEY};
+use crate::cache::entry::StreamTee;
+use crate::cache::partition::owner;
+use crate::cache::{CacheKey, Entry, Form, Partition, Selector, Tenant};
+use crate::config::{CacheScope, ModelRoute};
+use crate::providers::{Dialect, replay};
+use crate::shard::mesh::Mesh;
+
+/// Longest wait for the owner shard's answer before the lookup counts as a miss.
+const HOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Times a follower whose leader failed asks the owner again before it goes alone.
+const MAX_REFOLLOWS: u32 = 3;
+
+/// A request the cache may answer: what it is filed under and how it wants its answer.
+#[derive(Debug)]
+pub struct Cacheable {
+    key: CacheKey,
+    directives: Directives,
+    ttl_ms: u64,
+    tenant: Tenant,
+    model: Arc<str>,
+    dialect: Dialect,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// What the lookup found.
+pub enum Looked {
+    /// Answered from the cache (or by riding an identical request in flight).
+    Answer(Response<ResBody>),
+    /// Go upstream; `lead` is set when identical requests will follow this one.
+    Miss(Option<Flight>),
+}
+
+/// How a request may be coalesced: its followers must want the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlightForm {
+    stream: bool,
+    include_usage: bool,
+}
+
+/// A flight: the shard that leads it and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlightId {
+    shard: u16,
+    id: u64,
+}
+
+/// Messages between shards.
+pub enum CacheMsg {
+    /// To the owner: look `key` up (and coalesce, with `form`).
+    Get {
+        /// The asker's id for the reply.
+        id: u64,
+        /// The key.
+        key: CacheKey,
+        /// Now (unix ms), as the asker sees it.
+        now_ms: u64,
+        /// The oldest answer the asker accepts.
+        max_age_ms: Option<u64>,
+        /// Whether a cached answer may be served.
+        read: bool,
+        /// Coalesce with requests in flight wanting this form.
+        form: Option<FlightForm>,
+    },
+    /// To the asker: what the owner found.
+    Got {
+        /// The asker's id.
+        id: u64,
+        /// What was found.
+        found: Found,
+    },
+    /// To the owner: store an answer.
+    Put {
+        /// Its key.
+        key: CacheKey,
+        /// The answer.
+        entry: Arc<Entry>,
+    },
+    /// To the owner: a flight is over.
+    Landed {
+        /// Its key.
+        key: CacheKey,
+        /// The flight.
+        flight: FlightId,
+    },
+    /// To a flight's leader: send its events to `tx`.
+    Follow {
+        /// The flight.
+        flight: FlightId,
+        /// Where its events go.
+        tx: flume::Sender<FlightEvent>,
+    },
+    /// To every shard: remove what `selector` names.
+    Invalidate(Selector),
+}
+
+/// What an owner found for a key.
+pub enum Found {
+    /// A fresh answer.
+    Hit(Arc<Entry>),
+    /// Nothing: go upstream alone.
+    Miss,
+    /// Nothing: go upstream and lead the identical requests that follow, as this flight.
+    Lead(FlightId),
+    /// An identical request is in flight: follow it.
+    Follow(FlightId),
+}
+
+/// What a flight's followers receive.
+#[derive(Debug, Clone)]
+pub enum FlightEvent {
+    /// The leader's response head.
+    Head {
+        /// Its status.
+        status: u16,
+        /// Its content type.
+        content_type: Option<HeaderValue>,
+    },
+    /// A frame of the leader's body.
+    Frame(Bytes),
+    /// The leader's body is done.
+    End,
+    /// The leader failed before it answered, or the flight is gone: ask the owner again.
+    Failed,
+}
+
+/// The cache as one shard holds it.
+pub struct ShardCache {
+    /// The answers this shard owns.
+    pub partition: RefCell<Partition>,
+    mesh: OnceCell<Rc<Mesh<CacheMsg>>>,
+    pending: RefCell<hashbrown::HashMap<u64, Rc<Slot<Found>>>>,
+    next: Cell<u64>,
+    /// Owner side: the flight of each key in flight.
+    inflight: RefCell<hashbrown::HashMap<CacheKey, Inflight>>,
+    /// Leader side: the flights this shard leads.
+    led: RefCell<hashbrown::HashMap<u64, Led>>,
+    swept_ms: Cell<u64>,
+}
+
+struct Inflight {
+    flight: FlightId,
+    form: FlightForm,
+    followers: usize,
+}
+
+#[derive(Default)]
+struct Led {
+    head: Option<(u16, Option<HeaderValue>)>,
+    frames: Vec<Bytes>,
+    followers: Vec<flume::Sender<FlightEvent>>,
+}
+
+impl ShardCache {
+    /// A shard's cache of `bytes` at most.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            partition: RefCell::new(Partition::new(bytes)),
+            mesh: OnceCell::new(),
+            pending: RefCell::default(),
+            next: Cell::new(0),
+            inflight: RefCell::default(),
+            led: RefCell::default(),
+            swept_ms: Cell::new(0),
+        }
+    }
+
+    /// Connect the shard mesh (once, at start; without it the shard is the only one).
+    pub fn set_mesh(&self, mesh: Rc<Mesh<CacheMsg>>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    fn next_id(&self) -> u64 {
+        let n = self.next.get() + 1;
+        self.next.set(n);
+        n
+    }
+
+    fn shards(&self) -> usize {
+        self.mesh.get().map_or(1, |m| m.shards())
+    }
+}
+
+/// Whether the request is answered from (and stored in) the cache, and under which key:
+/// `None` for a model without a cache TTL. Reads the body as JSON once (the canonical form).
+#[allow(clippy::too_many_arguments)]
+pub fn cacheable(
+    state: &ShardState,
+    caller: Option<&Arc<KeyRecord>>,
+    model: &ModelRoute,
+    route: &str,
+    dialect: Dialect,
+    body: &[u8],
+    headers: &HeaderMap,
+    stream: bool,
+    include_usage: bool,
+) -> Option<Cacheable> {
+    let ttl = model.cache_ttl?;
+    let config = &state.config.cache;
+    let directives = Directives::from_headers(headers, config.max_ttl.as_millis() as u64);
+    let tenant = match (config.scope, caller) {
+        (CacheScope::Global, _) | (_, None) => Tenant::Global,
+        (CacheScope::Team, Some(k)) => match &k.team {
+            Some(t) => Tenant::Team(t.clone()),
+            None => Tenant::Key(k.id.clone()),
+        },
+        (CacheScope::Key, Some(k)) => Tenant::Key(k.id.clone()),
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let key = CacheKey::of(&tenant, route, &model.public.0, &value);
+    Some(Cacheable {
+        key,
+        ttl_ms: directives
+            .ttl_ms
+            .unwrap_or(ttl.as_millis() as u64)
+            .max(1),
+        directives,
+        tenant,
+        model: model.public.0.clone(),
+        dialect,
+        stream,
+        include_usage,
+    })
+}
+
+impl Cacheable {
+    /// Look the request up: a hit, a ride on an identical request in flight, or a miss
+    /// (leading the identical requests that follow, when it may).
+    pub async fn lookup(&self, state: &Rc<ShardState>, headers: &HeaderMap) -> Looked {
+        let m = &state.metrics.cache;
+        if self.directives.bypass {
+            m.bypassed.inc();
+            return Looked::Miss(None);
+        }
+        let form = FlightForm {
+            stream: self.stream,
+            include_usage: self.include_usage,
+        };
+        let mut refollows = 0;
+        loop {
+            let now = super::admit::now_ms();
+            let found = ask(
+                state,
+                self.key,
+                now,
+                self.directives.max_age_ms,
+                self.directives.may_read(),
+                Some(form),
+            )
+            .await;
+            match found {
+                Found::Hit(entry) => {
+                    if let Some(res) = self.serve(&entry, headers, now) {
+                        m.hits.inc();
+                        return Looked::Answer(res);
+                    }
+                    // Cached in a form this request cannot be served from: fetch its own.
+                    m.misses.inc();
+                    return Looked::Miss(None);
+                }
+                Found::Miss => {
+                    m.misses.inc();
+                    return Looked::Miss(None);
+                }
+                Found::Lead(id) => {
+                    m.misses.inc();
+                    return Looked::Miss(Some(Flight::lead(state, self.key, id)));
+                }
+                Found::Follow(flight) => {
+                    if let Some(res) = self.follow(state, flight).await {
+                        m.coalesced.inc();
+                        return Looked::Answer(res);
+                    }
+                    refollows += 1;
+                    if refollows >= MAX_REFOLLOWS {
+                        m.misses.inc();
+                        return Looked::Miss(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A hit as the response this request wants; `None` when the entry cannot give it (an
+    /// OpenAI stream without its usage chunk, asked for with usage).
+    fn serve(&self, entry: &Entry, headers: &HeaderMap, now_ms: u64) -> Option<Response<ResBody>> {
+        let etag = entry.etag(&self.key);
+        let mut res = if headers
+            .get(IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| weak_match(t.trim(), &etag)))
+        {
+            let mut res = Response::new(ResBody::full(Bytes::new()));
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            res
+        } else {
+            self.body(entry)?
+        };
+        let h = res.headers_mut();
+        h.insert(X_CACHE.clone(), HeaderValue::from_static("hit"));
+        h.insert(AGE, HeaderValue::from(entry.age_secs(now_ms)));
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(ETAG, v);
+        }
+        self.stamp(h);
+        Some(res)
+    }
+
+    fn body(&self, entry: &Entry) -> Option<Response<ResBody>> {
+        let (d, model) = (self.dialect, &*self.model);
+        let body = match (entry.form, self.stream) {
+            (Form::Whole, false) => ResBody::full(entry.body.clone()),
+            (Form::Stream, true) if !self.needs_restream(entry) => ResBody::chunks(entry.frames()),
+            (Form::Stream, true) => {
+                if self.include_usage {
+                    return None;
+                }
+                ResBody::chunks(replay::restream(d, &entry.body, model, false).ok()?)
+            }
+            (Form::Stream, false) => {
+                ResBody::full(Bytes::from(replay::stream_to_whole(d, &entry.body, model).ok()?))
+            }
+            (Form::Whole, true) => ResBody::chunks(
+                replay::whole_to_stream(d, &entry.body, model, self.include_usage).ok()?,
+            ),
+        };
+        let mut res = Response::new(body);
+        let h = res.headers_mut();
+        if self.stream {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        } else {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Some(res)
+    }
+
+    /// An OpenAI stream whose usage chunk does not match what this request asked for.
+    fn needs_restream(&self, entry: &Entry) -> bool {
+        self.dialect == Dialect::OpenAi && entry.usage_chunk != self.include_usage
+    }
+
+    /// Ride the flight: the leader's head, then its frames as they come. `None` when the
+    /// leader failed before it answered (ask again).
+    async fn follow(&self, state: &Rc<ShardState>, flight: FlightId) -> Option<Response<ResBody>> {
+        let (tx, rx) = flume::unbounded();
+        send(state, usize::from(flight.shard), CacheMsg::Follow { flight, tx });
+        let (status, content_type) = match rx.recv_async().await.ok()? {
+            FlightEvent::Head {
+                status,
+                content_type,
+            } => (status, content_type),
+            _ => return None,
+        };
+        let mut res = Response::new(ResBody::stream(Box::pin(Following {
+            rx: rx.into_stream(),
+            done: false,
+            dialect: self.dialect,
+        })));
+        *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let h = res.headers_mut();
+        if let Some(ct) = content_type {
+            h.insert(CONTENT_TYPE, ct);
+        }
+        h.insert(X_CACHE.clone(), HeaderValue::from_static("coalesced"));
+        self.stamp(h);
+        Some(res)
+    }
+
+    fn stamp(&self, h: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.key.to_string()) {
+            h.insert(X_CACHE_KEY.clone(), v);
+        }
+    }
+
+    /// The upstream answer on its way out: stamped `miss` (or `bypass`), and, when it may be
+    /// stored or others follow it, teed into the cache and to the followers.
+    pub fn respond(
+        self,
+        state: &Rc<ShardState>,
+        flight: Option<Flight>,
+        res: Result<Response<ResBody>, crate::error::GatewayError>,
+    ) -> Result<Response<ResBody>, crate::error::GatewayError> {
+        let mut res = match res {
+            Ok(res) => res,
+            Err(e) => {
+                if let Some(f) = flight {
+                    f.fail();
+                }
+                return Err(e);
+            }
+        };
+        let verdict = if self.directives.bypass { "bypass" } else { "miss" };
+        res.headers_mut()
+            .insert(X_CACHE.clone(), HeaderValue::from_static(verdict));
+        self.stamp(res.headers_mut());
+        if let Some(f) = &flight {
+            let ct = res.headers().get(CONTENT_TYPE).cloned();
+            f.head(res.status().as_u16(), ct);
+        }
+        let store = (res.status() == StatusCode::OK && self.directives.may_write()).then_some(());
+        if store.is_none() && flight.is_none() {
+            if res.status() != StatusCode::OK && !self.directives.bypass {
+                state.metrics.cache.not_stored.inc();
+            }
+            return Ok(res);
+        }
+        let (parts, body) = res.into_parts();
+        let tee = Tee {
+            inner: body,
+            state: state.clone(),
+            store: store.map(|()| (self, StreamTee::default())),
+            flight,
+        };
+        Ok(Response::from_parts(parts, ResBody::stream(Box::pin(tee))))
+    }
+
+    /// The entry to store for the body the client received, if it is a complete, healthy
+    /// answer.
+    fn entry(&self, body: Bytes, frames: Box<[u32]>, now_ms: u64) -> Option<Entry> {
+        let form = if self.stream { Form::Stream } else { Form::Whole };
+        let checked = match form {
+            Form::Stream => replay::check_stream(self.dialect, &body),
+            Form::Whole => replay::check_whole(self.dialect, &body),
+        };
+        if !checked.complete {
+            return None;
+        }
+        Some(Entry {
+            form,
+            frames: if form == Form::Stream { frames } else { Box::new([]) },
+            body,
+            usage_chunk: form == Form::Stream
+                && (self.dialect == Dialect::Anthropic || checked.usage.is_some()),
+            usage: checked.usage,
+            stored_ms: now_ms,
+            expires_ms: now_ms.saturating_add(self.ttl_ms),
+            model: self.model.clone(),
+            tenant: self.tenant.clone(),
+            tags: self.directives.tags.clone().into_boxed_slice(),
+        })
+    }
+}
+
+/// `If-None-Match` compares weakly: `W/` on either side does not matter.
+fn weak_match(asked: &str, etag: &str) -> bool {
+    asked == "*" || asked.trim_start_matches("W/") == etag.trim_start_matches("W/")
+}
+
+/// Ask `key`'s owner (this shard, or another over the mesh).
+async fn ask(
+    state: &Rc<ShardState>,
+    key: CacheKey,
+    now_ms: u64,
+    max_age_ms: Option<u64>,
+    read: bool,
+    form: Option<FlightForm>,
+) -> Found {
+    let cache = &state.cache;
+    let to = owner(&key, cache.shards());
+    let me = usize::from(state.id.0);
+    let id = cache.next_id();
+    if to == me {
+        return at_owner(state, me, key, now_ms, max_age_ms, read, form, id);
+    }
+    state.metrics.cache.cross_shard.inc();
+    let slot = Rc::new(Slot::default());
+    cache.pending.borrow_mut().insert(id, slot.clone());
+    send(
+        state,
+        to,
+        CacheMsg::Get {
+            id,
+            key,
+            now_ms,
+            max_age_ms,
+            read,
+            form,
+        },
+    );
+    match crate::shard::timeout(HOP_TIMEOUT, slot.wait()).await {
+        Ok(found) => found,
+        Err(_) => {
+            cache.pending.borrow_mut().remove(&id);
+            // Had the owner made this request a leader, the flight ends here.
+            let flight = FlightId {
+                shard: state.id.0,
+                id,
+            };
+            send(state, to, CacheMsg::Landed { key, flight });
+            Found::Miss
+        }
+    }
+}
+
+/// The owner's answer to a lookup from shard `from` (request `id` there, which names the
+/// flight if the request is to lead one: ids are unique per asking shard).
+#[allow(clippy::too_many_arguments)]
+fn at_owner(
+    state: &ShardState,
+    from: usize,
+    key: CacheKey,
+    now_ms: u64,
+    max_age_ms: Option<u64>,
+    read: bool,
+    form: Option<FlightForm>,
+    id: u64,
+) -> Found {
+    let cache = &state.cache;
+    if read && let Some(entry) = cache.partition.borrow_mut().get(&key, now_ms, max_age_ms) {
+        return Found::Hit(entry);
+    }
+    let Some(form) = form else {
+        return Found::Miss;
+    };
+    let mut inflight = cache.inflight.borrow_mut();
+    match inflight.get_mut(&key) {
+        Some(f) if f.form == form && f.followers < state.config.cache.max_followers => {
+            f.followers += 1;
+            Found::Follow(f.flight)
+        }
+        Some(_) => Found::Miss,
+        None => {
+            let flight = FlightId {
+                shard: u16::try_from(from).unwrap_or(u16::MAX),
+                id,
+            };
+            inflight.insert(
+                key,
+                Inflight {
+                    flight,
+                    form,
+                    followers: 0,
+                },
+            );
+            Found::Lead(flight)
+        }
+    }
+}
+
+/// Send `msg` to shard `to`: over the mesh, or handled here on a later turn when `to` is
+/// this shard (never inside the caller's borrows).
+fn send(state: &Rc<ShardState>, to: usize, msg: CacheMsg) {
+    let me = usize::from(state.id.0);
+    if to == me {
+        let st = state.clone();
+        crate::shard::spawn("cache message", async move {
+            on_message(&st, me, msg);
+        });
+        return;
+    }
+    if let Some(mesh) = state.cache.mesh.get() {
+        mesh.send(to, msg);
+    }
+}
+
+/// Handle a batch from shard `from`.
+pub fn on_batch(state: &Rc<ShardState>, from: usize, batch: Vec<CacheMsg>) {
+    for msg in batch {
+        on_message(state, from, msg);
+    }
+}
+
+fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
+    let cache = &state.cache;
+    match msg {
+        CacheMsg::Get {
+            id,
+            key,
+            now_ms,
+            max_age_ms,
+            read,
+            form,
+        } => {
+            let found = at_owner(state, from, key, now_ms, max_age_ms, read, form, id);
+            send(state, from, CacheMsg::Got { id, found });
+        }
+        CacheMsg::Got { id, found } => {
+            if let Some(slot) = cache.pending.borrow_mut().remove(&id) {
+                slot.fill(found);
+            }
+        }
+        CacheMsg::Put { key, entry } => store(state, key, entry),
+        CacheMsg::Landed { key, flight } => {
+            let mut inflight = cache.inflight.borrow_mut();
+            if inflight.get(&key).is_some_and(|f| f.flight == flight) {
+                inflight.remove(&key);
+            }
+        }
+        CacheMsg::Follow { flight, tx } => {
+            let mut led = cache.led.borrow_mut();
+            match led.get_mut(&flight.id) {
+                Some(l) => {
+                    if let Some((status, ct)) = &l.head {
+                        let _ = tx.send(FlightEvent::Head {
+                            status: *status,
+                            content_type: ct.clone(),
+                        });
+                    }
+                    for f in &l.frames {
+                        let _ = tx.send(FlightEvent::Frame(f.clone()));
+                    }
+                    l.followers.push(tx);
+                }
+                None => {
+                    let _ = tx.send(FlightEvent::Failed);
+                }
+            }
+        }
+        CacheMsg::Invalidate(selector) => {
+            let n = cache.partition.borrow_mut().invalidate(&selector);
+            state.metrics.cache.invalidated.add(n as u64);
+            gauges(state);
+        }
+    }
+}
+
+/// Store an answer in this shard's partition (the owner's side of a put).
+fn store(state: &ShardState, key: CacheKey, entry: Arc<Entry>) {
+    let m = &state.metrics.cache;
+    let r = state.cache.partition.borrow_mut().insert(key, entry);
+    if r.stored {
+        m.stored.inc();
+    } else {
+        m.refused.inc();
+    }
+    m.evictions.add(u64::from(r.evicted));
+    gauges(state);
+}
+
+fn gauges(state: &ShardState) {
+    let p = state.cache.partition.borrow();
+    let m = &state.metrics.cache;
+    m.entries.set(i64::try_from(p.len()).unwrap_or(i64::MAX));
+    m.bytes.set(i64::try_from(p.bytes()).unwrap_or(i64::MAX));
+}
+
+/// How often a shard drops what expired unread.
+const SWEEP_EVERY_MS: u64 = 10_000;
+
+/// Drop what expired unread, at most every [`SWEEP_EVERY_MS`] (called on the shard's
+/// flush tick).
+pub fn sweep(state: &ShardState) {
+    let now = super::admit::now_ms();
+    let cache = &state.cache;
+    if now.saturating_sub(cache.swept_ms.get()) < SWEEP_EVERY_MS {
+        return;
+    }
+    cache.swept_ms.set(now);
+    let Ok(mut p) = state.cache.partition.try_borrow_mut() else {
+        return;
+    };
+    if p.sweep(now) > 0 {
+        drop(p);
+        gauges(state);
+    }
+}
+
+/// Remove what `selector` names on every shard of this node.
+pub fn invalidate_everywhere(state: &Rc<ShardState>, selector: &Selector) {
+    for shard in 0..state.cache.shards() {
+        send(state, shard, CacheMsg::Invalidate(selector.clone()));
+    }
+}
+
+/// A flight this shard leads: its followers get what its client gets. Dropped without an
+/// answer (the leader failed, or its client left), the followers are told to ask again.
+pub struct Flight {
+    state: Rc<ShardState>,
+    key: CacheKey,
+    id: FlightId,
+    ended: Cell<bool>,
+}
+
+impl Flight {
+    fn lead(state: &Rc<ShardState>, key: CacheKey, id: FlightId) -> Self {
+        state.cache.led.borrow_mut().insert(id.id, Led::default());
+        Self {
+            state: state.clone(),
+            key,
+            id,
+            ended: Cell::new(false),
+        }
+    }
+
+    fn head(&self, status: u16, content_type: Option<HeaderValue>) {
+        if let Some(l) = self.state.cache.led.borrow_mut().get_mut(&self.id.id) {
+            for tx in &l.followers {
+                let _ = tx.send(FlightEvent::Head {
+                    status,
+                    content_type: content_type.clone(),
+                });
+            }
+            l.head = Some((status, content_type));
+        }
+    }
+
+    fn frame(&self, frame: &Bytes) {
+        if let Some(l) = self.state.cache.led.borrow_mut().get_mut(&self.id.id) {
+            l.followers
+                .retain(|tx| tx.send(FlightEvent::Frame(frame.clone())).is_ok());
+            l.frames.push(frame.clone());
+        }
+    }
+
+    /// The leader's answer is done (sent whole to its client).
+    fn end(self) {
+        self.finish(FlightEvent::End);
+    }
+
+    /// The leader failed before it answered.
+    fn fail(self) {
+        self.finish(FlightEvent::Failed);
+    }
+
+    fn finish(&self, last: FlightEvent) {
+        if self.ended.replace(true) {
+            return;
+        }
+        let led = self.state.cache.led.borrow_mut().remove(&self.id.id);
+        if let Some(l) = led {
+            // A follower that saw no head yet cannot use an end: it asks again.
+            let last = if l.head.is_none() { FlightEvent::Failed } else { last };
+            for tx in &l.followers {
+                let _ = tx.send(last.clone());
+            }
+        }
+        let to = owner(&self.key, self.state.cache.shards());
+        send(
+            &self.state,
+            to,
+            CacheMsg::Landed {
+                key: self.key,
+                flight: self.id,
+            },
+        );
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        // Not ended by its body's end: the leader failed or its client left.
+        self.finish(FlightEvent::Failed);
+    }
+}
+
+/// The leader's body on its way to its client: each frame teed to the followers and, for an
+/// answer that may be stored, into the cache entry; stored at its end if it is complete.
+struct Tee {
+    inner: ResBody,
+    state: Rc<ShardState>,
+    store: Option<(Cacheable, StreamTee)>,
+    flight: Option<Flight>,
+}
+
+impl Tee {
+    fn done(&mut self) {
+        if let Some((c, tee)) = self.store.take() {
+            let stored = tee.finish().and_then(|(body, frames)| {
+                let now = super::admit::now_ms();
+                c.entry(body, frames, now)
+            });
+            match stored {
+                Some(entry) => {
+                    let to = owner(&c.key, self.state.cache.shards());
+                    if to == usize::from(self.state.id.0) {
+                        store(&self.state, c.key, Arc::new(entry));
+                    } else {
+                        send(&self.state, to, CacheMsg::Put {
+                            key: c.key,
+                            entry: Arc::new(entry),
+                        });
+                    }
+                }
+                None => self.state.metrics.cache.not_stored.inc(),
+            }
+        }
+        // The put goes before the flight's end, on the same channel: a follower that asks
+        // again after the end finds the answer.
+        if let Some(f) = self.flight.take() {
+            f.end();
+        }
+    }
+}
+
+impl Tee {
+    fn hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let limit = this.state.config.cache.max_entry_bytes;
+                    if let Some((_, tee)) = &mut this.store {
+                        tee.push(data, limit);
+                    }
+                    if let Some(f) = &this.flight {
+                        f.frame(data);
+                    }
+                }
+                // A body of known length is not polled past its last frame.
+                if this.inner.is_end_stream() {
+                    this.done();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.done();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if self.store.take().is_some() {
+            // The client left before the end: nothing is stored.
+            self.state.metrics.cache.not_stored.inc();
+        }
+    }
+}
+
+/// A follower's body: the leader's frames as they arrive. A flight that ends without its
+/// leader's end (the leader's client left mid-answer) ends with an error event.
+struct Following {
+    rx: flume::r#async::RecvStream<'static, FlightEvent>,
+    done: bool,
+    dialect: Dialect,
+}
+
+impl Body for Following {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        use futures_lite::Stream;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            return match Pin::new(&mut this.rx).poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(FlightEvent::Frame(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(FlightEvent::Head { .. })) => continue,
+                Poll::Ready(Some(FlightEvent::End)) => {
+                    this.done = true;
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(FlightEvent::Failed) | None) => {
+                    this.done = true;
+                    let event = this.dialect.error_event(
+                        crate::error::ErrorKind::UpstreamProtocol,
+                        "The identical request this answer was shared with ended before it was complete.",
+                    );
+                    Poll::Ready(Some(Ok(Frame::data(event))))
+                }
+            };
+        }
+    }
+}
+
+/// A one-shot value for a task on this shard.
+struct Slot<T> {
+    value: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            value: RefCell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    fn fill(&self, v: T) {
+        *self.value.borrow_mut() = Some(v);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = T> + '_ {
+        std::future::poll_fn(move |cx| match self.value.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
