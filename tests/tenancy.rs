@@ -9,41 +9,6 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 
-/// A key's secret for tests: `sk-sg-` and 43 characters, like a generated one.
-fn secret(tag: &str) -> String {
-    let mut s = format!("sk-sg-{tag}");
-    while s.len() < 49 {
-        s.push('x');
-    }
-    s
-}
-
-fn hash(secret: &str) -> String {
-    shardgate::auth::key::hash(secret).to_string()
-}
-
-/// A `[[auth.keys]]` entry.
-fn key(id: &str, secret: &str, extra: &str) -> String {
-    format!(
-        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
-        hash(secret)
-    )
-}
-
-fn post_with_key(addr: SocketAddr, path: &str, key: &str, body: &str) -> Resp {
-    let auth = format!("Bearer {key}");
-    request(
-        addr,
-        "POST",
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &auth),
-        ],
-        body.as_bytes(),
-    )
-}
-
 fn chat_as(gw: &Gateway, key: &str, model: &str) -> Resp {
     post_with_key(
         gw.addr,
@@ -70,27 +35,6 @@ fn assert_anthropic_error(res: &Resp, status: u16, kind: &str) {
             .as_str()
             .is_some_and(|m| !m.is_empty())
     );
-}
-
-/// Send `n` requests at once (one connection each, released together by a barrier) and
-/// return their responses.
-fn burst(
-    addr: SocketAddr,
-    n: usize,
-    send: impl Fn(SocketAddr, usize) -> Resp + Send + Sync + 'static,
-) -> Vec<Resp> {
-    let barrier = Arc::new(Barrier::new(n));
-    let send = Arc::new(send);
-    let threads: Vec<_> = (0..n)
-        .map(|i| {
-            let (barrier, send) = (barrier.clone(), send.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                send(addr, i)
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// `n` chat requests for `model` with `key`, all at once.

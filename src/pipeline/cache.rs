@@ -97,6 +97,9 @@ pub enum CacheMsg {
         read: bool,
         /// Coalesce with requests in flight wanting this form.
         form: Option<FlightForm>,
+        /// A flight the asker found failed or gone (the owner forgets it now, whatever
+        /// order its own end comes in).
+        dead: Option<FlightId>,
     },
     /// To the asker: what the owner found.
     Got {
@@ -273,15 +276,19 @@ impl Cacheable {
             include_usage: self.include_usage,
         };
         let mut refollows = 0;
+        let mut dead = None;
         loop {
             let now = super::admit::now_ms();
             let found = ask(
                 state,
                 self.key,
-                now,
-                self.directives.max_age_ms,
-                self.directives.may_read(),
-                Some(form),
+                Query {
+                    now_ms: now,
+                    max_age_ms: self.directives.max_age_ms,
+                    read: self.directives.may_read(),
+                    form: Some(form),
+                    dead,
+                },
             )
             .await;
             match found {
@@ -307,6 +314,7 @@ impl Cacheable {
                         m.coalesced.inc();
                         return Looked::Answer(res);
                     }
+                    dead = Some(flight);
                     refollows += 1;
                     if refollows >= MAX_REFOLLOWS {
                         m.misses.inc();
@@ -483,21 +491,24 @@ fn weak_match(asked: &str, etag: &str) -> bool {
     asked == "*" || asked.trim_start_matches("W/") == etag.trim_start_matches("W/")
 }
 
-/// Ask `key`'s owner (this shard, or another over the mesh).
-async fn ask(
-    state: &Rc<ShardState>,
-    key: CacheKey,
+/// What a lookup asks of the owner.
+#[derive(Debug, Clone, Copy)]
+struct Query {
     now_ms: u64,
     max_age_ms: Option<u64>,
     read: bool,
     form: Option<FlightForm>,
-) -> Found {
+    dead: Option<FlightId>,
+}
+
+/// Ask `key`'s owner (this shard, or another over the mesh).
+async fn ask(state: &Rc<ShardState>, key: CacheKey, q: Query) -> Found {
     let cache = &state.cache;
     let to = owner(&key, cache.shards());
     let me = usize::from(state.id.0);
     let id = cache.next_id();
     if to == me {
-        return at_owner(state, me, key, now_ms, max_age_ms, read, form, id);
+        return at_owner(state, me, id, key, q);
     }
     state.metrics.cache.cross_shard.inc();
     let slot = Rc::new(Slot::default());
@@ -508,10 +519,11 @@ async fn ask(
         CacheMsg::Get {
             id,
             key,
-            now_ms,
-            max_age_ms,
-            read,
-            form,
+            now_ms: q.now_ms,
+            max_age_ms: q.max_age_ms,
+            read: q.read,
+            form: q.form,
+            dead: q.dead,
         },
     );
     match crate::shard::timeout(HOP_TIMEOUT, slot.wait()).await {
@@ -531,25 +543,23 @@ async fn ask(
 
 /// The owner's answer to a lookup from shard `from` (request `id` there, which names the
 /// flight if the request is to lead one: ids are unique per asking shard).
-#[allow(clippy::too_many_arguments)]
-fn at_owner(
-    state: &ShardState,
-    from: usize,
-    key: CacheKey,
-    now_ms: u64,
-    max_age_ms: Option<u64>,
-    read: bool,
-    form: Option<FlightForm>,
-    id: u64,
-) -> Found {
+fn at_owner(state: &ShardState, from: usize, id: u64, key: CacheKey, q: Query) -> Found {
     let cache = &state.cache;
-    if read && let Some(entry) = cache.partition.borrow_mut().get(&key, now_ms, max_age_ms) {
+    if q.read
+        && let Some(entry) = cache
+            .partition
+            .borrow_mut()
+            .get(&key, q.now_ms, q.max_age_ms)
+    {
         return Found::Hit(entry);
     }
-    let Some(form) = form else {
+    let Some(form) = q.form else {
         return Found::Miss;
     };
     let mut inflight = cache.inflight.borrow_mut();
+    if q.dead.is_some() && inflight.get(&key).map(|f| f.flight) == q.dead {
+        inflight.remove(&key);
+    }
     match inflight.get_mut(&key) {
         Some(f) if f.form == form && f.followers < state.config.cache.max_followers => {
             f.followers += 1;
@@ -607,8 +617,16 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
             max_age_ms,
             read,
             form,
+            dead,
         } => {
-            let found = at_owner(state, from, key, now_ms, max_age_ms, read, form, id);
+            let q = Query {
+                now_ms,
+                max_age_ms,
+                read,
+                form,
+                dead,
+            };
+            let found = at_owner(state, from, id, key, q);
             send(state, from, CacheMsg::Got { id, found });
         }
         CacheMsg::Got { id, found } => {

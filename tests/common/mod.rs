@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use shardgate::mock::Knobs;
@@ -543,3 +544,60 @@ pub fn webhook() -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
     });
     (addr, got)
 }
+
+/// A key's secret for tests: `sk-sg-` and 43 characters, like a generated one.
+pub fn secret(tag: &str) -> String {
+    let mut s = format!("sk-sg-{tag}");
+    while s.len() < 49 {
+        s.push('x');
+    }
+    s
+}
+
+pub fn hash(secret: &str) -> String {
+    shardgate::auth::key::hash(secret).to_string()
+}
+
+/// A `[[auth.keys]]` entry.
+pub fn key(id: &str, secret: &str, extra: &str) -> String {
+    format!(
+        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
+        hash(secret)
+    )
+}
+
+pub fn post_with_key(addr: SocketAddr, path: &str, key: &str, body: &str) -> Resp {
+    let auth = format!("Bearer {key}");
+    request(
+        addr,
+        "POST",
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Send `n` requests at once (one connection each, released together by a barrier) and
+/// return their responses.
+pub fn burst(
+    addr: SocketAddr,
+    n: usize,
+    send: impl Fn(SocketAddr, usize) -> Resp + Send + Sync + 'static,
+) -> Vec<Resp> {
+    let barrier = Arc::new(Barrier::new(n));
+    let send = Arc::new(send);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, send) = (barrier.clone(), send.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                send(addr, i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+

@@ -1,0 +1,263 @@
+//! The response cache end to end: the gateway as a real process with two shards (so most
+//! keys are owned by the other shard and looked up over the mesh), the mock as its upstream,
+//! whose request counter says what reached it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+/// A gateway in front of `up` whose model `gpt-mock` is cached for `ttl_s`, with `extra`.
+fn cached(up: &shardgate::mock::server::MockServer, ttl_s: u64, extra: &str) -> Gateway {
+    let config = upstream_config(up.addr, &format!("cache_ttl_s = {ttl_s}\n{extra}"));
+    Gateway::start(&config, TWO_SHARDS)
+}
+
+fn post(addr: SocketAddr, body: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request(addr, "POST", "/v1/chat/completions", &h, body.as_bytes())
+}
+
+fn verdict(r: &Resp) -> &str {
+    r.header("x-shardgate-cache").unwrap_or("-")
+}
+
+#[test]
+fn a_hit_is_served_with_age_and_etag_and_revalidates() {
+    let up = mock();
+    let gw = cached(&up, 60, "");
+    let body = chat_body("gpt-mock", "what is a cache", false);
+    let first = post(gw.addr, &body, &[]);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), "miss");
+    // The same request in another member order and spacing is the same key.
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reordered = format!(
+        "{{ \"messages\": {},\n \"model\": \"gpt-mock\" }}",
+        v["messages"]
+    );
+    for b in [&body, &reordered] {
+        let hit = post(gw.addr, b, &[]);
+        assert_eq!(verdict(&hit), "hit");
+        assert_eq!(hit.body, first.body, "a hit is the answer as first sent");
+        assert!(hit.header("age").is_some());
+    }
+    assert_eq!(up.requests(), 1);
+    let hit = post(gw.addr, &body, &[]);
+    let etag = hit.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let revalidated = post(gw.addr, &body, &[("if-none-match", &etag)]);
+    assert_eq!(revalidated.status, 304);
+    assert!(revalidated.body.is_empty());
+    let changed = post(gw.addr, &body, &[("if-none-match", "W/\"other\"")]);
+    assert_eq!(changed.status, 200);
+    // A streamed request is served from the whole answer, as a stream.
+    let streamed = post(gw.addr, &chat_body("gpt-mock", "what is a cache", true), &[]);
+    assert_eq!(verdict(&streamed), "hit");
+    assert_eq!(
+        stream_text(&streamed.events()),
+        first.json()["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert!(streamed.events().len() > 2, "replayed event by event");
+    assert_eq!(up.requests(), 1);
+    assert_eq!(gw.metric("gateway_cache_hits_total"), 6.0);
+    assert!(gw.metric("gateway_cache_cross_shard_lookups_total") >= 1.0);
+}
+
+#[test]
+fn a_stream_replays_byte_for_byte_on_pass_through() {
+    let up = mock();
+    let gw = cached(&up, 60, "");
+    let body = chat_body("gpt-mock", "stream me", true);
+    let first = post(gw.addr, &body, &[]);
+    assert_eq!(verdict(&first), "miss");
+    let second = post(gw.addr, &body, &[]);
+    assert_eq!(verdict(&second), "hit");
+    assert_eq!(second.body, first.body, "the same bytes");
+    assert_eq!(second.events().last().map(String::as_str), Some("[DONE]"));
+    // Asked without usage: the usage chunk is left out of the replay.
+    let no_usage = serde_json::json!({
+        "model": "gpt-mock", "stream": true,
+        "messages": [{"role": "user", "content": "stream me"}],
+    });
+    let third = post(gw.addr, &no_usage.to_string(), &[]);
+    assert_eq!(verdict(&third), "hit");
+    assert!(!third.text().contains("\"prompt_tokens\""), "{}", third.text());
+    assert_eq!(stream_text(&third.events()), stream_text(&first.events()));
+    // Asked whole: the stream is made whole.
+    let whole = post(gw.addr, &chat_body("gpt-mock", "stream me", false), &[]);
+    assert_eq!(verdict(&whole), "hit");
+    assert_eq!(
+        whole.json()["choices"][0]["message"]["content"],
+        stream_text(&first.events())
+    );
+    assert_eq!(up.requests(), 1);
+}
+
+#[test]
+fn one_keys_answer_is_never_served_to_another_under_key_scope() {
+    let up = mock();
+    let (a, b) = (secret("alpha"), secret("bravo"));
+    let extra = format!(
+        "\n[auth]\n{}{}",
+        key("alpha", &a, "team = \"t\""),
+        key("bravo", &b, "team = \"t\"")
+    );
+    let gw = cached(&up, 60, &extra);
+    let body = chat_body("gpt-mock", "private question", false);
+    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "miss");
+    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "hit");
+    let other = post_with_key(gw.addr, "/v1/chat/completions", &b, &body);
+    assert_eq!(other.status, 200);
+    assert_eq!(verdict(&other), "miss", "key B never gets key A's answer");
+    assert_eq!(up.requests(), 2);
+
+    // Under `team` scope the team's keys share answers.
+    let up = mock();
+    let gw = cached(&up, 60, &format!("\n[cache]\nscope = \"team\"\n{extra}"));
+    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "miss");
+    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &b, &body)), "hit");
+    assert_eq!(up.requests(), 1);
+}
+
+#[test]
+fn request_directives_are_honoured() {
+    let up = mock();
+    let gw = cached(&up, 1, "");
+    let body = chat_body("gpt-mock", "directives", false);
+    // no-store: neither read nor written.
+    let r = post(gw.addr, &body, &[("cache-control", "no-store")]);
+    assert_eq!(verdict(&r), "bypass");
+    let r = post(gw.addr, &body, &[("x-shardgate-cache", "off")]);
+    assert_eq!(verdict(&r), "bypass");
+    assert_eq!(verdict(&post(gw.addr, &body, &[])), "miss", "nothing was stored");
+    assert_eq!(verdict(&post(gw.addr, &body, &[])), "hit");
+    assert_eq!(up.requests(), 3);
+    // no-cache and max-age=0: fetched again (and stored).
+    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "no-cache")])), "miss");
+    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "max-age=0")])), "miss");
+    assert_eq!(up.requests(), 5);
+    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "max-age=60")])), "hit");
+    // The TTL (1 s): the answer expires.
+    poll_until(Duration::from_secs(5), "the entry to expire", || {
+        verdict(&post(gw.addr, &body, &[])) == "miss"
+    });
+    // A request's own TTL (capped by max_ttl_s) keeps its answer longer than the model's.
+    let long = chat_body("gpt-mock", "keep me", false);
+    assert_eq!(verdict(&post(gw.addr, &long, &[("x-shardgate-cache-ttl", "60")])), "miss");
+    let short = chat_body("gpt-mock", "drop me", false);
+    assert_eq!(verdict(&post(gw.addr, &short, &[])), "miss");
+    poll_until(Duration::from_secs(5), "the short entry to expire", || {
+        verdict(&post(gw.addr, &short, &[])) == "miss"
+    });
+    assert_eq!(verdict(&post(gw.addr, &long, &[])), "hit");
+    assert!(gw.metric("gateway_cache_bypassed_total") >= 2.0);
+}
+
+#[test]
+fn errors_cut_streams_and_oversized_answers_are_never_stored() {
+    let up = mock();
+    let gw = cached(
+        &up,
+        60,
+        "\n[routing]\nmax_attempts = 1\n\n[cache]\nmax_entry_bytes = 1024\n",
+    );
+    // An error answer.
+    up.set_knobs(shardgate::mock::Knobs::parse("status=500").unwrap());
+    let body = chat_body("gpt-mock", "fails once", false);
+    assert_ne!(post(gw.addr, &body, &[]).status, 200);
+    up.reset_knobs();
+    assert_eq!(verdict(&post(gw.addr, &body, &[])), "miss", "the error was not stored");
+    // A stream cut by the upstream.
+    up.set_knobs(shardgate::mock::Knobs::parse("reset_after=2").unwrap());
+    let stream = chat_body("gpt-mock", "cut me short please", true);
+    let cut = post(gw.addr, &stream, &[]);
+    assert_eq!(cut.status, 200);
+    assert_ne!(cut.events().last().map(String::as_str), Some("[DONE]"));
+    up.reset_knobs();
+    assert_eq!(verdict(&post(gw.addr, &stream, &[])), "miss", "the cut stream was not stored");
+    // An answer over the entry size limit (a stream of many events).
+    up.set_knobs(shardgate::mock::Knobs::parse("chunks=30").unwrap());
+    let big = chat_body("gpt-mock", "a long answer", true);
+    let r = post(gw.addr, &big, &[]);
+    assert!(r.body.len() > 1024, "{}", r.body.len());
+    assert_eq!(verdict(&post(gw.addr, &big, &[])), "miss", "too large to store");
+    assert!(gw.metric("gateway_cache_not_stored_total") >= 3.0);
+}
+
+#[test]
+fn identical_requests_in_flight_make_one_upstream_call() {
+    for stream in [false, true] {
+        let up = mock_with("latency_ms=400");
+        let gw = cached(&up, 60, "");
+        let body = chat_body("gpt-mock", "everyone asks this", stream);
+        let all = burst(gw.addr, 100, move |addr, _| post(addr, &body, &[]));
+        assert_eq!(up.requests(), 1, "stream={stream}");
+        let first = &all[0];
+        for r in &all {
+            assert_eq!(r.status, 200, "{}", r.text());
+            if stream {
+                assert_eq!(stream_text(&r.events()), stream_text(&first.events()));
+                assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"));
+            } else {
+                assert_eq!(r.json()["choices"], first.json()["choices"]);
+            }
+        }
+        let coalesced = all.iter().filter(|r| verdict(r) == "coalesced").count();
+        let hits = all.iter().filter(|r| verdict(r) == "hit").count();
+        assert_eq!(coalesced + hits, 99, "stream={stream}");
+        assert_eq!(gw.metric("gateway_cache_coalesced_total") as usize, coalesced);
+    }
+}
+
+#[test]
+fn followers_of_a_failed_leader_still_get_an_answer() {
+    let up = mock_with("latency_ms=600;status=500");
+    let gw = cached(&up, 60, "\n[routing]\nmax_attempts = 1\n");
+    let body = chat_body("gpt-mock", "the leader fails", false);
+    let leader = {
+        let body = body.clone();
+        let addr = gw.addr;
+        std::thread::spawn(move || post(addr, &body, &[]))
+    };
+    poll_until(Duration::from_secs(5), "the leader to reach the mock", || {
+        up.requests() == 1
+    });
+    // The next attempt is healthy (and slow enough for the others to follow it).
+    up.set_knobs(shardgate::mock::Knobs::parse("latency_ms=300").unwrap());
+    let followers = burst(gw.addr, 20, move |addr, _| post(addr, &body, &[]));
+    let leader = leader.join().unwrap();
+    assert_ne!(leader.status, 200, "the leader's own answer is its failure");
+    for r in &followers {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.requests(), 2, "one failed call, then one follower led the next");
+}
+
+#[test]
+fn hits_cost_no_tokens_and_are_counted() {
+    let up = mock();
+    let k = secret("tokens");
+    // Room for about two requests' estimated tokens a minute: were hits charged, the third
+    // request would be refused.
+    let extra = format!(
+        "\n[limits]\nexact = true\noutput_estimate_tokens = 100\n\n[auth]\n{}",
+        key("tokens", &k, "limits = { tpm = 250 }")
+    );
+    let gw = cached(&up, 60, &extra);
+    let body = chat_body("gpt-mock", "free when cached", false);
+    let first = post_with_key(gw.addr, "/v1/chat/completions", &k, &body);
+    assert_eq!(verdict(&first), "miss");
+    for _ in 0..20 {
+        let r = post_with_key(gw.addr, "/v1/chat/completions", &k, &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(verdict(&r), "hit");
+    }
+    assert_eq!(up.requests(), 1);
+    assert_eq!(gw.metric("gateway_cache_hits_total"), 20.0);
+    assert_eq!(gw.metric("gateway_cache_misses_total"), 1.0);
+}
