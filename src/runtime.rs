@@ -524,6 +524,9 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
         ShardCmd::Actions(table) => {
             *state.actions.borrow_mut() = table;
         }
+        ShardCmd::CacheInvalidate(selector) => {
+            crate::pipeline::cache::invalidate_here(state, &selector);
+        }
         ShardCmd::Drain => {
             if !state.draining() {
                 tracing::info!(shard = %state.id, "Draining.");

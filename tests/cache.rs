@@ -56,11 +56,17 @@ fn a_hit_is_served_with_age_and_etag_and_revalidates() {
     let changed = post(gw.addr, &body, &[("if-none-match", "W/\"other\"")]);
     assert_eq!(changed.status, 200);
     // A streamed request is served from the whole answer, as a stream.
-    let streamed = post(gw.addr, &chat_body("gpt-mock", "what is a cache", true), &[]);
+    let streamed = post(
+        gw.addr,
+        &chat_body("gpt-mock", "what is a cache", true),
+        &[],
+    );
     assert_eq!(verdict(&streamed), "hit");
     assert_eq!(
         stream_text(&streamed.events()),
-        first.json()["choices"][0]["message"]["content"].as_str().unwrap()
+        first.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
     );
     assert!(streamed.events().len() > 2, "replayed event by event");
     assert_eq!(up.requests(), 1);
@@ -86,7 +92,11 @@ fn a_stream_replays_byte_for_byte_on_pass_through() {
     });
     let third = post(gw.addr, &no_usage.to_string(), &[]);
     assert_eq!(verdict(&third), "hit");
-    assert!(!third.text().contains("\"prompt_tokens\""), "{}", third.text());
+    assert!(
+        !third.text().contains("\"prompt_tokens\""),
+        "{}",
+        third.text()
+    );
     assert_eq!(stream_text(&third.events()), stream_text(&first.events()));
     // Asked whole: the stream is made whole.
     let whole = post(gw.addr, &chat_body("gpt-mock", "stream me", false), &[]);
@@ -109,8 +119,14 @@ fn one_keys_answer_is_never_served_to_another_under_key_scope() {
     );
     let gw = cached(&up, 60, &extra);
     let body = chat_body("gpt-mock", "private question", false);
-    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "miss");
-    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "hit");
+    assert_eq!(
+        verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)),
+        "miss"
+    );
+    assert_eq!(
+        verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)),
+        "hit"
+    );
     let other = post_with_key(gw.addr, "/v1/chat/completions", &b, &body);
     assert_eq!(other.status, 200);
     assert_eq!(verdict(&other), "miss", "key B never gets key A's answer");
@@ -119,8 +135,14 @@ fn one_keys_answer_is_never_served_to_another_under_key_scope() {
     // Under `team` scope the team's keys share answers.
     let up = mock();
     let gw = cached(&up, 60, &format!("\n[cache]\nscope = \"team\"\n{extra}"));
-    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)), "miss");
-    assert_eq!(verdict(&post_with_key(gw.addr, "/v1/chat/completions", &b, &body)), "hit");
+    assert_eq!(
+        verdict(&post_with_key(gw.addr, "/v1/chat/completions", &a, &body)),
+        "miss"
+    );
+    assert_eq!(
+        verdict(&post_with_key(gw.addr, "/v1/chat/completions", &b, &body)),
+        "hit"
+    );
     assert_eq!(up.requests(), 1);
 }
 
@@ -134,21 +156,37 @@ fn request_directives_are_honoured() {
     assert_eq!(verdict(&r), "bypass");
     let r = post(gw.addr, &body, &[("x-shardgate-cache", "off")]);
     assert_eq!(verdict(&r), "bypass");
-    assert_eq!(verdict(&post(gw.addr, &body, &[])), "miss", "nothing was stored");
+    assert_eq!(
+        verdict(&post(gw.addr, &body, &[])),
+        "miss",
+        "nothing was stored"
+    );
     assert_eq!(verdict(&post(gw.addr, &body, &[])), "hit");
     assert_eq!(up.requests(), 3);
     // no-cache and max-age=0: fetched again (and stored).
-    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "no-cache")])), "miss");
-    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "max-age=0")])), "miss");
+    assert_eq!(
+        verdict(&post(gw.addr, &body, &[("cache-control", "no-cache")])),
+        "miss"
+    );
+    assert_eq!(
+        verdict(&post(gw.addr, &body, &[("cache-control", "max-age=0")])),
+        "miss"
+    );
     assert_eq!(up.requests(), 5);
-    assert_eq!(verdict(&post(gw.addr, &body, &[("cache-control", "max-age=60")])), "hit");
+    assert_eq!(
+        verdict(&post(gw.addr, &body, &[("cache-control", "max-age=60")])),
+        "hit"
+    );
     // The TTL (1 s): the answer expires.
     poll_until(Duration::from_secs(5), "the entry to expire", || {
         verdict(&post(gw.addr, &body, &[])) == "miss"
     });
     // A request's own TTL (capped by max_ttl_s) keeps its answer longer than the model's.
     let long = chat_body("gpt-mock", "keep me", false);
-    assert_eq!(verdict(&post(gw.addr, &long, &[("x-shardgate-cache-ttl", "60")])), "miss");
+    assert_eq!(
+        verdict(&post(gw.addr, &long, &[("x-shardgate-cache-ttl", "60")])),
+        "miss"
+    );
     let short = chat_body("gpt-mock", "drop me", false);
     assert_eq!(verdict(&post(gw.addr, &short, &[])), "miss");
     poll_until(Duration::from_secs(5), "the short entry to expire", || {
@@ -171,7 +209,11 @@ fn errors_cut_streams_and_oversized_answers_are_never_stored() {
     let body = chat_body("gpt-mock", "fails once", false);
     assert_ne!(post(gw.addr, &body, &[]).status, 200);
     up.reset_knobs();
-    assert_eq!(verdict(&post(gw.addr, &body, &[])), "miss", "the error was not stored");
+    assert_eq!(
+        verdict(&post(gw.addr, &body, &[])),
+        "miss",
+        "the error was not stored"
+    );
     // A stream cut by the upstream.
     up.set_knobs(shardgate::mock::Knobs::parse("reset_after=2").unwrap());
     let stream = chat_body("gpt-mock", "cut me short please", true);
@@ -179,13 +221,21 @@ fn errors_cut_streams_and_oversized_answers_are_never_stored() {
     assert_eq!(cut.status, 200);
     assert_ne!(cut.events().last().map(String::as_str), Some("[DONE]"));
     up.reset_knobs();
-    assert_eq!(verdict(&post(gw.addr, &stream, &[])), "miss", "the cut stream was not stored");
+    assert_eq!(
+        verdict(&post(gw.addr, &stream, &[])),
+        "miss",
+        "the cut stream was not stored"
+    );
     // An answer over the entry size limit (a stream of many events).
     up.set_knobs(shardgate::mock::Knobs::parse("chunks=30").unwrap());
     let big = chat_body("gpt-mock", "a long answer", true);
     let r = post(gw.addr, &big, &[]);
     assert!(r.body.len() > 1024, "{}", r.body.len());
-    assert_eq!(verdict(&post(gw.addr, &big, &[])), "miss", "too large to store");
+    assert_eq!(
+        verdict(&post(gw.addr, &big, &[])),
+        "miss",
+        "too large to store"
+    );
     assert!(gw.metric("gateway_cache_not_stored_total") >= 3.0);
 }
 
@@ -210,7 +260,10 @@ fn identical_requests_in_flight_make_one_upstream_call() {
         let coalesced = all.iter().filter(|r| verdict(r) == "coalesced").count();
         let hits = all.iter().filter(|r| verdict(r) == "hit").count();
         assert_eq!(coalesced + hits, 99, "stream={stream}");
-        assert_eq!(gw.metric("gateway_cache_coalesced_total") as usize, coalesced);
+        assert_eq!(
+            gw.metric("gateway_cache_coalesced_total") as usize,
+            coalesced
+        );
     }
 }
 
@@ -224,9 +277,11 @@ fn followers_of_a_failed_leader_still_get_an_answer() {
         let addr = gw.addr;
         std::thread::spawn(move || post(addr, &body, &[]))
     };
-    poll_until(Duration::from_secs(5), "the leader to reach the mock", || {
-        up.requests() == 1
-    });
+    poll_until(
+        Duration::from_secs(5),
+        "the leader to reach the mock",
+        || up.requests() == 1,
+    );
     // The next attempt is healthy (and slow enough for the others to follow it).
     up.set_knobs(shardgate::mock::Knobs::parse("latency_ms=300").unwrap());
     let followers = burst(gw.addr, 20, move |addr, _| post(addr, &body, &[]));
@@ -235,7 +290,11 @@ fn followers_of_a_failed_leader_still_get_an_answer() {
     for r in &followers {
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(up.requests(), 2, "one failed call, then one follower led the next");
+    assert_eq!(
+        up.requests(),
+        2,
+        "one failed call, then one follower led the next"
+    );
 }
 
 #[test]
@@ -260,4 +319,76 @@ fn hits_cost_no_tokens_and_are_counted() {
     assert_eq!(up.requests(), 1);
     assert_eq!(gw.metric("gateway_cache_hits_total"), 20.0);
     assert_eq!(gw.metric("gateway_cache_misses_total"), 1.0);
+}
+
+#[test]
+fn each_invalidation_selector_empties_what_it_names() {
+    const TOKEN: &str = "adm-cache-0123456789abcdef0123456789abcdef";
+    let up = mock();
+    let (a, b) = (secret("inv-a"), secret("inv-b"));
+    let config = upstream_config(
+        up.addr,
+        &format!(
+            "cache_ttl_s = 60\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"SG_ADMIN\"\n\n[auth]\n{}{}",
+            model("other-mock", "mock") + "cache_ttl_s = 60\n",
+            key("inv-a", &a, "team = \"red\""),
+            key("inv-b", &b, "")
+        ),
+    );
+    let gw = Gateway::start_with_env(&config, TWO_SHARDS, &[("SG_ADMIN", TOKEN)]);
+    let admin = gw.admin.unwrap();
+    let delete = |query: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let path = format!("/admin/cache?{query}");
+        let r = request(admin, "DELETE", &path, &[("authorization", &auth)], b"");
+        assert_eq!(r.status, 202, "{query}: {}", r.text());
+    };
+    let ask = |k: &str, model: &str, text: &str, tags: &str| {
+        let body = chat_body(model, text, false);
+        let auth = format!("Bearer {k}");
+        let mut h = vec![
+            ("content-type", "application/json"),
+            ("authorization", &*auth),
+        ];
+        if !tags.is_empty() {
+            h.push(("x-shardgate-cache-tags", tags));
+        }
+        let r = request(gw.addr, "POST", "/v1/chat/completions", &h, body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        (
+            verdict(&r).to_owned(),
+            r.header("x-shardgate-cache-key").unwrap().to_owned(),
+        )
+    };
+    // Each case: fill, check it is cached, invalidate, check only what was named went.
+    let cases: [(&str, &str, &str, &str, &str); 6] = [
+        // (key, model, text, tags, what to delete: `KEY` stands for the answer's own key)
+        (&a, "gpt-mock", "by key", "", "key=KEY"),
+        (&a, "other-mock", "by model", "", "model=other-mock"),
+        (&a, "gpt-mock", "by tenant", "", "tenant=key:inv-a"),
+        (&b, "gpt-mock", "by tag", "release-7", "tag=release-7"),
+        (&b, "gpt-mock", "by prefix", "", "prefix=PREFIX"),
+        (&b, "gpt-mock", "everything", "", "all=true"),
+    ];
+    let keeper = |text: &str| ask(&b, "gpt-mock", &format!("keeper {text}"), "");
+    for (k, model_name, text, tags, what) in cases {
+        assert_eq!(ask(k, model_name, text, tags).0, "miss");
+        let (hit, cache_key) = ask(k, model_name, text, tags);
+        assert_eq!(hit, "hit", "{what}");
+        assert_eq!(keeper(text).0, "miss");
+        let query = what
+            .replace("KEY", &cache_key)
+            .replace("PREFIX", &cache_key[..10]);
+        delete(&query);
+        poll_until(Duration::from_secs(5), what, || {
+            ask(k, model_name, text, tags).0 == "miss"
+        });
+        let kept = keeper(text).0;
+        if what == "all=true" {
+            assert_eq!(kept, "miss", "all=true empties everything");
+        } else {
+            assert_eq!(kept, "hit", "{what} removed only what it named");
+        }
+    }
+    assert!(gw.metric("gateway_cache_invalidated_total") >= 6.0);
 }

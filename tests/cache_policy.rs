@@ -2,6 +2,7 @@
 //! 1,000,000 requests over 100,000 distinct prompts, Zipf(0.99), room for 10% of them.
 //! Equal entry sizes, so both caches hold the same number of answers. Run with
 //! `--nocapture` to see both hit ratios.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;

@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
 
 use common::*;
 

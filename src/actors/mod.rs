@@ -45,6 +45,8 @@ pub enum ShardCmd {
     Keys(Arc<crate::auth::table::KeyTable>),
     /// The budget actions in force per scope (throttle, restrict, block): swap it in whole.
     Actions(Arc<hashbrown::HashMap<crate::budget::meter::Scope, crate::budget::policy::Action>>),
+    /// Remove the cached answers a selector names from the shard's partition.
+    CacheInvalidate(crate::cache::Selector),
     /// A provider's host name resolved to new addresses.
     Addrs {
         /// Provider index.
@@ -189,6 +191,7 @@ impl ControlPlane {
                             admin,
                             budgeter.clone(),
                             scorer.clone(),
+                            args.shards.clone(),
                         ));
                     }
                     if args.handle_signals {

@@ -128,7 +128,10 @@ mod tests {
         let d = Directives::from_headers(&headers(&[("cache-control", "no-cache")]), 1);
         assert!(!d.may_read() && d.may_write());
         let d = Directives::from_headers(
-            &headers(&[("cache-control", "private, max-age=30"), ("cache-control", "max-age=\"10\"")]),
+            &headers(&[
+                ("cache-control", "private, max-age=30"),
+                ("cache-control", "max-age=\"10\""),
+            ]),
             1,
         );
         assert_eq!(d.max_age_ms, Some(10_000));
@@ -150,7 +153,9 @@ mod tests {
         let long = "x".repeat(MAX_TAG_BYTES + 1);
         let tags = format!("a, b,,{long},c,d,e,f,g,h,i,j");
         let d = Directives::from_headers(&headers(&[("x-shardgate-cache-tags", &tags)]), 1);
-        let want: Vec<Box<str>> = ["a", "b", "c", "d", "e", "f", "g", "h"].map(Box::from).into();
+        let want: Vec<Box<str>> = ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .map(Box::from)
+            .into();
         assert_eq!(d.tags, want);
     }
 }

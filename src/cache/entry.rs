@@ -191,6 +191,10 @@ mod tests {
             stored_ms: 10_001,
             ..entry(Form::Whole, b"{}", &[])
         };
-        assert_ne!(later.etag(&key), e.etag(&key), "a refreshed answer has a new tag");
+        assert_ne!(
+            later.etag(&key),
+            e.etag(&key),
+            "a refreshed answer has a new tag"
+        );
     }
 }

@@ -106,7 +106,8 @@ const EXPECTED_ENTRY_BYTES: u64 = 4096;
 impl Partition {
     /// A partition holding at most `bytes` (entries weighed by [`Entry::weight`]).
     pub fn new(bytes: u64) -> Self {
-        let items = usize::try_from((bytes / EXPECTED_ENTRY_BYTES).clamp(16, 1 << 20)).unwrap_or(16);
+        let items =
+            usize::try_from((bytes / EXPECTED_ENTRY_BYTES).clamp(16, 1 << 20)).unwrap_or(16);
         Self {
             cache: Cache::with(
                 items,
@@ -120,7 +121,12 @@ impl Partition {
 
     /// The fresh entry under `key` no older than `max_age_ms`, if any. An expired entry is
     /// removed; an entry too old for this request stays for others.
-    pub fn get(&mut self, key: &CacheKey, now_ms: u64, max_age_ms: Option<u64>) -> Option<Arc<Entry>> {
+    pub fn get(
+        &mut self,
+        key: &CacheKey,
+        now_ms: u64,
+        max_age_ms: Option<u64>,
+    ) -> Option<Arc<Entry>> {
         let entry = self.cache.get(key)?;
         if !entry.is_fresh(now_ms) {
             self.cache.remove(key);
@@ -226,9 +232,15 @@ mod tests {
     #[test]
     fn gets_respect_expiry_and_max_age() {
         let mut p = Partition::new(1 << 20);
-        assert!(p.insert(key(1), entry(100, "m", Tenant::Global, &[])).stored);
+        assert!(
+            p.insert(key(1), entry(100, "m", Tenant::Global, &[]))
+                .stored
+        );
         assert!(p.get(&key(1), 2_000, None).is_some());
-        assert!(p.get(&key(1), 2_000, Some(500)).is_none(), "older than max-age");
+        assert!(
+            p.get(&key(1), 2_000, Some(500)).is_none(),
+            "older than max-age"
+        );
         assert!(p.get(&key(1), 2_000, Some(1_000)).is_some());
         assert!(p.get(&key(1), 61_000, None).is_none(), "expired");
         assert!(p.is_empty(), "an expired entry found is removed");
@@ -239,11 +251,17 @@ mod tests {
         let mut p = Partition::new(100_000);
         let mut evicted = 0;
         for i in 0..1_000 {
-            evicted += p.insert(key(i), entry(1_000, "m", Tenant::Global, &[])).evicted;
+            evicted += p
+                .insert(key(i), entry(1_000, "m", Tenant::Global, &[]))
+                .evicted;
         }
         assert!(p.bytes() <= 100_000, "{} bytes held", p.bytes());
         assert!(p.len() >= 50, "{} entries held", p.len());
-        assert_eq!(evicted as usize + p.len(), 1_000, "every entry is held or was evicted");
+        assert_eq!(
+            evicted as usize + p.len(),
+            1_000,
+            "every entry is held or was evicted"
+        );
     }
 
     #[test]
@@ -251,7 +269,13 @@ mod tests {
         let mut p = Partition::new(10_000);
         p.insert(key(1), entry(100, "m", Tenant::Global, &[]));
         let r = p.insert(key(2), entry(50_000, "m", Tenant::Global, &[]));
-        assert_eq!(r, Inserted { stored: false, evicted: 0 });
+        assert_eq!(
+            r,
+            Inserted {
+                stored: false,
+                evicted: 0
+            }
+        );
         assert!(p.get(&key(1), 2_000, None).is_some());
     }
 

@@ -323,7 +323,11 @@ impl Tuning {
             h1_read_buffer_bytes,
             transparent_huge_pages: raw.memory.transparent_huge_pages.unwrap_or(false),
             release_after_burst: raw.memory.release_after_burst.unwrap_or(true),
-            cache_bytes_per_shard: raw.memory.cache_mib_per_shard.unwrap_or(64).saturating_mul(1 << 20),
+            cache_bytes_per_shard: raw
+                .memory
+                .cache_mib_per_shard
+                .unwrap_or(64)
+                .saturating_mul(1 << 20),
             h2_max_concurrent_streams: raw
                 .http
                 .h2_max_concurrent_streams

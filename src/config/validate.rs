@@ -234,7 +234,10 @@ fn cache(
     }
     let max_ttl = c.max_ttl_s.map_or(default.max_ttl, Duration::from_secs);
     if max_ttl.is_zero() {
-        return Err(invalid("cache.max_ttl_s".into(), "must be at least 1".into()));
+        return Err(invalid(
+            "cache.max_ttl_s".into(),
+            "must be at least 1".into(),
+        ));
     }
     Ok(super::CacheConfig {
         scope,

@@ -226,8 +226,8 @@ pub struct ShardMetrics {
     pub limit_wait_timeouts: Counter,
     /// The response cache on this shard.
     pub cache: CacheMetrics,
-    
-/// Per provider, in config order.
+
+    /// Per provider, in config order.
     pub providers: Vec<ProviderMetrics>,
     /// Per public model, in config order.
     pub models: Vec<ModelMetrics>,

@@ -318,16 +318,56 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     let c = |f: fn(&super::CacheMetrics) -> &super::Counter| sum(shards, |s| f(&s.cache).get());
     let (hits, misses) = (c(|m| &m.hits), c(|m| &m.misses));
     for (name, help, v) in [
-        ("gateway_cache_hits_total", "Requests answered from the response cache.", hits),
-        ("gateway_cache_misses_total", "Requests on a cached model the cache could not answer.", misses),
-        ("gateway_cache_bypassed_total", "Requests on a cached model that opted out of the cache.", c(|m| &m.bypassed)),
-        ("gateway_cache_coalesced_total", "Requests that rode an identical request in flight.", c(|m| &m.coalesced)),
-        ("gateway_cache_cross_shard_lookups_total", "Cache lookups sent to the key's owner shard.", c(|m| &m.cross_shard)),
-        ("gateway_cache_stored_total", "Answers stored in the cache.", c(|m| &m.stored)),
-        ("gateway_cache_not_stored_total", "Answers not stored: incomplete, failed or too large.", c(|m| &m.not_stored)),
-        ("gateway_cache_admissions_refused_total", "Answers the cache turned away.", c(|m| &m.refused)),
-        ("gateway_cache_evictions_total", "Cache entries evicted to make room.", c(|m| &m.evictions)),
-        ("gateway_cache_invalidated_total", "Cache entries removed by invalidation.", c(|m| &m.invalidated)),
+        (
+            "gateway_cache_hits_total",
+            "Requests answered from the response cache.",
+            hits,
+        ),
+        (
+            "gateway_cache_misses_total",
+            "Requests on a cached model the cache could not answer.",
+            misses,
+        ),
+        (
+            "gateway_cache_bypassed_total",
+            "Requests on a cached model that opted out of the cache.",
+            c(|m| &m.bypassed),
+        ),
+        (
+            "gateway_cache_coalesced_total",
+            "Requests that rode an identical request in flight.",
+            c(|m| &m.coalesced),
+        ),
+        (
+            "gateway_cache_cross_shard_lookups_total",
+            "Cache lookups sent to the key's owner shard.",
+            c(|m| &m.cross_shard),
+        ),
+        (
+            "gateway_cache_stored_total",
+            "Answers stored in the cache.",
+            c(|m| &m.stored),
+        ),
+        (
+            "gateway_cache_not_stored_total",
+            "Answers not stored: incomplete, failed or too large.",
+            c(|m| &m.not_stored),
+        ),
+        (
+            "gateway_cache_admissions_refused_total",
+            "Answers the cache turned away.",
+            c(|m| &m.refused),
+        ),
+        (
+            "gateway_cache_evictions_total",
+            "Cache entries evicted to make room.",
+            c(|m| &m.evictions),
+        ),
+        (
+            "gateway_cache_invalidated_total",
+            "Cache entries removed by invalidation.",
+            c(|m| &m.invalidated),
+        ),
     ] {
         counter(&mut out, name, help, v);
     }

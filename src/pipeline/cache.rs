@@ -129,8 +129,6 @@ pub enum CacheMsg {
         /// Where its events go.
         tx: flume::Sender<FlightEvent>,
     },
-    /// To every shard: remove what `selector` names.
-    Invalidate(Selector),
 }
 
 /// What an owner found for a key.
@@ -249,10 +247,7 @@ pub fn cacheable(
     let key = CacheKey::of(&tenant, route, &model.public.0, &value);
     Some(Cacheable {
         key,
-        ttl_ms: directives
-            .ttl_ms
-            .unwrap_or(ttl.as_millis() as u64)
-            .max(1),
+        ttl_ms: directives.ttl_ms.unwrap_or(ttl.as_millis() as u64).max(1),
         directives,
         tenant,
         model: model.public.0.clone(),
@@ -361,9 +356,9 @@ impl Cacheable {
                 }
                 ResBody::chunks(replay::restream(d, &entry.body, model, false).ok()?)
             }
-            (Form::Stream, false) => {
-                ResBody::full(Bytes::from(replay::stream_to_whole(d, &entry.body, model).ok()?))
-            }
+            (Form::Stream, false) => ResBody::full(Bytes::from(
+                replay::stream_to_whole(d, &entry.body, model).ok()?,
+            )),
             (Form::Whole, true) => ResBody::chunks(
                 replay::whole_to_stream(d, &entry.body, model, self.include_usage).ok()?,
             ),
@@ -388,7 +383,11 @@ impl Cacheable {
     /// leader failed before it answered (ask again).
     async fn follow(&self, state: &Rc<ShardState>, flight: FlightId) -> Option<Response<ResBody>> {
         let (tx, rx) = flume::unbounded();
-        send(state, usize::from(flight.shard), CacheMsg::Follow { flight, tx });
+        send(
+            state,
+            usize::from(flight.shard),
+            CacheMsg::Follow { flight, tx },
+        );
         let (status, content_type) = match rx.recv_async().await.ok()? {
             FlightEvent::Head {
                 status,
@@ -434,7 +433,11 @@ impl Cacheable {
                 return Err(e);
             }
         };
-        let verdict = if self.directives.bypass { "bypass" } else { "miss" };
+        let verdict = if self.directives.bypass {
+            "bypass"
+        } else {
+            "miss"
+        };
         res.headers_mut()
             .insert(X_CACHE.clone(), HeaderValue::from_static(verdict));
         self.stamp(res.headers_mut());
@@ -462,7 +465,11 @@ impl Cacheable {
     /// The entry to store for the body the client received, if it is a complete, healthy
     /// answer.
     fn entry(&self, body: Bytes, frames: Box<[u32]>, now_ms: u64) -> Option<Entry> {
-        let form = if self.stream { Form::Stream } else { Form::Whole };
+        let form = if self.stream {
+            Form::Stream
+        } else {
+            Form::Whole
+        };
         let checked = match form {
             Form::Stream => replay::check_stream(self.dialect, &body),
             Form::Whole => replay::check_whole(self.dialect, &body),
@@ -472,7 +479,11 @@ impl Cacheable {
         }
         Some(Entry {
             form,
-            frames: if form == Form::Stream { frames } else { Box::new([]) },
+            frames: if form == Form::Stream {
+                frames
+            } else {
+                Box::new([])
+            },
             body,
             usage_chunk: form == Form::Stream
                 && (self.dialect == Dialect::Anthropic || checked.usage.is_some()),
@@ -661,11 +672,6 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
                 }
             }
         }
-        CacheMsg::Invalidate(selector) => {
-            let n = cache.partition.borrow_mut().invalidate(&selector);
-            state.metrics.cache.invalidated.add(n as u64);
-            gauges(state);
-        }
     }
 }
 
@@ -710,11 +716,12 @@ pub fn sweep(state: &ShardState) {
     }
 }
 
-/// Remove what `selector` names on every shard of this node.
-pub fn invalidate_everywhere(state: &Rc<ShardState>, selector: &Selector) {
-    for shard in 0..state.cache.shards() {
-        send(state, shard, CacheMsg::Invalidate(selector.clone()));
-    }
+/// Remove what `selector` names from this shard's partition (every shard gets the
+/// control plane's command).
+pub fn invalidate_here(state: &ShardState, selector: &Selector) {
+    let n = state.cache.partition.borrow_mut().invalidate(selector);
+    state.metrics.cache.invalidated.add(n as u64);
+    gauges(state);
 }
 
 /// A flight this shard leads: its followers get what its client gets. Dropped without an
@@ -774,7 +781,11 @@ impl Flight {
         let led = self.state.cache.led.borrow_mut().remove(&self.id.id);
         if let Some(l) = led {
             // A follower that saw no head yet cannot use an end: it asks again.
-            let last = if l.head.is_none() { FlightEvent::Failed } else { last };
+            let last = if l.head.is_none() {
+                FlightEvent::Failed
+            } else {
+                last
+            };
             for tx in &l.followers {
                 let _ = tx.send(last.clone());
             }
@@ -820,10 +831,14 @@ impl Tee {
                     if to == usize::from(self.state.id.0) {
                         store(&self.state, c.key, Arc::new(entry));
                     } else {
-                        send(&self.state, to, CacheMsg::Put {
-                            key: c.key,
-                            entry: Arc::new(entry),
-                        });
+                        send(
+                            &self.state,
+                            to,
+                            CacheMsg::Put {
+                                key: c.key,
+                                entry: Arc::new(entry),
+                            },
+                        );
                     }
                 }
                 None => self.state.metrics.cache.not_stored.inc(),

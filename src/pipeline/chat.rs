@@ -72,10 +72,26 @@ pub async fn run(
     let cacheable = match (&downgrade, dialect) {
         (Some(_), _) => None,
         (None, Dialect::OpenAi) => super::cache::cacheable(
-            state, caller.as_ref(), &model, "chat", dialect, &body, headers, stream, include_usage,
+            state,
+            caller.as_ref(),
+            &model,
+            "chat",
+            dialect,
+            &body,
+            headers,
+            stream,
+            include_usage,
         ),
         (None, Dialect::Anthropic) => super::cache::cacheable(
-            state, caller.as_ref(), &model, "messages", dialect, &body, headers, stream, false,
+            state,
+            caller.as_ref(),
+            &model,
+            "messages",
+            dialect,
+            &body,
+            headers,
+            stream,
+            false,
         ),
     };
     let flight = match &cacheable {

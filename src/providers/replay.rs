@@ -78,14 +78,24 @@ pub fn check_whole(dialect: Dialect, body: &[u8]) -> Checked {
 }
 
 /// A stream's events as the whole answer a client of `dialect` expects.
-pub fn stream_to_whole(dialect: Dialect, events: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn stream_to_whole(
+    dialect: Dialect,
+    events: &[u8],
+    model: &str,
+) -> Result<Vec<u8>, TranslateError> {
     let Some((answer, true)) = read_stream(dialect, events) else {
-        return Err(TranslateError::upstream("a cached stream that is not complete"));
+        return Err(TranslateError::upstream(
+            "a cached stream that is not complete",
+        ));
     };
     write_whole(dialect, &answer, model)
 }
 
-fn write_whole(dialect: Dialect, answer: &ChatResponse, model: &str) -> Result<Vec<u8>, TranslateError> {
+fn write_whole(
+    dialect: Dialect,
+    answer: &ChatResponse,
+    model: &str,
+) -> Result<Vec<u8>, TranslateError> {
     match dialect {
         Dialect::OpenAi => Ok(super::openai::translate::to_client(
             answer,
@@ -116,7 +126,9 @@ pub fn restream(
     include_usage: bool,
 ) -> Result<Vec<Bytes>, TranslateError> {
     let Some((answer, true)) = read_stream(dialect, events) else {
-        return Err(TranslateError::upstream("a cached stream that is not complete"));
+        return Err(TranslateError::upstream(
+            "a cached stream that is not complete",
+        ));
     };
     encode(dialect, answer.to_deltas(), model, include_usage)
 }
@@ -178,7 +190,11 @@ mod tests {
             assert!(frames.len() > 2, "one frame per event, not one blob");
             let events = joined(&frames);
             let c = check_stream(dialect, &events);
-            assert!(c.complete, "{dialect:?}: {}", String::from_utf8_lossy(&events));
+            assert!(
+                c.complete,
+                "{dialect:?}: {}",
+                String::from_utf8_lossy(&events)
+            );
             assert_eq!(c.usage.map(|u| u.output_tokens), Some(2));
             let back = stream_to_whole(dialect, &events, "m").unwrap();
             let again = read_whole(dialect, &back).unwrap();
@@ -189,7 +205,13 @@ mod tests {
 
     #[test]
     fn a_cut_or_failed_stream_is_not_complete() {
-        let frames = whole_to_stream(Dialect::OpenAi, &write_whole(Dialect::OpenAi, &answer(), "m").unwrap(), "m", false).unwrap();
+        let frames = whole_to_stream(
+            Dialect::OpenAi,
+            &write_whole(Dialect::OpenAi, &answer(), "m").unwrap(),
+            "m",
+            false,
+        )
+        .unwrap();
         let all = joined(&frames);
         let cut = joined(&frames[..frames.len() - 1]);
         assert!(check_stream(Dialect::OpenAi, &all).complete);

@@ -125,7 +125,12 @@ impl<T: Send + 'static> Mesh<T> {
                 return;
             }
             let peer = me.peer_of[to];
-            if me.senders.send_to(peer, Envelope::Batch(batch)).await.is_err() {
+            if me
+                .senders
+                .send_to(peer, Envelope::Batch(batch))
+                .await
+                .is_err()
+            {
                 tracing::debug!(to, "A shard's mesh channel is closed; a batch was dropped.");
             }
         });

@@ -600,4 +600,3 @@ pub fn burst(
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
-

@@ -74,10 +74,17 @@ pub struct Admin {
     pub budgeter: ActorRef<BudgeterMsg>,
     /// The scores' owner.
     pub scorer: ActorRef<ScorerMsg>,
+    /// Every shard's inbox (cache invalidation).
+    pub shards: Vec<crate::shard::bridge::InboxSender<crate::actors::ShardCmd>>,
 }
 
 /// Serve the admin API until the control plane's runtime stops. Runs on that runtime.
-pub async fn serve(args: AdminArgs, budgeter: ActorRef<BudgeterMsg>, scorer: ActorRef<ScorerMsg>) {
+pub async fn serve(
+    args: AdminArgs,
+    budgeter: ActorRef<BudgeterMsg>,
+    scorer: ActorRef<ScorerMsg>,
+    shards: Vec<crate::shard::bridge::InboxSender<crate::actors::ShardCmd>>,
+) {
     let listener = match tokio::net::TcpListener::from_std(args.listener) {
         Ok(l) => l,
         Err(e) => {
@@ -93,6 +100,7 @@ pub async fn serve(args: AdminArgs, budgeter: ActorRef<BudgeterMsg>, scorer: Act
         redactor: args.redactor,
         budgeter,
         scorer,
+        shards,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {

@@ -11,6 +11,7 @@
 //! | `GET /admin/scores` | the scorer's table (as the main listener's `/admin/scores`) |
 //! | `GET /admin/spend?from=&to=&scope=` | `{"from","to","rows":[..]}`: the spend book by day |
 //! | `GET /admin/limits` | `{"limits":[..]}`: every meter in use, its window and leases |
+//! | `DELETE /admin/cache?key=|model=|tenant=|tag=|prefix=|all=true` | 202 `{"invalidated": {..}, "shards": n}` |
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub enum Route<'a> {
     Spend,
     /// `GET /admin/limits`.
     Limits,
+    /// `DELETE /admin/cache`.
+    Cache,
 }
 
 /// The route a method and path name, or why none does.
@@ -73,6 +76,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, AdminError
         ["scores"] => (*method == Method::GET).then_some(Route::Scores),
         ["spend"] => (*method == Method::GET).then_some(Route::Spend),
         ["limits"] => (*method == Method::GET).then_some(Route::Limits),
+        ["cache"] => (*method == Method::DELETE).then_some(Route::Cache),
         _ => return Err(not_found()),
     };
     found.ok_or_else(|| AdminError::MethodNotAllowed {
@@ -186,6 +190,25 @@ async fn dispatch(
                 },
             )
         }
+        Route::Cache => {
+            let selector = cache_selector(parts.uri.query().unwrap_or(""))?;
+            for s in &admin.shards {
+                let _ = s.send(crate::actors::ShardCmd::CacheInvalidate(selector.clone()));
+            }
+            tracing::info!(selector = ?selector, "Admin API: cache invalidated.");
+            #[derive(Serialize)]
+            struct Invalidated {
+                invalidated: String,
+                shards: usize,
+            }
+            respond(
+                StatusCode::ACCEPTED,
+                &Invalidated {
+                    invalidated: format!("{selector:?}"),
+                    shards: admin.shards.len(),
+                },
+            )
+        }
         Route::Limits => {
             let meters = call(&admin.budgeter, BudgeterMsg::Limits).await?;
             let limits: Vec<LimitLine> = meters.iter().map(LimitLine::of).collect();
@@ -196,6 +219,98 @@ async fn dispatch(
             respond(StatusCode::OK, &Limits { limits })
         }
     }
+}
+
+/// `DELETE /admin/cache`'s selector: exactly one of `key` (32 hex digits, as
+/// `x-shardgate-cache-key` shows it), `model`, `tenant` (`global`, `key:<id>`, `team:<id>`),
+/// `tag`, `prefix` (hex digits of the key) or `all=true`.
+fn cache_selector(query: &str) -> Result<crate::cache::Selector, AdminError> {
+    use crate::cache::{CacheKey, Selector, Tenant};
+    let bad = |param: &str, message: String| AdminError::Invalid {
+        param: Some(param.to_owned()),
+        message,
+    };
+    let pairs: Vec<(String, String)> = url_pairs(query);
+    let [(name, value)] = pairs.as_slice() else {
+        return Err(bad(
+            "query",
+            "Name exactly one of key, model, tenant, tag, prefix or all=true.".into(),
+        ));
+    };
+    let hex = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit());
+    Ok(match name.as_str() {
+        "key" if value.len() == 32 && hex(value) => {
+            let mut k = [0u8; 16];
+            for (i, b) in k.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&value[2 * i..2 * i + 2], 16)
+                    .map_err(|_| bad("key", "Expected 32 hex digits.".into()))?;
+            }
+            Selector::Key(CacheKey(k))
+        }
+        "key" => return Err(bad("key", "Expected 32 hex digits.".into())),
+        "model" if !value.is_empty() => Selector::Model(value.as_str().into()),
+        "tag" if !value.is_empty() => Selector::Tag(value.as_str().into()),
+        "prefix" if hex(value) && value.len() <= 32 => {
+            Selector::Prefix(value.to_ascii_lowercase().into())
+        }
+        "tenant" => match value.split_once(':') {
+            None if value == "global" => Selector::Tenant(Tenant::Global),
+            Some(("key", id)) if !id.is_empty() => Selector::Tenant(Tenant::Key(id.into())),
+            Some(("team", id)) if !id.is_empty() => Selector::Tenant(Tenant::Team(id.into())),
+            _ => {
+                return Err(bad(
+                    "tenant",
+                    "Expected `global`, `key:<id>` or `team:<id>`.".into(),
+                ));
+            }
+        },
+        "all" if value == "true" => Selector::All,
+        other => {
+            return Err(bad(
+                other,
+                format!("`{other}={value}` names nothing to invalidate."),
+            ));
+        }
+    })
+}
+
+/// A query string's `name=value` pairs, percent-decoded.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (n, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(n), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], escaped) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One row of `GET /admin/spend`.
@@ -386,6 +501,7 @@ mod tests {
         assert_eq!(ok(Method::GET, "/admin/scores"), Route::Scores);
         assert_eq!(ok(Method::GET, "/admin/spend"), Route::Spend);
         assert_eq!(ok(Method::GET, "/admin/limits"), Route::Limits);
+        assert_eq!(ok(Method::DELETE, "/admin/cache"), Route::Cache);
         for (m, p) in [
             (Method::DELETE, "/admin/keys"),
             (Method::POST, "/admin/keys/ci"),
@@ -393,6 +509,7 @@ mod tests {
             (Method::POST, "/admin/scores"),
             (Method::POST, "/admin/spend"),
             (Method::DELETE, "/admin/limits"),
+            (Method::GET, "/admin/cache"),
         ] {
             assert_eq!(route(&m, p).unwrap_err().status(), 405, "{m} {p}");
         }
@@ -407,6 +524,51 @@ mod tests {
             "/v1/chat/completions",
         ] {
             assert_eq!(route(&Method::GET, p).unwrap_err().status(), 404, "{p}");
+        }
+    }
+
+    #[test]
+    fn cache_selectors() {
+        use crate::cache::{CacheKey, Selector, Tenant};
+        let key = "00112233445566778899aabbccddeeff";
+        let Ok(Selector::Key(CacheKey(k))) = cache_selector(&format!("key={key}")) else {
+            panic!("a key");
+        };
+        assert_eq!(k[1], 0x11);
+        assert_eq!(
+            cache_selector("model=gpt%2D4o").unwrap(),
+            Selector::Model("gpt-4o".into())
+        );
+        assert_eq!(
+            cache_selector("tag=a+b").unwrap(),
+            Selector::Tag("a b".into())
+        );
+        assert_eq!(
+            cache_selector("tenant=team:blue").unwrap(),
+            Selector::Tenant(Tenant::Team("blue".into()))
+        );
+        assert_eq!(
+            cache_selector("tenant=global").unwrap(),
+            Selector::Tenant(Tenant::Global)
+        );
+        assert_eq!(
+            cache_selector("prefix=AB").unwrap(),
+            Selector::Prefix("ab".into())
+        );
+        assert_eq!(cache_selector("all=true").unwrap(), Selector::All);
+        for bad in [
+            "",
+            "key=123",
+            "key=zz112233445566778899aabbccddeeff",
+            "model=",
+            "tenant=key:",
+            "tenant=people",
+            "prefix=xyz",
+            "all=yes",
+            "model=a&tag=b",
+            "size=1",
+        ] {
+            assert!(cache_selector(bad).is_err(), "{bad}");
         }
     }
 
