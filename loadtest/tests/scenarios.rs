@@ -32,6 +32,7 @@ fn every_shipped_scenario_resolves() {
         [
             "baseline",
             "burst",
+            "cache-hit",
             "overhead",
             "saturation",
             "saturation-auth",
