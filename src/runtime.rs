@@ -257,7 +257,24 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
     // The shards start with the whole table (the config's keys and the stored ones); later
     // changes come from the budgeter.
     let key_table = Arc::new(keys.table().clone());
+    // The cache's L2: Redis configured and some model cached.
+    let cached = config.models.iter().any(|m| m.cache_ttl.is_some());
+    let (l2_tx, l2_args) = match (&config.state.redis, cached) {
+        (Some(redis), true) => {
+            let (tx, rx) = flume::unbounded();
+            let args = crate::actors::cache_l2::L2Args {
+                requests: rx,
+                redis: redis.clone(),
+                max_ttl: config.cache.max_ttl,
+            };
+            (Some(tx), Some(args))
+        }
+        _ => (None, None),
+    };
+    let l2_timeout = config.state.redis.as_ref().map(|r| r.timeout);
     let control = ControlPlane::start(ControlPlaneArgs {
+        cache_l2: l2_args,
+        cache_l2_sender: l2_tx.clone(),
         shards: senders,
         core: tuning.control_plane_core,
         publish_every: SCORE_PUBLISH_EVERY,
@@ -313,6 +330,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         let key_table = key_table.clone();
         let targets = targets.clone();
         let mesh = mesh.clone();
+        let l2 = l2_tx.clone().zip(l2_timeout);
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
             let id = ShardId(i as u16);
@@ -388,6 +406,9 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                     }
                 },
             );
+            if let Some((tx, timeout)) = l2 {
+                state.cache.set_l2(tx, timeout);
+            }
             if let Some(spec) = mesh {
                 let weak = Rc::downgrade(&state);
                 let on_batch = move |from: usize, batch| {

@@ -120,23 +120,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// A key's secret for tests: `sk-sg-` and 43 characters, like a generated one.
-fn secret(tag: &str) -> String {
-    let mut s = format!("sk-sg-{tag}");
-    while s.len() < 49 {
-        s.push('x');
-    }
-    s
-}
-
-/// A `[[auth.keys]]` entry.
-fn key(id: &str, secret: &str, extra: &str) -> String {
-    format!(
-        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n{extra}\n",
-        shardgate::auth::key::hash(secret)
-    )
-}
-
 /// Redis settings for tests of exactness: a loaded CI machine may take longer than the
 /// default 100 ms to answer, and a timeout must not hand limits to the policy mid-test.
 const PATIENT: &str = "redis_timeout_ms = 3000\nredis_policy = \"fail_closed\"\n";
@@ -738,4 +721,89 @@ fn a_node_started_before_its_redis_catches_up() {
         !log.contains(&format!("127.0.0.1:{port}/")),
         "the URL is not logged"
     );
+}
+
+/// The cache shared by two nodes: an answer fetched on A is a hit on B (from Redis); an
+/// invalidation on A empties B; with Redis frozen, lookups give up at the timeout and the
+/// requests are answered from upstream.
+#[test]
+fn the_cache_is_shared_over_two_nodes() {
+    let redis = Redis::start();
+    let up = mock();
+    let cached = "cache_ttl_s = 60\n";
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"SG_ADMIN_TOKEN\"\n";
+    let state = "redis_timeout_ms = 200\n";
+    let config = |extra: &str| {
+        node_config(up.addr, &redis, state, extra).replacen(
+            "model = \"mock\"\n",
+            &format!("model = \"mock\"\n{cached}"),
+            1,
+        )
+    };
+    let env = [("SG_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let a = Gateway::start_with_env(&config(admin), TWO_SHARDS, &env);
+    let b = Gateway::start_with_env(&config(""), TWO_SHARDS, &env);
+    let verdict = |r: &Resp| r.header("x-shardgate-cache").unwrap_or("-").to_owned();
+    let body = chat_body("gpt-mock", "shared between nodes", false);
+    let first = a.post("/v1/chat/completions", &body);
+    assert_eq!(verdict(&first), "miss", "{}", first.text());
+    // The put to Redis is asynchronous: wait until the answer is there, then ask B.
+    let stored = format!(
+        "shardgate:c:{}",
+        first.header("x-shardgate-cache-key").unwrap()
+    );
+    poll_until(Duration::from_secs(5), "the answer in Redis", || {
+        redis::cmd("EXISTS")
+            .arg(&stored)
+            .query::<u32>(&mut redis.conn().unwrap())
+            .unwrap()
+            == 1
+    });
+    let from_redis = b.post("/v1/chat/completions", &body);
+    assert_eq!(verdict(&from_redis), "hit");
+    assert_eq!(from_redis.body, first.body);
+    assert_eq!(up.requests(), 1, "B never went upstream");
+    assert_eq!(b.metric("gateway_cache_l2_hits_total"), 1.0);
+    let again = b.post("/v1/chat/completions", &body);
+    assert_eq!(verdict(&again), "hit");
+    assert_eq!(again.body, first.body);
+    assert_eq!(
+        b.metric("gateway_cache_l2_hits_total"),
+        1.0,
+        "now from B's own cache"
+    );
+
+    // Invalidated on A: gone from Redis and from B's shards.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = request(
+        a.admin.unwrap(),
+        "DELETE",
+        "/admin/cache?model=gpt-mock",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    poll_until(Duration::from_secs(5), "B to forget the answer", || {
+        b.metric("gateway_cache_invalidated_total") >= 1.0
+    });
+    assert_eq!(verdict(&b.post("/v1/chat/completions", &body)), "miss");
+    assert_eq!(up.requests(), 2);
+
+    // Redis frozen: every lookup gives up at the timeout; the answers come from upstream.
+    redis.signal(libc::SIGSTOP);
+    for i in 0..5 {
+        let body = chat_body("gpt-mock", &format!("while frozen {i}"), false);
+        for node in [&a, &b] {
+            let started = Instant::now();
+            let r = node.post("/v1/chat/completions", &body);
+            let took = started.elapsed();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(took < Duration::from_millis(1_500), "{took:?}");
+        }
+    }
+    assert!(
+        a.metric("gateway_cache_l2_timeouts_total") + b.metric("gateway_cache_l2_timeouts_total")
+            >= 5.0
+    );
+    redis.signal(libc::SIGCONT);
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod budgeter;
+pub mod cache_l2;
 pub mod keyring;
 pub mod persist;
 pub mod redis;
@@ -106,6 +107,10 @@ pub struct ControlPlaneArgs {
     pub metrics: Arc<crate::metrics::ControlMetrics>,
     /// The admin API's listener and token (`[admin]`), served on this runtime.
     pub admin: Option<crate::actors::admin::AdminArgs>,
+    /// The cache's second level in Redis, when Redis is configured and a model is cached.
+    pub cache_l2: Option<cache_l2::L2Args>,
+    /// Where the admin API sends invalidations for the other nodes (with `cache_l2`).
+    pub cache_l2_sender: Option<crate::cache::l2::L2Sender>,
 }
 
 /// The running control plane.
@@ -186,12 +191,16 @@ impl ControlPlane {
                         let (shards, dns) = (args.shards.clone(), args.dns.clone());
                         tokio::spawn(refresh_dns(dns, every, shards));
                     }
+                    if let Some(l2) = args.cache_l2 {
+                        tokio::spawn(cache_l2::run(l2, args.shards.clone()));
+                    }
                     if let Some(admin) = args.admin {
                         tokio::spawn(crate::actors::admin::serve(
                             admin,
                             budgeter.clone(),
                             scorer.clone(),
                             args.shards.clone(),
+                            args.cache_l2_sender,
                         ));
                     }
                     if args.handle_signals {

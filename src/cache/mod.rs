@@ -5,7 +5,8 @@
 //! every request field that can change the answer, canonical), the cached answer
 //! ([`entry::Entry`], whole or a stream's frames), one shard's byte-bounded partition with
 //! its eviction and admission policy ([`partition::Partition`]), and what a request asks of
-//! the cache ([`directives::Directives`]).
+//! the cache ([`directives::Directives`]), and an answer as compressed bytes for Redis and
+//! the warm snapshot ([`wire`]).
 //! Does not: do IO or know HTTP bodies and shards (`pipeline::cache` looks up, hops to the
 //! owner shard, serves and stores).
 //! Key types: [`key::CacheKey`], [`entry::Entry`], [`partition::Partition`].
@@ -13,7 +14,9 @@
 pub mod directives;
 pub mod entry;
 pub mod key;
+pub mod l2;
 pub mod partition;
+pub mod wire;
 
 pub use entry::{Entry, Form};
 pub use key::{CacheKey, Tenant};

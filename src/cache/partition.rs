@@ -72,6 +72,51 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// The selector a `name=value` pair names (the admin API's query, and the message
+    /// other nodes get): `key` (32 hex digits), `model`, `tenant` (`global`, `key:<id>`,
+    /// `team:<id>`), `tag`, `prefix` (hex digits) or `all=true`. The error says what is wrong.
+    pub fn parse(name: &str, value: &str) -> Result<Self, String> {
+        let hex = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit());
+        Ok(match name {
+            "key" if value.len() == 32 && hex(value) => {
+                let mut k = [0u8; 16];
+                for (i, b) in k.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&value[2 * i..2 * i + 2], 16)
+                        .map_err(|_| "Expected 32 hex digits.".to_owned())?;
+                }
+                Self::Key(CacheKey(k))
+            }
+            "key" => return Err("Expected 32 hex digits.".into()),
+            "model" if !value.is_empty() => Self::Model(value.into()),
+            "tag" if !value.is_empty() => Self::Tag(value.into()),
+            "prefix" if hex(value) && value.len() <= 32 => {
+                Self::Prefix(value.to_ascii_lowercase().into())
+            }
+            "tenant" => match value.split_once(':') {
+                None if value == "global" => Self::Tenant(Tenant::Global),
+                Some(("key", id)) if !id.is_empty() => Self::Tenant(Tenant::Key(id.into())),
+                Some(("team", id)) if !id.is_empty() => Self::Tenant(Tenant::Team(id.into())),
+                _ => return Err("Expected `global`, `key:<id>` or `team:<id>`.".into()),
+            },
+            "all" if value == "true" => Self::All,
+            other => return Err(format!("`{other}={value}` names nothing to invalidate.")),
+        })
+    }
+
+    /// The `name=value` pair [`Selector::parse`] reads back.
+    pub fn pair(&self) -> (&'static str, String) {
+        match self {
+            Self::Key(k) => ("key", k.to_string()),
+            Self::Model(m) => ("model", m.to_string()),
+            Self::Tenant(Tenant::Global) => ("tenant", "global".into()),
+            Self::Tenant(Tenant::Key(k)) => ("tenant", format!("key:{k}")),
+            Self::Tenant(Tenant::Team(t)) => ("tenant", format!("team:{t}")),
+            Self::Tag(t) => ("tag", t.to_string()),
+            Self::Prefix(p) => ("prefix", p.to_string()),
+            Self::All => ("all", "true".into()),
+        }
+    }
+
     /// Whether `entry`, filed under `key`, is selected.
     pub fn matches(&self, key: &CacheKey, entry: &Entry) -> bool {
         match self {
@@ -301,6 +346,24 @@ mod tests {
         p.insert(key(7), entry(10, "d", Tenant::Global, &[]));
         assert_eq!(p.invalidate(&Selector::All), 1);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn selectors_read_back_what_they_write() {
+        let all = [
+            Selector::Key(key(7)),
+            Selector::Model(Arc::from("gpt-4o")),
+            Selector::Tenant(Tenant::Global),
+            Selector::Tenant(Tenant::Key(Arc::from("k:1"))),
+            Selector::Tenant(Tenant::Team(Arc::from("t"))),
+            Selector::Tag("a b".into()),
+            Selector::Prefix("0f".into()),
+            Selector::All,
+        ];
+        for s in all {
+            let (n, v) = s.pair();
+            assert_eq!(Selector::parse(n, &v), Ok(s));
+        }
     }
 
     #[test]

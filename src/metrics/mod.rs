@@ -170,6 +170,10 @@ pub struct CacheMetrics {
     pub coalesced: Counter,
     /// Lookups sent to the key's owner shard.
     pub cross_shard: Counter,
+    /// Hits served from the L2 in Redis (also counted in `hits`).
+    pub l2_hits: Counter,
+    /// L2 lookups that did not answer within the Redis timeout.
+    pub l2_timeouts: Counter,
     /// Answers stored (by the owner shard).
     pub stored: Counter,
     /// Answers not stored: incomplete, failed, or over the entry size limit.

@@ -344,6 +344,16 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             c(|m| &m.cross_shard),
         ),
         (
+            "gateway_cache_l2_hits_total",
+            "Hits served from the cache's L2 in Redis.",
+            c(|m| &m.l2_hits),
+        ),
+        (
+            "gateway_cache_l2_timeouts_total",
+            "L2 lookups Redis did not answer in time.",
+            c(|m| &m.l2_timeouts),
+        ),
+        (
             "gateway_cache_stored_total",
             "Answers stored in the cache.",
             c(|m| &m.stored),

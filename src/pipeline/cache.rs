@@ -41,8 +41,10 @@ use crate::config::{CacheScope, ModelRoute};
 use crate::providers::{Dialect, replay};
 use crate::shard::mesh::Mesh;
 
-/// Longest wait for the owner shard's answer before the lookup counts as a miss.
-const HOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest wait for the owner shard's answer before the lookup counts as a miss. The owner is
+/// in this process and answers within a turn of its executor; this bounds only a shard stuck
+/// in a long task (a loaded machine takes tens of milliseconds, so it is far above that).
+const HOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a follower whose leader failed asks the owner again before it goes alone.
 const MAX_REFOLLOWS: u32 = 3;
 
@@ -105,6 +107,8 @@ pub enum CacheMsg {
     Got {
         /// The asker's id.
         id: u64,
+        /// The key.
+        key: CacheKey,
         /// What was found.
         found: Found,
     },
@@ -124,9 +128,17 @@ pub enum CacheMsg {
     },
     /// To a flight's leader: send its events to `tx`.
     Follow {
+        /// The flight's key.
+        key: CacheKey,
         /// The flight.
         flight: FlightId,
         /// Where its events go.
+        tx: flume::Sender<FlightEvent>,
+    },
+    /// To a key's owner, from the leader of a flight that is over: tell the follower to ask
+    /// again. Through the owner, so it comes after the answer the leader stored there.
+    Gone {
+        /// The follower.
         tx: flume::Sender<FlightEvent>,
     },
 }
@@ -166,6 +178,8 @@ pub struct ShardCache {
     /// The answers this shard owns.
     pub partition: RefCell<Partition>,
     mesh: OnceCell<Rc<Mesh<CacheMsg>>>,
+    /// The L2 in Redis (on the control plane) and how long a lookup may wait for it.
+    l2: OnceCell<(crate::cache::l2::L2Sender, Duration)>,
     pending: RefCell<hashbrown::HashMap<u64, Rc<Slot<Found>>>>,
     next: Cell<u64>,
     /// Owner side: the flight of each key in flight.
@@ -194,6 +208,7 @@ impl ShardCache {
         Self {
             partition: RefCell::new(Partition::new(bytes)),
             mesh: OnceCell::new(),
+            l2: OnceCell::new(),
             pending: RefCell::default(),
             next: Cell::new(0),
             inflight: RefCell::default(),
@@ -205,6 +220,11 @@ impl ShardCache {
     /// Connect the shard mesh (once, at start; without it the shard is the only one).
     pub fn set_mesh(&self, mesh: Rc<Mesh<CacheMsg>>) {
         let _ = self.mesh.set(mesh);
+    }
+
+    /// Connect the L2 (Redis configured): lookups wait for it at most `timeout`.
+    pub fn set_l2(&self, tx: crate::cache::l2::L2Sender, timeout: Duration) {
+        let _ = self.l2.set((tx, timeout));
     }
 
     fn next_id(&self) -> u64 {
@@ -272,6 +292,8 @@ impl Cacheable {
         };
         let mut refollows = 0;
         let mut dead = None;
+        // The L2 lookup leaves now, beside the owner's, so a miss there waits no longer.
+        let mut l2 = self.l2_lookup(state);
         loop {
             let now = super::admit::now_ms();
             let found = ask(
@@ -297,12 +319,22 @@ impl Cacheable {
                     return Looked::Miss(None);
                 }
                 Found::Miss => {
+                    if let Some(res) = self.answer_from_l2(state, l2.take(), headers).await {
+                        return Looked::Answer(res);
+                    }
                     m.misses.inc();
                     return Looked::Miss(None);
                 }
                 Found::Lead(id) => {
-                    m.misses.inc();
-                    return Looked::Miss(Some(Flight::lead(state, self.key, id)));
+                    let flight = Flight::lead(state, self.key, id);
+                    let Some(res) = self.answer_from_l2(state, l2.take(), headers).await else {
+                        m.misses.inc();
+                        return Looked::Miss(Some(flight));
+                    };
+                    // Stored at the owner before the flight ends: its followers, asking
+                    // again, find it there.
+                    flight.fail();
+                    return Looked::Answer(res);
                 }
                 Found::Follow(flight) => {
                     if let Some(res) = self.follow(state, flight).await {
@@ -318,6 +350,63 @@ impl Cacheable {
                 }
             }
         }
+    }
+
+    /// Start the L2 lookup, when there is an L2 and the request may be served from a cache.
+    fn l2_lookup(
+        &self,
+        state: &ShardState,
+    ) -> Option<(
+        tokio::sync::oneshot::Receiver<Option<Arc<Entry>>>,
+        std::time::Instant,
+    )> {
+        let (tx, timeout) = state.cache.l2.get()?;
+        if !self.directives.may_read() {
+            return None;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(crate::cache::l2::L2Request::Get {
+            key: self.key,
+            reply,
+        })
+        .ok()?;
+        Some((rx, std::time::Instant::now() + *timeout))
+    }
+
+    /// The L2's answer, if it has one in time: served, and stored in this node's cache.
+    async fn answer_from_l2(
+        &self,
+        state: &Rc<ShardState>,
+        l2: Option<(
+            tokio::sync::oneshot::Receiver<Option<Arc<Entry>>>,
+            std::time::Instant,
+        )>,
+        headers: &HeaderMap,
+    ) -> Option<Response<ResBody>> {
+        let (rx, until) = l2?;
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let m = &state.metrics.cache;
+        let entry = match crate::shard::timeout(left, rx).await {
+            Ok(Ok(Some(entry))) => entry,
+            Ok(_) => return None,
+            Err(_) => {
+                m.l2_timeouts.inc();
+                return None;
+            }
+        };
+        let now = super::admit::now_ms();
+        let too_old = self
+            .directives
+            .max_age_ms
+            .is_some_and(|max| now.saturating_sub(entry.stored_ms) > max);
+        if !entry.is_fresh(now) || too_old {
+            return None;
+        }
+        let res = self.serve(&entry, headers, now)?;
+        m.l2_hits.inc();
+        m.hits.inc();
+        put_here(state, self.key, entry);
+        Some(res)
     }
 
     /// A hit as the response this request wants; `None` when the entry cannot give it (an
@@ -386,9 +475,16 @@ impl Cacheable {
         send(
             state,
             usize::from(flight.shard),
-            CacheMsg::Follow { flight, tx },
+            CacheMsg::Follow {
+                key: self.key,
+                flight,
+                tx,
+            },
         );
-        let (status, content_type) = match rx.recv_async().await.ok()? {
+        // Bounded: a leader whose task went away between its lead and its flight (its client
+        // left in that instant) never answers; after the request timeout, ask again.
+        let first = crate::shard::timeout(state.config.routing.request_timeout, rx.recv_async());
+        let (status, content_type) = match first.await.ok()?.ok()? {
             FlightEvent::Head {
                 status,
                 content_type,
@@ -540,6 +636,11 @@ async fn ask(state: &Rc<ShardState>, key: CacheKey, q: Query) -> Found {
     match crate::shard::timeout(HOP_TIMEOUT, slot.wait()).await {
         Ok(found) => found,
         Err(_) => {
+            tracing::debug!(
+                shard = me,
+                owner = to,
+                "Cache lookup: the owner shard did not answer in time."
+            );
             cache.pending.borrow_mut().remove(&id);
             // Had the owner made this request a leader, the flight ends here.
             let flight = FlightId {
@@ -638,10 +739,29 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
                 dead,
             };
             let found = at_owner(state, from, id, key, q);
-            send(state, from, CacheMsg::Got { id, found });
+            send(state, from, CacheMsg::Got { id, key, found });
         }
-        CacheMsg::Got { id, found } => {
-            if let Some(slot) = cache.pending.borrow_mut().remove(&id) {
+        CacheMsg::Got { id, key, found } => {
+            let slot = cache.pending.borrow_mut().remove(&id);
+            // Whoever asked may have gone (its client left) while the answer travelled.
+            let waiting = slot.as_ref().is_some_and(|s| Rc::strong_count(s) > 1);
+            if let Found::Lead(flight) = &found {
+                if waiting {
+                    // The flight exists from now: a follower's word may reach this shard
+                    // before the leader's task runs again.
+                    cache.led.borrow_mut().entry(flight.id).or_default();
+                } else {
+                    send(
+                        state,
+                        from,
+                        CacheMsg::Landed {
+                            key,
+                            flight: *flight,
+                        },
+                    );
+                }
+            }
+            if let Some(slot) = slot.filter(|_| waiting) {
                 slot.fill(found);
             }
         }
@@ -652,7 +772,10 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
                 inflight.remove(&key);
             }
         }
-        CacheMsg::Follow { flight, tx } => {
+        CacheMsg::Gone { tx } => {
+            let _ = tx.send(FlightEvent::Failed);
+        }
+        CacheMsg::Follow { key, flight, tx } => {
             let mut led = cache.led.borrow_mut();
             match led.get_mut(&flight.id) {
                 Some(l) => {
@@ -668,10 +791,29 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
                     l.followers.push(tx);
                 }
                 None => {
-                    let _ = tx.send(FlightEvent::Failed);
+                    // Over: if it ended well, its answer went to the owner before now, on
+                    // this shard's channel to it; the word goes the same way, after it.
+                    drop(led);
+                    let to = owner(&key, cache.shards());
+                    if to == usize::from(state.id.0) {
+                        let _ = tx.send(FlightEvent::Failed);
+                    } else {
+                        send(state, to, CacheMsg::Gone { tx });
+                    }
                 }
             }
         }
+    }
+}
+
+/// Store an answer in this node's cache: at the key's owner (this shard, or a message to it
+/// that goes before anything this shard sends the owner later).
+fn put_here(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
+    let to = owner(&key, state.cache.shards());
+    if to == usize::from(state.id.0) {
+        store(state, key, entry);
+    } else {
+        send(state, to, CacheMsg::Put { key, entry });
     }
 }
 
@@ -735,7 +877,7 @@ pub struct Flight {
 
 impl Flight {
     fn lead(state: &Rc<ShardState>, key: CacheKey, id: FlightId) -> Self {
-        state.cache.led.borrow_mut().insert(id.id, Led::default());
+        state.cache.led.borrow_mut().entry(id.id).or_default();
         Self {
             state: state.clone(),
             key,
@@ -827,19 +969,14 @@ impl Tee {
             });
             match stored {
                 Some(entry) => {
-                    let to = owner(&c.key, self.state.cache.shards());
-                    if to == usize::from(self.state.id.0) {
-                        store(&self.state, c.key, Arc::new(entry));
-                    } else {
-                        send(
-                            &self.state,
-                            to,
-                            CacheMsg::Put {
-                                key: c.key,
-                                entry: Arc::new(entry),
-                            },
-                        );
+                    let entry = Arc::new(entry);
+                    if let Some((l2, _)) = self.state.cache.l2.get() {
+                        let _ = l2.send(crate::cache::l2::L2Request::Put {
+                            key: c.key,
+                            entry: entry.clone(),
+                        });
                     }
+                    put_here(&self.state, c.key, entry);
                 }
                 None => self.state.metrics.cache.not_stored.inc(),
             }

@@ -76,6 +76,8 @@ pub struct Admin {
     pub scorer: ActorRef<ScorerMsg>,
     /// Every shard's inbox (cache invalidation).
     pub shards: Vec<crate::shard::bridge::InboxSender<crate::actors::ShardCmd>>,
+    /// The cache's L2 (invalidation in Redis and on the other nodes).
+    pub cache_l2: Option<crate::cache::l2::L2Sender>,
 }
 
 /// Serve the admin API until the control plane's runtime stops. Runs on that runtime.
@@ -84,6 +86,7 @@ pub async fn serve(
     budgeter: ActorRef<BudgeterMsg>,
     scorer: ActorRef<ScorerMsg>,
     shards: Vec<crate::shard::bridge::InboxSender<crate::actors::ShardCmd>>,
+    cache_l2: Option<crate::cache::l2::L2Sender>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(args.listener) {
         Ok(l) => l,
@@ -101,6 +104,7 @@ pub async fn serve(
         budgeter,
         scorer,
         shards,
+        cache_l2,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {

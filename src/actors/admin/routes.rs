@@ -11,7 +11,7 @@
 //! | `GET /admin/scores` | the scorer's table (as the main listener's `/admin/scores`) |
 //! | `GET /admin/spend?from=&to=&scope=` | `{"from","to","rows":[..]}`: the spend book by day |
 //! | `GET /admin/limits` | `{"limits":[..]}`: every meter in use, its window and leases |
-//! | `DELETE /admin/cache?key=|model=|tenant=|tag=|prefix=|all=true` | 202 `{"invalidated": {..}, "shards": n}` |
+//! | `DELETE /admin/cache?key=|model=|tenant=|tag=|prefix=|all=true` | 202 `{"invalidated": {..}, "shards": n}`: this node's shards, Redis and (over pub/sub) the other nodes |
 
 use std::sync::Arc;
 
@@ -195,6 +195,9 @@ async fn dispatch(
             for s in &admin.shards {
                 let _ = s.send(crate::actors::ShardCmd::CacheInvalidate(selector.clone()));
             }
+            if let Some(l2) = &admin.cache_l2 {
+                let _ = l2.send(crate::cache::l2::L2Request::Invalidate(selector.clone()));
+            }
             tracing::info!(selector = ?selector, "Admin API: cache invalidated.");
             #[derive(Serialize)]
             struct Invalidated {
@@ -225,52 +228,16 @@ async fn dispatch(
 /// `x-shardgate-cache-key` shows it), `model`, `tenant` (`global`, `key:<id>`, `team:<id>`),
 /// `tag`, `prefix` (hex digits of the key) or `all=true`.
 fn cache_selector(query: &str) -> Result<crate::cache::Selector, AdminError> {
-    use crate::cache::{CacheKey, Selector, Tenant};
-    let bad = |param: &str, message: String| AdminError::Invalid {
-        param: Some(param.to_owned()),
-        message,
-    };
-    let pairs: Vec<(String, String)> = url_pairs(query);
+    let pairs = url_pairs(query);
     let [(name, value)] = pairs.as_slice() else {
-        return Err(bad(
-            "query",
-            "Name exactly one of key, model, tenant, tag, prefix or all=true.".into(),
-        ));
+        return Err(AdminError::Invalid {
+            param: Some("query".to_owned()),
+            message: "Name exactly one of key, model, tenant, tag, prefix or all=true.".into(),
+        });
     };
-    let hex = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit());
-    Ok(match name.as_str() {
-        "key" if value.len() == 32 && hex(value) => {
-            let mut k = [0u8; 16];
-            for (i, b) in k.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&value[2 * i..2 * i + 2], 16)
-                    .map_err(|_| bad("key", "Expected 32 hex digits.".into()))?;
-            }
-            Selector::Key(CacheKey(k))
-        }
-        "key" => return Err(bad("key", "Expected 32 hex digits.".into())),
-        "model" if !value.is_empty() => Selector::Model(value.as_str().into()),
-        "tag" if !value.is_empty() => Selector::Tag(value.as_str().into()),
-        "prefix" if hex(value) && value.len() <= 32 => {
-            Selector::Prefix(value.to_ascii_lowercase().into())
-        }
-        "tenant" => match value.split_once(':') {
-            None if value == "global" => Selector::Tenant(Tenant::Global),
-            Some(("key", id)) if !id.is_empty() => Selector::Tenant(Tenant::Key(id.into())),
-            Some(("team", id)) if !id.is_empty() => Selector::Tenant(Tenant::Team(id.into())),
-            _ => {
-                return Err(bad(
-                    "tenant",
-                    "Expected `global`, `key:<id>` or `team:<id>`.".into(),
-                ));
-            }
-        },
-        "all" if value == "true" => Selector::All,
-        other => {
-            return Err(bad(
-                other,
-                format!("`{other}={value}` names nothing to invalidate."),
-            ));
-        }
+    crate::cache::Selector::parse(name, value).map_err(|message| AdminError::Invalid {
+        param: Some(name.clone()),
+        message,
     })
 }
 
