@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::ShardId;
 use crate::actors::budgeter::BudgeterMsg;
 use crate::actors::scorer::ScorerMsg;
+use crate::actors::warmer::WarmerMsg;
 use crate::actors::{ControlPlane, ControlPlaneArgs, DnsTarget, ShardCmd};
 use crate::config::{Config, Protocol, Scheme, Tuning};
 use crate::metrics::Registry;
@@ -272,7 +273,26 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         _ => (None, None),
     };
     let l2_timeout = config.state.redis.as_ref().map(|r| r.timeout);
+    // The warm snapshot: loaded now, each entry to its owner shard, before any shard listens.
+    let mut warm: Vec<Vec<(crate::cache::CacheKey, crate::cache::Entry)>> =
+        (0..n).map(|_| Vec::new()).collect();
+    if cached && let Some(dir) = &config.state.dir {
+        let entries = crate::actors::warmer::load(dir, crate::pipeline::admit::now_ms());
+        if !entries.is_empty() {
+            tracing::info!(entries = entries.len(), "Cache snapshot loaded.");
+        }
+        for (key, entry) in entries {
+            warm[crate::cache::partition::owner(&key, n)].push((key, entry));
+        }
+    }
+    let warmer_args = crate::actors::warmer::WarmerArgs {
+        shards: senders.clone(),
+        dir: config.state.dir.clone().filter(|_| cached),
+        snapshot_keys: 100_000,
+        snapshot_bytes: tuning.cache_bytes_per_shard.saturating_mul(n as u64),
+    };
     let control = ControlPlane::start(ControlPlaneArgs {
+        warmer: warmer_args,
         cache_l2: l2_args,
         cache_l2_sender: l2_tx.clone(),
         shards: senders,
@@ -310,7 +330,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
     // The shards' mesh (cache lookups at a key's owner), when there is more than one.
     let mesh = (n > 1).then(|| crate::shard::mesh::MeshSpec::new(n, MESH_DEPTH));
     let (up_tx, up_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+    for (i, ((listener, inbox), warm)) in listeners.into_iter().zip(inboxes).zip(warm).enumerate() {
         let spec = ShardSpec {
             id: ShardId(i as u16),
             core: tuning.placement.cores[i],
@@ -327,10 +347,12 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         );
         let scorer = control.scorer.clone();
         let budgeter = control.budgeter.clone();
+        let warmer = control.warmer.clone();
         let key_table = key_table.clone();
         let targets = targets.clone();
         let mesh = mesh.clone();
         let l2 = l2_tx.clone().zip(l2_timeout);
+        let (st_cached, tuning_batch) = (cached, tuning.batch_size);
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
             let id = ShardId(i as u16);
@@ -392,6 +414,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                     st.outcomes.flush();
                     st.trim_leases();
                     crate::pipeline::cache::sweep(st);
+                    st.cache.flush_seen();
                     st.flush_budget();
                     let load = st
                         .router
@@ -408,6 +431,19 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             );
             if let Some((tx, timeout)) = l2 {
                 state.cache.set_l2(tx, timeout);
+            }
+            if st_cached {
+                let to = warmer.clone();
+                let seen = Batcher::new(tuning_batch, move |batch| {
+                    let _ = to.cast(WarmerMsg::Seen(batch));
+                });
+                let entries = Box::new(move |e| {
+                    let _ = warmer.cast(WarmerMsg::Entries(e));
+                });
+                state
+                    .cache
+                    .set_warmer(crate::pipeline::cache::WarmerLink { seen, entries });
+                crate::pipeline::cache::warm(&state, warm);
             }
             if let Some(spec) = mesh {
                 let weak = Rc::downgrade(&state);
@@ -439,6 +475,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             // control plane stops (it drains its mailbox before it stops).
             state.outcomes.flush();
             state.flush_budget();
+            crate::pipeline::cache::hand_over(&state);
         })
         .map_err(io_err(format!("cannot start shard {i}")))?;
         shards.push(handle);
@@ -545,6 +582,7 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
         ShardCmd::Actions(table) => {
             *state.actions.borrow_mut() = table;
         }
+        ShardCmd::HotKeys(hot) => crate::pipeline::cache::set_hot(state, hot),
         ShardCmd::CacheInvalidate(selector) => {
             crate::pipeline::cache::invalidate_here(state, &selector);
         }

@@ -398,3 +398,63 @@ fn each_invalidation_selector_empties_what_it_names() {
     }
     assert!(gw.metric("gateway_cache_invalidated_total") >= 6.0);
 }
+
+#[test]
+fn a_restart_keeps_serving_hits_from_the_warm_snapshot() {
+    let up = mock();
+    let dir = std::env::temp_dir().join(format!("shardgate-cache-warm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = upstream_config(
+        up.addr,
+        &format!(
+            "cache_ttl_s = 600\n\n[state]\ndir = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let texts: Vec<String> = (0..20).map(|i| format!("remember me {i}")).collect();
+    let mut first = Vec::new();
+    {
+        let mut gw = Gateway::start(&config, TWO_SHARDS);
+        for t in &texts {
+            let r = post(gw.addr, &chat_body("gpt-mock", t, t.ends_with('7')), &[]);
+            assert_eq!(verdict(&r), "miss");
+            first.push(r.body);
+        }
+        gw.sigterm();
+        assert!(
+            gw.wait(Duration::from_secs(20))
+                .is_some_and(|s| s.success())
+        );
+    }
+    assert!(dir.join("cache.snapshot").exists());
+    let gw = Gateway::start(&config, TWO_SHARDS);
+    for (t, body) in texts.iter().zip(&first) {
+        let r = post(gw.addr, &chat_body("gpt-mock", t, t.ends_with('7')), &[]);
+        assert_eq!(verdict(&r), "hit", "{t}");
+        assert_eq!(&r.body, body, "the same answer as before the restart");
+    }
+    assert_eq!(up.requests(), 20, "nothing fetched again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hot_answer_is_copied_to_every_shard() {
+    let up = mock();
+    let gw = cached(&up, 60, "");
+    let body = chat_body("gpt-mock", "everybody wants this one", false);
+    assert_eq!(verdict(&post(gw.addr, &body, &[])), "miss");
+    // New connections land on both shards; once the warmer has published the key as hot
+    // (each second), the shard that does not own it answers from its own copy.
+    poll_until(
+        Duration::from_secs(10),
+        "a hit from a shard's own copy",
+        || {
+            for _ in 0..20 {
+                assert_eq!(verdict(&post(gw.addr, &body, &[])), "hit");
+            }
+            gw.metric("gateway_cache_replica_hits_total") > 0.0
+        },
+    );
+    assert_eq!(up.requests(), 1);
+}

@@ -15,6 +15,7 @@ pub mod persist;
 pub mod redis;
 pub mod scorer;
 pub mod store;
+pub mod warmer;
 pub mod webhook;
 
 use std::io;
@@ -48,6 +49,8 @@ pub enum ShardCmd {
     Actions(Arc<hashbrown::HashMap<crate::budget::meter::Scope, crate::budget::policy::Action>>),
     /// Remove the cached answers a selector names from the shard's partition.
     CacheInvalidate(crate::cache::Selector),
+    /// The hottest cached keys over every shard (kept as local copies on every shard).
+    HotKeys(Arc<hashbrown::HashSet<crate::cache::CacheKey>>),
     /// A provider's host name resolved to new addresses.
     Addrs {
         /// Provider index.
@@ -109,6 +112,8 @@ pub struct ControlPlaneArgs {
     pub admin: Option<crate::actors::admin::AdminArgs>,
     /// The cache's second level in Redis, when Redis is configured and a model is cached.
     pub cache_l2: Option<cache_l2::L2Args>,
+    /// The warmer's snapshot directory and bounds (the shards' inboxes are added here).
+    pub warmer: warmer::WarmerArgs,
     /// Where the admin API sends invalidations for the other nodes (with `cache_l2`).
     pub cache_l2_sender: Option<crate::cache::l2::L2Sender>,
 }
@@ -119,6 +124,8 @@ pub struct ControlPlane {
     pub scorer: ActorRef<ScorerMsg>,
     /// The budgeter (cast only from shards).
     pub budgeter: ActorRef<BudgeterMsg>,
+    /// The cache warmer (cast only from shards).
+    pub warmer: ActorRef<warmer::WarmerMsg>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -186,7 +193,19 @@ impl ControlPlane {
                                 return;
                             }
                         };
-                    let _ = ready_tx.send(Ok((scorer.clone(), budgeter.clone())));
+                    let (warmer, warmer_join) =
+                        match Actor::spawn(Some("warmer".into()), warmer::WarmerActor, args.warmer)
+                            .await
+                        {
+                            Ok(x) => x,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(io::Error::other(format!(
+                                    "cannot start warmer: {e}"
+                                ))));
+                                return;
+                            }
+                        };
+                    let _ = ready_tx.send(Ok((scorer.clone(), budgeter.clone(), warmer.clone())));
                     if let Some(every) = args.dns_refresh.filter(|_| !args.dns.is_empty()) {
                         let (shards, dns) = (args.shards.clone(), args.dns.clone());
                         tokio::spawn(refresh_dns(dns, every, shards));
@@ -212,16 +231,21 @@ impl ControlPlane {
                     // Drained, not stopped: the shards' last batches (settled spend) are in its
                     // mailbox, and its post_stop writes them to the store.
                     let _ = budgeter.drain();
+                    // Drained too: the shards' entries are in its mailbox; its post_stop
+                    // writes the snapshot.
+                    let _ = warmer.drain();
                     let _ = join.await;
                     let _ = budgeter_join.await;
+                    let _ = warmer_join.await;
                 });
             })?;
-        let (scorer, budgeter) = ready_rx
+        let (scorer, budgeter, warmer) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("control plane thread exited during start-up"))??;
         Ok(Self {
             scorer,
             budgeter,
+            warmer,
             stop: Some(stop_tx),
             thread: Some(thread),
         })

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::entry::{Entry, Form};
-use super::key::Tenant;
+use super::key::{CacheKey, Tenant};
 use crate::api::Usage;
 
 const VERSION: u8 = 1;
@@ -129,6 +129,48 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, WireError> {
     })
 }
 
+/// The first bytes of a snapshot file (and its layout's version).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SGCACHE1";
+
+/// Entries as a snapshot file: the magic, then per entry its key (16 bytes), a u32 length
+/// and [`encode`]'s bytes.
+pub fn encode_snapshot<'a>(
+    entries: impl IntoIterator<Item = (&'a CacheKey, &'a Entry)>,
+) -> Vec<u8> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    for (key, e) in entries {
+        let bytes = encode(e);
+        out.extend_from_slice(&key.0);
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// The entries of a snapshot file; a damaged record ends the read (what came before it
+/// stands). `Err` when it is not a snapshot at all.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<(CacheKey, Entry)>, WireError> {
+    let rest = bytes
+        .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+        .ok_or(WireError::Layout)?;
+    let mut r = Reader { b: rest, at: 0 };
+    let mut out = Vec::new();
+    while r.at < rest.len() {
+        let Ok(key) = r.take(16) else { break };
+        let mut k = [0u8; 16];
+        k.copy_from_slice(key);
+        let Ok(len) = r.u32() else { break };
+        let Ok(record) = r.take(len as usize) else {
+            break;
+        };
+        match decode(record) {
+            Ok(e) => out.push((CacheKey(k), e)),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
@@ -235,6 +277,31 @@ mod tests {
             ..entry()
         };
         same(&decode(&encode(&key)).unwrap(), &key);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_stop_at_damage() {
+        let (a, b) = (
+            entry(),
+            Entry {
+                body: Bytes::from_static(b"{}"),
+                frames: Box::new([]),
+                ..entry()
+            },
+        );
+        let (ka, kb) = (CacheKey([1; 16]), CacheKey([2; 16]));
+        let file = encode_snapshot([(&ka, &a), (&kb, &b)]);
+        let back = decode_snapshot(&file).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].0, ka);
+        same(&back[1].1, &b);
+        let cut = decode_snapshot(&file[..file.len() - 2]).unwrap();
+        assert_eq!(cut.len(), 1, "the whole records before the damage");
+        assert_eq!(
+            decode_snapshot(b"not a snapshot").unwrap_err(),
+            WireError::Layout
+        );
+        assert!(decode_snapshot(&encode_snapshot([])).unwrap().is_empty());
     }
 
     #[test]

@@ -344,6 +344,11 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             c(|m| &m.cross_shard),
         ),
         (
+            "gateway_cache_replica_hits_total",
+            "Hits served from a shard's copy of a hot answer (no hop to its owner).",
+            c(|m| &m.replica_hits),
+        ),
+        (
             "gateway_cache_l2_hits_total",
             "Hits served from the cache's L2 in Redis.",
             c(|m| &m.l2_hits),

@@ -35,6 +35,7 @@ use super::state::ShardState;
 use crate::auth::table::KeyRecord;
 use crate::cache::directives::{Directives, X_CACHE, X_CACHE_KEY};
 use crate::cache::entry::StreamTee;
+use crate::cache::hot::Seen;
 use crate::cache::partition::owner;
 use crate::cache::{CacheKey, Entry, Form, Partition, Selector, Tenant};
 use crate::config::{CacheScope, ModelRoute};
@@ -187,7 +188,24 @@ pub struct ShardCache {
     /// Leader side: the flights this shard leads.
     led: RefCell<hashbrown::HashMap<u64, Led>>,
     swept_ms: Cell<u64>,
+    /// The warmer: lookups seen (batched), and where the entries go at shutdown.
+    warmer: OnceCell<WarmerLink>,
+    /// The hottest keys over every shard (from the warmer).
+    hot: RefCell<Arc<hashbrown::HashSet<CacheKey>>>,
+    /// This shard's copies of hot answers it does not own (no hop for them).
+    replicas: RefCell<hashbrown::HashMap<CacheKey, Arc<Entry>>>,
 }
+
+/// A shard's line to the warmer.
+pub struct WarmerLink {
+    /// Lookups seen, batched to the warmer.
+    pub seen: Rc<crate::shard::bridge::Batcher<Seen>>,
+    /// Hands this shard's entries to the warmer (at shutdown, for the snapshot).
+    pub entries: EntrySink,
+}
+
+/// Where a shard's entries go at shutdown.
+pub type EntrySink = Box<dyn Fn(Vec<(CacheKey, Arc<Entry>)>)>;
 
 struct Inflight {
     flight: FlightId,
@@ -214,6 +232,9 @@ impl ShardCache {
             inflight: RefCell::default(),
             led: RefCell::default(),
             swept_ms: Cell::new(0),
+            warmer: OnceCell::new(),
+            hot: RefCell::default(),
+            replicas: RefCell::default(),
         }
     }
 
@@ -225,6 +246,41 @@ impl ShardCache {
     /// Connect the L2 (Redis configured): lookups wait for it at most `timeout`.
     pub fn set_l2(&self, tx: crate::cache::l2::L2Sender, timeout: Duration) {
         let _ = self.l2.set((tx, timeout));
+    }
+
+    /// Connect the warmer.
+    pub fn set_warmer(&self, link: WarmerLink) {
+        let _ = self.warmer.set(link);
+    }
+
+    /// Send the lookups seen so far to the warmer (the bridge's flush tick).
+    pub fn flush_seen(&self) {
+        if let Some(w) = self.warmer.get() {
+            w.seen.flush();
+        }
+    }
+
+    fn seen(&self, key: CacheKey, bytes: u64) {
+        if let Some(w) = self.warmer.get() {
+            w.seen.push(Seen {
+                key,
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            });
+        }
+    }
+
+    /// A fresh local copy of a hot answer, no older than `max_age_ms`.
+    fn replica(&self, key: &CacheKey, now_ms: u64, max_age_ms: Option<u64>) -> Option<Arc<Entry>> {
+        let mut replicas = self.replicas.borrow_mut();
+        let e = replicas.get(key)?;
+        if !e.is_fresh(now_ms) {
+            replicas.remove(key);
+            return None;
+        }
+        if max_age_ms.is_some_and(|max| now_ms.saturating_sub(e.stored_ms) > max) {
+            return None;
+        }
+        Some(e.clone())
     }
 
     fn next_id(&self) -> u64 {
@@ -290,6 +346,19 @@ impl Cacheable {
             stream: self.stream,
             include_usage: self.include_usage,
         };
+        if self.directives.may_read() {
+            let now = super::admit::now_ms();
+            if let Some(entry) = state
+                .cache
+                .replica(&self.key, now, self.directives.max_age_ms)
+                && let Some(res) = self.serve(&entry, headers, now)
+            {
+                m.hits.inc();
+                m.replica_hits.inc();
+                state.cache.seen(self.key, entry.weight());
+                return Looked::Answer(res);
+            }
+        }
         let mut refollows = 0;
         let mut dead = None;
         // The L2 lookup leaves now, beside the owner's, so a miss there waits no longer.
@@ -310,6 +379,8 @@ impl Cacheable {
             .await;
             match found {
                 Found::Hit(entry) => {
+                    state.cache.seen(self.key, entry.weight());
+                    self.keep_if_hot(state, &entry);
                     if let Some(res) = self.serve(&entry, headers, now) {
                         m.hits.inc();
                         return Looked::Answer(res);
@@ -319,6 +390,7 @@ impl Cacheable {
                     return Looked::Miss(None);
                 }
                 Found::Miss => {
+                    state.cache.seen(self.key, 0);
                     if let Some(res) = self.answer_from_l2(state, l2.take(), headers).await {
                         return Looked::Answer(res);
                     }
@@ -326,6 +398,7 @@ impl Cacheable {
                     return Looked::Miss(None);
                 }
                 Found::Lead(id) => {
+                    state.cache.seen(self.key, 0);
                     let flight = Flight::lead(state, self.key, id);
                     let Some(res) = self.answer_from_l2(state, l2.take(), headers).await else {
                         m.misses.inc();
@@ -349,6 +422,16 @@ impl Cacheable {
                     }
                 }
             }
+        }
+    }
+
+    /// Keep a copy of a hot answer this shard does not own.
+    fn keep_if_hot(&self, state: &ShardState, entry: &Arc<Entry>) {
+        let cache = &state.cache;
+        if owner(&self.key, cache.shards()) != usize::from(state.id.0)
+            && cache.hot.borrow().contains(&self.key)
+        {
+            cache.replicas.borrow_mut().insert(self.key, entry.clone());
         }
     }
 
@@ -806,6 +889,44 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
     }
 }
 
+/// The warmer's hot keys: copies of keys no longer hot are dropped.
+pub fn set_hot(state: &ShardState, hot: Arc<hashbrown::HashSet<CacheKey>>) {
+    state
+        .cache
+        .replicas
+        .borrow_mut()
+        .retain(|k, _| hot.contains(k));
+    *state.cache.hot.borrow_mut() = hot;
+}
+
+/// Hand this shard's entries to the warmer (once drained, for the snapshot).
+pub fn hand_over(state: &ShardState) {
+    let Some(w) = state.cache.warmer.get() else {
+        return;
+    };
+    w.seen.flush();
+    let entries: Vec<(CacheKey, Arc<Entry>)> = state
+        .cache
+        .partition
+        .borrow()
+        .iter()
+        .map(|(k, e)| (*k, e.clone()))
+        .collect();
+    if !entries.is_empty() {
+        (w.entries)(entries);
+    }
+}
+
+/// Load answers from the warm snapshot into this shard's partition (at start).
+pub fn warm(state: &ShardState, entries: Vec<(CacheKey, Entry)>) {
+    let mut p = state.cache.partition.borrow_mut();
+    for (key, entry) in entries {
+        p.insert(key, Arc::new(entry));
+    }
+    drop(p);
+    gauges(state);
+}
+
 /// Store an answer in this node's cache: at the key's owner (this shard, or a message to it
 /// that goes before anything this shard sends the owner later).
 fn put_here(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
@@ -820,6 +941,7 @@ fn put_here(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
 /// Store an answer in this shard's partition (the owner's side of a put).
 fn store(state: &ShardState, key: CacheKey, entry: Arc<Entry>) {
     let m = &state.metrics.cache;
+    state.cache.seen(key, entry.weight());
     let r = state.cache.partition.borrow_mut().insert(key, entry);
     if r.stored {
         m.stored.inc();
@@ -861,6 +983,11 @@ pub fn sweep(state: &ShardState) {
 /// Remove what `selector` names from this shard's partition (every shard gets the
 /// control plane's command).
 pub fn invalidate_here(state: &ShardState, selector: &Selector) {
+    state
+        .cache
+        .replicas
+        .borrow_mut()
+        .retain(|k, e| !selector.matches(k, e));
     let n = state.cache.partition.borrow_mut().invalidate(selector);
     state.metrics.cache.invalidated.add(n as u64);
     gauges(state);
