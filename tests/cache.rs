@@ -458,3 +458,44 @@ fn a_hot_answer_is_copied_to_every_shard() {
     );
     assert_eq!(up.requests(), 1);
 }
+
+#[test]
+fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
+    let up = mock();
+    let extra = format!(
+        "cache_ttl_s = 600\n{}cache_ttl_s = 600\n",
+        model("big", "mock;chunks=200")
+    );
+    let budget_mib = 4u64;
+    let tuning = format!("{ONE_SHARD}\n[memory]\ncache_mib_per_shard = {budget_mib}\n");
+    let gw = Gateway::start(&upstream_config(up.addr, &extra), &tuning);
+    let ask = |i: usize| {
+        let r = post(gw.addr, &chat_body("big", &format!("working set {i}"), true), &[]);
+        assert_eq!(r.status, 200);
+        r.body.len()
+    };
+    // Warm the gateway's own buffers first, with answers of the same size.
+    for i in 0..50 {
+        ask(i);
+    }
+    let before_kb = gw.rss_kb();
+    let mut sent = 0usize;
+    let mut i = 50;
+    while sent < 10 * (budget_mib as usize) << 20 {
+        sent += ask(i);
+        i += 1;
+    }
+    let after_kb = gw.rss_kb();
+    let held = gw.metric("gateway_cache_bytes") as u64;
+    let grew_kb = after_kb.saturating_sub(before_kb);
+    println!(
+        "{i} answers, {} MiB through a {budget_mib} MiB cache: {held} bytes held, RSS {before_kb} → {after_kb} kB (+{grew_kb} kB)",
+        sent >> 20
+    );
+    assert!(held <= budget_mib << 20, "{held}");
+    assert!(gw.metric("gateway_cache_evictions_total") > 0.0);
+    assert!(
+        grew_kb <= (budget_mib << 10) * 11 / 10,
+        "RSS grew {grew_kb} kB for a {budget_mib} MiB cache"
+    );
+}
