@@ -470,7 +470,11 @@ fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
     let tuning = format!("{ONE_SHARD}\n[memory]\ncache_mib_per_shard = {budget_mib}\n");
     let gw = Gateway::start(&upstream_config(up.addr, &extra), &tuning);
     let ask = |i: usize| {
-        let r = post(gw.addr, &chat_body("big", &format!("working set {i}"), true), &[]);
+        let r = post(
+            gw.addr,
+            &chat_body("big", &format!("working set {i}"), true),
+            &[],
+        );
         assert_eq!(r.status, 200);
         r.body.len()
     };
@@ -481,7 +485,7 @@ fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
     let before_kb = gw.rss_kb();
     let mut sent = 0usize;
     let mut i = 50;
-    while sent < 10 * (budget_mib as usize) << 20 {
+    while sent < (10 * budget_mib as usize) << 20 {
         sent += ask(i);
         i += 1;
     }
@@ -498,4 +502,39 @@ fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
         grew_kb <= (budget_mib << 10) * 11 / 10,
         "RSS grew {grew_kb} kB for a {budget_mib} MiB cache"
     );
+}
+
+#[test]
+fn embeddings_are_cached_too() {
+    let up = mock();
+    let gw = cached(&up, 60, "");
+    let body = r#"{"model":"gpt-mock","input":["one","two"]}"#;
+    let first = request(
+        gw.addr,
+        "POST",
+        "/v1/embeddings",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), "miss");
+    let reordered = r#"{ "input": ["one", "two"], "model": "gpt-mock" }"#;
+    let second = request(
+        gw.addr,
+        "POST",
+        "/v1/embeddings",
+        &[("content-type", "application/json")],
+        reordered.as_bytes(),
+    );
+    assert_eq!(verdict(&second), "hit");
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        up.stats()
+            .embeddings
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The same body on the chat route is another key.
+    let chat = post(gw.addr, body, &[]);
+    assert_ne!(verdict(&chat), "hit");
 }

@@ -13,6 +13,7 @@
 
 pub mod directives;
 pub mod entry;
+pub mod guard;
 pub mod hot;
 pub mod key;
 pub mod l2;

@@ -49,6 +49,9 @@ const HOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a follower whose leader failed asks the owner again before it goes alone.
 const MAX_REFOLLOWS: u32 = 3;
 
+/// The route name of embeddings requests in their cache key (chat is `chat` or `messages`).
+pub const EMBEDDINGS: &str = "embeddings";
+
 /// A request the cache may answer: what it is filed under and how it wants its answer.
 #[derive(Debug)]
 pub struct Cacheable {
@@ -60,6 +63,8 @@ pub struct Cacheable {
     dialect: Dialect,
     stream: bool,
     include_usage: bool,
+    /// An embeddings request (its answer is checked as one, and never streamed).
+    embeddings: bool,
 }
 
 /// What the lookup found.
@@ -330,6 +335,7 @@ pub fn cacheable(
         dialect,
         stream,
         include_usage,
+        embeddings: route == EMBEDDINGS,
     })
 }
 
@@ -650,6 +656,7 @@ impl Cacheable {
             Form::Whole
         };
         let checked = match form {
+            _ if self.embeddings => replay::check_embeddings(&body),
             Form::Stream => replay::check_stream(self.dialect, &body),
             Form::Whole => replay::check_whole(self.dialect, &body),
         };

@@ -68,13 +68,34 @@ pub async fn run(
         },
     )
     .await?;
+    let cacheable = match downgrade {
+        Some(_) => None,
+        None => super::cache::cacheable(
+            state,
+            caller.as_ref(),
+            &model,
+            super::cache::EMBEDDINGS,
+            Dialect::OpenAi,
+            &body,
+            headers,
+            false,
+            false,
+        ),
+    };
+    let flight = match &cacheable {
+        Some(c) => match c.lookup(state, headers).await {
+            super::cache::Looked::Answer(res) => return Ok(res),
+            super::cache::Looked::Miss(flight) => flight,
+        },
+        None => None,
+    };
     let model = downgrade.unwrap_or(model);
     // Embeddings have no output tokens.
     let needs = Needs {
         max_tokens: Some(0),
         ..Needs::default()
     };
-    super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
+    let res = super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
         let upstream = &*served.dep.upstream_model;
         let target = state
             .targets
@@ -124,5 +145,9 @@ pub async fn run(
         };
         Ok(Prepared::Upstream(call))
     })
-    .await
+    .await;
+    match cacheable {
+        Some(c) => c.respond(state, flight, res),
+        None => res,
+    }
 }

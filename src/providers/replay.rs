@@ -77,6 +77,37 @@ pub fn check_whole(dialect: Dialect, body: &[u8]) -> Checked {
     }
 }
 
+/// Whether an embeddings answer (OpenAI's shape, which every upstream's is turned into) is
+/// complete: a `data` list of embeddings and no error; its usage.
+pub fn check_embeddings(body: &[u8]) -> Checked {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        usage: Option<Tokens>,
+        #[serde(default)]
+        error: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(default)]
+        prompt_tokens: u64,
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(a) => Checked {
+            complete: !a.data.is_empty() && a.error.is_none(),
+            usage: a.usage.map(|u| Usage {
+                input_tokens: u.prompt_tokens,
+                ..Usage::default()
+            }),
+        },
+        Err(_) => Checked {
+            complete: false,
+            usage: None,
+        },
+    }
+}
+
 /// A stream's events as the whole answer a client of `dialect` expects.
 pub fn stream_to_whole(
     dialect: Dialect,
@@ -225,6 +256,17 @@ mod tests {
         assert!(!check_stream(Dialect::OpenAi, &failed).complete);
         assert!(!check_stream(Dialect::OpenAi, b"data: {not json\n\n").complete);
         assert!(!check_whole(Dialect::OpenAi, b"{\"error\":{\"message\":\"x\"}}").complete);
+    }
+
+    #[test]
+    fn embeddings_answers_are_checked() {
+        let ok = br#"{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        let c = check_embeddings(ok);
+        assert!(c.complete);
+        assert_eq!(c.usage.map(|u| u.input_tokens), Some(4));
+        assert!(!check_embeddings(br#"{"data":[]}"#).complete);
+        assert!(!check_embeddings(br#"{"data":[1],"error":{"message":"x"}}"#).complete);
+        assert!(!check_embeddings(b"{").complete);
     }
 
     #[test]
