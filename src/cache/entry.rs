@@ -65,6 +65,13 @@ impl Entry {
         now_ms < self.expires_ms
     }
 
+    /// Whether it may be served at `now_ms` to a request that takes answers at most
+    /// `max_age_ms` old.
+    pub fn servable(&self, now_ms: u64, max_age_ms: Option<u64>) -> bool {
+        self.is_fresh(now_ms)
+            && max_age_ms.is_none_or(|max| now_ms.saturating_sub(self.stored_ms) <= max)
+    }
+
     /// The stream's frames, as the client received them.
     pub fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
         let mut start = 0usize;
@@ -184,6 +191,9 @@ mod tests {
         assert_eq!(e.age_secs(1), 0, "a clock behind the store time is age 0");
         assert!(e.is_fresh(69_999));
         assert!(!e.is_fresh(70_000));
+        assert!(e.servable(12_000, Some(2_000)));
+        assert!(!e.servable(12_001, Some(2_000)), "older than max-age");
+        assert!(!e.servable(70_000, None));
         assert_eq!(e.weight(), 7 + 1 + ENTRY_OVERHEAD);
         let key = CacheKey([0xab; 16]);
         assert_eq!(e.etag(&key), "W/\"abababababababab-2710\"");

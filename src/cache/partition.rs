@@ -177,10 +177,7 @@ impl Partition {
             self.cache.remove(key);
             return None;
         }
-        if max_age_ms.is_some_and(|max| now_ms.saturating_sub(entry.stored_ms) > max) {
-            return None;
-        }
-        Some(entry.clone())
+        entry.servable(now_ms, max_age_ms).then(|| entry.clone())
     }
 
     /// The entry under `key`, fresh or not, without counting it as used (the warmer's and

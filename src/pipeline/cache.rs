@@ -282,10 +282,7 @@ impl ShardCache {
             replicas.remove(key);
             return None;
         }
-        if max_age_ms.is_some_and(|max| now_ms.saturating_sub(e.stored_ms) > max) {
-            return None;
-        }
-        Some(e.clone())
+        e.servable(now_ms, max_age_ms).then(|| e.clone())
     }
 
     fn next_id(&self) -> u64 {
@@ -367,8 +364,11 @@ impl Cacheable {
         }
         let mut refollows = 0;
         let mut dead = None;
-        // The L2 lookup leaves now, beside the owner's, so a miss there waits no longer.
-        let mut l2 = self.l2_lookup(state);
+        // A key another shard owns: the L2 lookup leaves now, beside the hop, so a miss
+        // waits no longer than the slower of the two. A key this shard owns is looked up here
+        // at once, and Redis only asked on a miss.
+        let remote = owner(&self.key, state.cache.shards()) != usize::from(state.id.0);
+        let mut l2 = if remote { self.l2_lookup(state) } else { None };
         loop {
             let now = super::admit::now_ms();
             let found = ask(
@@ -397,7 +397,8 @@ impl Cacheable {
                 }
                 Found::Miss => {
                     state.cache.seen(self.key, 0);
-                    if let Some(res) = self.answer_from_l2(state, l2.take(), headers).await {
+                    let l2 = l2.take().or_else(|| self.l2_lookup(state));
+                    if let Some(res) = self.answer_from_l2(state, l2, headers).await {
                         return Looked::Answer(res);
                     }
                     m.misses.inc();
@@ -406,7 +407,8 @@ impl Cacheable {
                 Found::Lead(id) => {
                     state.cache.seen(self.key, 0);
                     let flight = Flight::lead(state, self.key, id);
-                    let Some(res) = self.answer_from_l2(state, l2.take(), headers).await else {
+                    let l2 = l2.take().or_else(|| self.l2_lookup(state));
+                    let Some(res) = self.answer_from_l2(state, l2, headers).await else {
                         m.misses.inc();
                         return Looked::Miss(Some(flight));
                     };
@@ -484,11 +486,7 @@ impl Cacheable {
             }
         };
         let now = super::admit::now_ms();
-        let too_old = self
-            .directives
-            .max_age_ms
-            .is_some_and(|max| now.saturating_sub(entry.stored_ms) > max);
-        if !entry.is_fresh(now) || too_old {
+        if !entry.servable(now, self.directives.max_age_ms) {
             return None;
         }
         let res = self.serve(&entry, headers, now)?;
@@ -588,6 +586,9 @@ impl Cacheable {
         *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         let h = res.headers_mut();
         if let Some(ct) = content_type {
+            if ct.as_bytes().starts_with(b"text/event-stream") {
+                h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            }
             h.insert(CONTENT_TYPE, ct);
         }
         h.insert(X_CACHE.clone(), HeaderValue::from_static("coalesced"));
@@ -630,8 +631,8 @@ impl Cacheable {
             let ct = res.headers().get(CONTENT_TYPE).cloned();
             f.head(res.status().as_u16(), ct);
         }
-        let store = (res.status() == StatusCode::OK && self.directives.may_write()).then_some(());
-        if store.is_none() && flight.is_none() {
+        let store = res.status() == StatusCode::OK && self.directives.may_write();
+        if !store && flight.is_none() {
             if res.status() != StatusCode::OK && !self.directives.bypass {
                 state.metrics.cache.not_stored.inc();
             }
@@ -641,7 +642,7 @@ impl Cacheable {
         let tee = Tee {
             inner: body,
             state: state.clone(),
-            store: store.map(|()| (self, StreamTee::default())),
+            store: store.then(|| (self, StreamTee::default())),
             flight,
         };
         Ok(Response::from_parts(parts, ResBody::stream(Box::pin(tee))))
