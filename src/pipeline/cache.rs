@@ -336,6 +336,36 @@ pub fn cacheable(
     })
 }
 
+/// The lookup phase of a request that may be cacheable: `Break` with the answer (a hit, or a
+/// ride on an identical request in flight), else `Continue` with the flight it leads, if any.
+pub async fn before(
+    state: &Rc<ShardState>,
+    cacheable: Option<&Cacheable>,
+    headers: &HeaderMap,
+) -> std::ops::ControlFlow<Response<ResBody>, Option<Flight>> {
+    match cacheable {
+        Some(c) => match c.lookup(state, headers).await {
+            Looked::Answer(res) => std::ops::ControlFlow::Break(res),
+            Looked::Miss(flight) => std::ops::ControlFlow::Continue(flight),
+        },
+        None => std::ops::ControlFlow::Continue(None),
+    }
+}
+
+/// The insert phase: the upstream's answer, teed into the cache and to the flight's
+/// followers when the request was cacheable.
+pub fn after(
+    state: &Rc<ShardState>,
+    cacheable: Option<Cacheable>,
+    flight: Option<Flight>,
+    res: Result<Response<ResBody>, crate::error::GatewayError>,
+) -> Result<Response<ResBody>, crate::error::GatewayError> {
+    match cacheable {
+        Some(c) => c.respond(state, flight, res),
+        None => res,
+    }
+}
+
 impl Cacheable {
     /// Look the request up: a hit, a ride on an identical request in flight, or a miss
     /// (leading the identical requests that follow, when it may).
@@ -1124,12 +1154,6 @@ impl Tee {
     }
 }
 
-impl Tee {
-    fn hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 impl Body for Tee {
     type Data = Bytes;
     type Error = Infallible;
@@ -1165,7 +1189,7 @@ impl Body for Tee {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.hint()
+        self.inner.size_hint()
     }
 
     fn is_end_stream(&self) -> bool {

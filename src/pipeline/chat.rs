@@ -94,12 +94,9 @@ pub async fn run(
             false,
         ),
     };
-    let flight = match &cacheable {
-        Some(c) => match c.lookup(state, headers).await {
-            super::cache::Looked::Answer(res) => return Ok(res),
-            super::cache::Looked::Miss(flight) => flight,
-        },
-        None => None,
+    let flight = match super::cache::before(state, cacheable.as_ref(), headers).await {
+        std::ops::ControlFlow::Break(res) => return Ok(res),
+        std::ops::ControlFlow::Continue(flight) => flight,
     };
     // Past a `restrict` threshold: served by the cheaper model of the downgrade map.
     let model = downgrade.unwrap_or(model);
@@ -148,10 +145,7 @@ pub async fn run(
         Ok(Prepared::Upstream(call))
     })
     .await;
-    match cacheable {
-        Some(c) => c.respond(state, flight, res),
-        None => res,
-    }
+    super::cache::after(state, cacheable, flight, res)
 }
 
 /// The end user named by the configured header (`limits.user_header`), when the body names

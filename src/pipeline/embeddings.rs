@@ -82,12 +82,9 @@ pub async fn run(
             false,
         ),
     };
-    let flight = match &cacheable {
-        Some(c) => match c.lookup(state, headers).await {
-            super::cache::Looked::Answer(res) => return Ok(res),
-            super::cache::Looked::Miss(flight) => flight,
-        },
-        None => None,
+    let flight = match super::cache::before(state, cacheable.as_ref(), headers).await {
+        std::ops::ControlFlow::Break(res) => return Ok(res),
+        std::ops::ControlFlow::Continue(flight) => flight,
     };
     let model = downgrade.unwrap_or(model);
     // Embeddings have no output tokens.
@@ -146,8 +143,5 @@ pub async fn run(
         Ok(Prepared::Upstream(call))
     })
     .await;
-    match cacheable {
-        Some(c) => c.respond(state, flight, res),
-        None => res,
-    }
+    super::cache::after(state, cacheable, flight, res)
 }
