@@ -4,11 +4,13 @@
 //! Owns: the cache key ([`key::CacheKey`]: the tenant scope, the route, the public model and
 //! every request field that can change the answer, canonical), the cached answer
 //! ([`entry::Entry`], whole or a stream's frames), one shard's byte-bounded partition with
-//! its eviction and admission policy ([`partition::Partition`]), and what a request asks of
-//! the cache ([`directives::Directives`]), and an answer as compressed bytes for Redis and
-//! the warm snapshot ([`wire`]).
+//! its eviction and admission policy ([`partition::Partition`]), what a request asks of the
+//! cache ([`directives::Directives`]), an answer as compressed bytes for Redis and the warm
+//! snapshot ([`wire`]), the decaying lookup counts the warmer ranks keys by ([`hot`]), what a
+//! shard asks of the Redis L2 ([`l2`]), and the semantic cache's guard ([`guard`]).
 //! Does not: do IO or know HTTP bodies and shards (`pipeline::cache` looks up, hops to the
-//! owner shard, serves and stores).
+//! owner shard, serves and stores; `actors::cache_l2` and `actors::warmer` run on the control
+//! plane). Design notes: `docs/design/cache.md`.
 //! Key types: [`key::CacheKey`], [`entry::Entry`], [`partition::Partition`].
 
 pub mod directives;
