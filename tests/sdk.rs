@@ -155,6 +155,20 @@ fn openai_python_sdk_sees_no_failure_while_one_of_two_deployments_is_down() {
     );
 }
 
+/// Cached answers that were translated, read back by both SDKs: the OpenAI SDK on an
+/// Anthropic upstream and the Anthropic SDK on an OpenAI upstream, streamed and whole.
+#[test]
+fn both_sdks_parse_translated_cache_hits() {
+    let mock = mock();
+    let extra = String::from("cache_ttl_s = 60\n")
+        + &provider("claude", "anthropic", mock.addr)
+        + &model_on("claude", "claude-mock", "mock")
+        + "cache_ttl_s = 60\n";
+    let gw = Gateway::start(&upstream_config(mock.addr, &extra), TWO_SHARDS);
+    run_script("cache_sdk.py", &[format!("http://{}", gw.addr)]);
+    assert_eq!(mock.requests(), 2, "one upstream call per SDK, the rest from the cache");
+}
+
 /// A virtual key's secret for tests: `sk-sg-`, `tag`, padded to 49 characters like a
 /// generated one.
 fn key_secret(tag: &str) -> String {
