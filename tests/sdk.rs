@@ -166,7 +166,11 @@ fn both_sdks_parse_translated_cache_hits() {
         + "cache_ttl_s = 60\n";
     let gw = Gateway::start(&upstream_config(mock.addr, &extra), TWO_SHARDS);
     run_script("cache_sdk.py", &[format!("http://{}", gw.addr)]);
-    assert_eq!(mock.requests(), 2, "one upstream call per SDK, the rest from the cache");
+    assert_eq!(
+        mock.requests(),
+        2,
+        "one upstream call per SDK, the rest from the cache"
+    );
 }
 
 /// A virtual key's secret for tests: `sk-sg-`, `tag`, padded to 49 characters like a
