@@ -7,7 +7,8 @@
 //! its eviction and admission policy ([`partition::Partition`]), what a request asks of the
 //! cache ([`directives::Directives`]), an answer as compressed bytes for Redis and the warm
 //! snapshot ([`wire`]), the decaying lookup counts the warmer ranks keys by ([`hot`]), what a
-//! shard asks of the Redis L2 ([`l2`]), and the semantic cache's guard ([`guard`]).
+//! shard asks of the Redis L2 ([`l2`]), and the semantic cache's first pieces: its partitions
+//! ([`semantic`]) and its guard ([`guard`]).
 //! Does not: do IO or know HTTP bodies and shards (`pipeline::cache` looks up, hops to the
 //! owner shard, serves and stores; `actors::cache_l2` and `actors::warmer` run on the control
 //! plane). Design notes: `docs/design/cache.md`.
@@ -20,6 +21,7 @@ pub mod hot;
 pub mod key;
 pub mod l2;
 pub mod partition;
+pub mod semantic;
 pub mod wire;
 
 pub use entry::{Entry, Form};
