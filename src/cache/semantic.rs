@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn the_last_user_text_is_taken_out_of_the_partition() {
-        let a = of(&body(json!({"role": "user", "content": "How do I enable dark mode?"}))).unwrap();
+        let a = of(&body(
+            json!({"role": "user", "content": "How do I enable dark mode?"}),
+        ))
+        .unwrap();
         let b = of(&body(json!({"role": "user", "content": [
             {"type": "text", "text": "how can I turn on"},
             {"type": "text", "text": "dark mode"},
@@ -111,15 +114,25 @@ mod tests {
         assert_ne!(of(&other).unwrap().partition, base.partition, "a parameter");
         let mut other = body(json!({"role": "user", "content": "q"}));
         other["messages"][0]["content"] = json!("Be thorough.");
-        assert_ne!(of(&other).unwrap().partition, base.partition, "the system prompt");
+        assert_ne!(
+            of(&other).unwrap().partition,
+            base.partition,
+            "the system prompt"
+        );
         let mut other = body(json!({"role": "user", "content": "q"}));
         other["messages"][2]["content"] = json!("Hey!");
-        assert_ne!(of(&other).unwrap().partition, base.partition, "an earlier turn");
+        assert_ne!(
+            of(&other).unwrap().partition,
+            base.partition,
+            "an earlier turn"
+        );
         let b = body(json!({"role": "user", "content": "q"}));
         let team = split(&Tenant::Team("t".into()), "chat", "gpt-4o", &b).unwrap();
         assert_ne!(team.partition, base.partition, "the tenant");
         assert_ne!(
-            split(&Tenant::Global, "chat", "gpt-4o-mini", &b).unwrap().partition,
+            split(&Tenant::Global, "chat", "gpt-4o-mini", &b)
+                .unwrap()
+                .partition,
             base.partition,
             "the model"
         );

@@ -321,6 +321,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Bytes from Redis or a file never panic the reader, whatever they are.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes: Vec<u8>) {
+            let _ = decode(&bytes);
+            let mut snapshot = SNAPSHOT_MAGIC.to_vec();
+            snapshot.extend_from_slice(&bytes);
+            let _ = decode_snapshot(&snapshot);
+        }
+
+        /// A valid entry with one byte changed (before compression) is read or refused.
+        #[test]
+        fn a_changed_byte_is_read_or_refused(at: usize, to: u8) {
+            let mut raw = lz4_flex::decompress_size_prepended(&encode(&entry())).unwrap();
+            let i = at % raw.len();
+            raw[i] = to;
+            let _ = decode(&lz4_flex::compress_prepend_size(&raw));
+        }
+    }
+
     #[test]
     fn damaged_bytes_are_refused_not_trusted() {
         let bytes = encode(&entry());
