@@ -468,6 +468,13 @@ fn record(ctx: &Ctx, class: usize, result: &Result<Sample, ErrorKind>) {
     ctx.end.set(ctx.end.get().max(Instant::now()));
 }
 
+/// The next counter for `unique` classes (one per process: every target and step sees new
+/// prompts).
+fn next_unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 async fn one_request(
     ctx: &Ctx,
     conn: &mut Conn,
@@ -485,6 +492,10 @@ async fn one_request(
                 );
             }
             let c = slot.as_mut().ok_or(ErrorKind::Connect)?;
+            if spec.unique {
+                let req = crate::scenario::stamp_unique(&ctx.requests[class], next_unique());
+                return c.request(&req, spec.stream, intended).await;
+            }
             c.request(&ctx.requests[class], spec.stream, intended).await
         }
         Conn::H2(slot) => {
@@ -492,6 +503,11 @@ async fn one_request(
                 *slot = Some(H2::connect(ctx.target.addr, &ctx.plan.scenario.path).await?);
             }
             let c = slot.as_mut().ok_or(ErrorKind::Connect)?;
+            if spec.unique {
+                let mut one = spec.clone();
+                one.body = crate::scenario::stamp_unique(&spec.body, next_unique());
+                return c.request(&one, intended).await;
+            }
             c.request(spec, intended).await
         }
     }

@@ -87,6 +87,10 @@ pub struct RequestSpec {
     /// Raw request body (instead of a generated one).
     #[serde(default)]
     pub body: Option<String>,
+    /// Make every request of the class distinct (a counter in the generated prompt), so a
+    /// cache never answers it and identical requests never ride one upstream call.
+    #[serde(default)]
+    pub unique: bool,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -181,6 +185,24 @@ pub struct Class {
     pub body: Bytes,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
+    /// Every request distinct: the body holds [`UNIQUE_MARK`], overwritten per request.
+    pub unique: bool,
+}
+
+/// The placeholder a `unique` class's prompt starts with: 16 hex digits follow `u`, overwritten
+/// with a counter per request (same length, so the framing does not change).
+pub const UNIQUE_MARK: &[u8] = b"u0000000000000000";
+
+/// Overwrite the [`UNIQUE_MARK`] in `bytes` (a body or a whole request) with `n`; `bytes` as
+/// they are when there is no mark.
+pub fn stamp_unique(bytes: &Bytes, n: u64) -> Bytes {
+    let Some(at) = memchr::memmem::find(bytes, UNIQUE_MARK) else {
+        return bytes.clone();
+    };
+    let mut out = bytes.to_vec();
+    let digits = format!("{n:016x}");
+    out[at + 1..at + UNIQUE_MARK.len()].copy_from_slice(digits.as_bytes());
+    Bytes::from(out)
 }
 
 /// A scenario ready to run.
@@ -260,8 +282,14 @@ impl Plan {
                 name: r.name.clone(),
                 stream: r.stream,
                 body: r.body.clone().map(Bytes::from).unwrap_or_else(|| {
-                    generated_body(&scenario.model, r.stream, r.prompt_bytes.unwrap_or(64))
+                    generated_body(
+                        &scenario.model,
+                        r.stream,
+                        r.prompt_bytes.unwrap_or(64),
+                        r.unique,
+                    )
                 }),
+                unique: r.unique,
                 headers: r
                     .headers
                     .iter()
@@ -397,11 +425,16 @@ pub fn interleave(weights: &[u32]) -> Vec<usize> {
     out
 }
 
-/// A chat body with a user prompt of about `prompt_bytes` bytes of plain words.
-pub fn generated_body(model: &str, stream: bool, prompt_bytes: usize) -> Bytes {
+/// A chat body with a user prompt of about `prompt_bytes` bytes of plain words; `unique`
+/// starts the prompt with [`UNIQUE_MARK`].
+pub fn generated_body(model: &str, stream: bool, prompt_bytes: usize, unique: bool) -> Bytes {
     const WORDS: &str = "the quick brown fox jumps over the lazy dog while a gateway routes \
                          every token to the best provider it can find ";
     let mut prompt = String::with_capacity(prompt_bytes + WORDS.len());
+    if unique {
+        prompt.push_str(&String::from_utf8_lossy(UNIQUE_MARK));
+        prompt.push(' ');
+    }
     while prompt.len() < prompt_bytes {
         prompt.push_str(WORDS);
     }
@@ -420,6 +453,21 @@ pub fn generated_body(model: &str, stream: bool, prompt_bytes: usize) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unique_requests_differ_in_the_prompt_only() {
+        let body = super::generated_body("m", false, 100, true);
+        let a = super::stamp_unique(&body, 1);
+        let b = super::stamp_unique(&body, 0xabc);
+        assert_eq!(a.len(), body.len());
+        assert_ne!(a, b);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let prompt = v["messages"][1]["content"].as_str().unwrap();
+        assert!(prompt.starts_with("u0000000000000abc "), "{prompt}");
+        let plain = super::generated_body("m", false, 100, false);
+        assert_eq!(super::stamp_unique(&plain, 5), plain, "no mark, no change");
+    }
+
     use super::*;
 
     fn plan(text: &str) -> Result<Plan, ScenarioError> {
