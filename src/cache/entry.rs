@@ -87,15 +87,13 @@ impl Entry {
     /// refreshed answer gets a new tag. Weak (`W/"…"`): the whole and streamed forms of one
     /// answer share it.
     pub fn etag(&self, key: &CacheKey) -> String {
-        let mut out = String::with_capacity(38);
-        out.push_str("W/\"");
-        for b in &key.0[..8] {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out.push('-');
-        out.push_str(&format!("{:x}", self.stored_ms));
-        out.push('"');
-        out
+        // The key's first 64 bits (its hex form's first 16 digits) and the store time.
+        let hex = key.to_string();
+        format!(
+            "W/\"{}-{:x}\"",
+            hex.get(..16).unwrap_or(&hex),
+            self.stored_ms
+        )
     }
 }
 
