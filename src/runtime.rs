@@ -54,6 +54,30 @@ pub enum RuntimeError {
     /// A rustls config could not be built.
     #[error("TLS client config: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The semantic cache's local encoder could not be loaded.
+    #[error("{0}")]
+    Encoder(String),
+}
+
+/// What embeds texts on the semantic thread: the local encoder, loaded from its directory, or
+/// none (embeddings come through a configured model).
+fn semantic_encoder(
+    embeddings: &crate::config::Embeddings,
+) -> Result<Box<dyn crate::actors::semantic::Embed + Send>, RuntimeError> {
+    match embeddings {
+        #[cfg(feature = "local-embed")]
+        crate::config::Embeddings::Local(dir) => {
+            let encoder = crate::cache::encoder::Encoder::load(dir)
+                .map_err(|e| RuntimeError::Encoder(e.to_string()))?;
+            tracing::info!(dir = %dir.display(), dim = encoder.dim(), "Local embeddings model loaded.");
+            Ok(Box::new(encoder))
+        }
+        #[cfg(not(feature = "local-embed"))]
+        crate::config::Embeddings::Local(_) => Err(RuntimeError::Encoder(
+            "`cache.semantic.embeddings = \"local\"` needs a gateway built with `--features local-embed`".into(),
+        )),
+        crate::config::Embeddings::Model(_) => Ok(Box::new(crate::actors::semantic::NoEncoder)),
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -273,6 +297,19 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         _ => (None, None),
     };
     let l2_timeout = config.state.redis.as_ref().map(|r| r.timeout);
+    // The semantic cache's thread: its index and, with `embeddings = "local"`, the encoder
+    // (loaded now: a missing or broken model directory stops the start).
+    let semantic_tx = match &config.cache.semantic {
+        Some(sem) => Some(
+            crate::actors::semantic::start(
+                semantic_encoder(&sem.embeddings)?,
+                sem.max_entries,
+                registry.control.clone(),
+            )
+            .map_err(io_err("cannot start the semantic cache's thread"))?,
+        ),
+        None => None,
+    };
     // The warm snapshot: loaded now, each entry to its owner shard, before any shard listens.
     let mut warm: Vec<Vec<(crate::cache::CacheKey, crate::cache::Entry)>> =
         (0..n).map(|_| Vec::new()).collect();
@@ -352,6 +389,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         let targets = targets.clone();
         let mesh = mesh.clone();
         let l2 = l2_tx.clone().zip(l2_timeout);
+        let semantic_tx = semantic_tx.clone();
         let (st_cached, tuning_batch) = (cached, tuning.batch_size);
         let up_tx = up_tx.clone();
         let handle = shard::start(spec, move || async move {
@@ -431,6 +469,9 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             );
             if let Some((tx, timeout)) = l2 {
                 state.cache.set_l2(tx, timeout);
+            }
+            if let Some(tx) = semantic_tx {
+                state.cache.set_semantic(tx);
             }
             if st_cached {
                 let to = warmer.clone();

@@ -14,6 +14,7 @@ pub mod keyring;
 pub mod persist;
 pub mod redis;
 pub mod scorer;
+pub mod semantic;
 pub mod store;
 pub mod warmer;
 pub mod webhook;

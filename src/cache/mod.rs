@@ -15,9 +15,12 @@
 //! Key types: [`key::CacheKey`], [`entry::Entry`], [`partition::Partition`].
 
 pub mod directives;
+#[cfg(feature = "local-embed")]
+pub mod encoder;
 pub mod entry;
 pub mod guard;
 pub mod hot;
+pub mod index;
 pub mod key;
 pub mod l2;
 pub mod partition;

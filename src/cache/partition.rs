@@ -119,11 +119,17 @@ impl Selector {
 
     /// Whether `entry`, filed under `key`, is selected.
     pub fn matches(&self, key: &CacheKey, entry: &Entry) -> bool {
+        self.selects(key, &entry.model, &entry.tenant, &entry.tags)
+    }
+
+    /// Whether an answer filed under `key`, of `model` and `tenant`, tagged `tags`, is
+    /// selected.
+    pub fn selects(&self, key: &CacheKey, model: &str, tenant: &Tenant, tags: &[Box<str>]) -> bool {
         match self {
             Self::Key(k) => k == key,
-            Self::Model(m) => *entry.model == **m,
-            Self::Tenant(t) => entry.tenant == *t,
-            Self::Tag(t) => entry.tags.iter().any(|x| x == t),
+            Self::Model(m) => model == &**m,
+            Self::Tenant(t) => tenant == t,
+            Self::Tag(t) => tags.iter().any(|x| x == t),
             Self::Prefix(p) => key.to_string().starts_with(&**p),
             Self::All => true,
         }

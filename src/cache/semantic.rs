@@ -2,12 +2,84 @@
 //! tenant, the model, every parameter, the system prompt and every turn but the last) and the
 //! last user message's text, which is compared by meaning within that partition only.
 //!
-//! Owns: [`split`] (the partition key and the text to embed). Does not: embed, index or
-//! search (to come), or judge two texts (`cache::guard`).
+//! Owns: [`split`] (the partition key and the text to embed), what a shard asks of the
+//! semantic thread ([`SemanticRequest`]) and how a neighbour is judged ([`judge`]). Does not:
+//! embed (`cache::encoder`, or an embeddings model through the pipeline), index
+//! (`cache::index`), or tell two texts apart (`cache::guard`).
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::guard::{self, Refusal};
+use super::index::{Near, Point};
 use super::key::{CacheKey, Tenant};
+use super::partition::Selector;
+
+/// One request to the semantic thread (`actors::semantic`).
+pub enum SemanticRequest {
+    /// Embed texts with the local encoder: unit vectors in order, or why not.
+    Embed {
+        /// The texts.
+        texts: Vec<String>,
+        /// Where the vectors go.
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    },
+    /// The nearest earlier question to `vector` in `partition`, judged.
+    Search {
+        /// The partition (`split`).
+        partition: CacheKey,
+        /// The question's unit embedding.
+        vector: Arc<[f32]>,
+        /// The question's text, for the guard.
+        text: String,
+        /// Least similarity of a hit.
+        threshold: f32,
+        /// Whether the guard judges the neighbour.
+        guard: bool,
+        /// Now, ms since the epoch (expired points are skipped).
+        now_ms: u64,
+        /// The verdict.
+        reply: tokio::sync::oneshot::Sender<Searched>,
+    },
+    /// File a question whose answer was just stored under `point.key`.
+    Insert {
+        /// The partition.
+        partition: CacheKey,
+        /// The question.
+        point: Point,
+        /// Now, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Forget the questions whose answers `selector` names.
+    Invalidate(Selector),
+}
+
+/// The sending half every shard holds.
+pub type SemanticSender = flume::Sender<SemanticRequest>;
+
+/// A search's verdict.
+#[derive(Debug, Clone)]
+pub enum Searched {
+    /// A neighbour above the threshold the guard let through.
+    Hit(Near),
+    /// A neighbour above the threshold the guard refused.
+    Refused(Near, Refusal),
+    /// Nothing above the threshold (the best similarity seen, if any).
+    Miss(Option<f32>),
+}
+
+/// Judge the nearest neighbour of the question `asked`.
+pub fn judge(near: Option<Near>, asked: &str, threshold: f32, use_guard: bool) -> Searched {
+    match near {
+        None => Searched::Miss(None),
+        Some(n) if n.similarity < threshold => Searched::Miss(Some(n.similarity)),
+        Some(n) => match use_guard.then(|| guard::check(&n.text, asked)) {
+            Some(Err(why)) => Searched::Refused(n, why),
+            _ => Searched::Hit(n),
+        },
+    }
+}
 
 /// A request as the semantic cache sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +137,38 @@ pub fn split(tenant: &Tenant, route: &str, model: &str, body: &Value) -> Option<
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn near(text: &str, similarity: f32) -> Option<Near> {
+        Some(Near {
+            key: CacheKey::of(&Tenant::Global, "chat", "m", &json!({ "t": text })),
+            text: text.into(),
+            similarity,
+        })
+    }
+
+    #[test]
+    fn a_neighbour_hits_only_above_the_threshold_and_past_the_guard() {
+        let asked = "How do I turn off dark mode?";
+        assert!(matches!(
+            judge(near("How can I disable dark mode?", 0.95), asked, 0.9, true),
+            Searched::Hit(_)
+        ));
+        assert!(matches!(
+            judge(near("How can I disable dark mode?", 0.85), asked, 0.9, true),
+            Searched::Miss(Some(s)) if (s - 0.85).abs() < 1e-6
+        ));
+        assert!(matches!(judge(None, asked, 0.9, true), Searched::Miss(None)));
+        // The failure users report: "turn on" and "turn off" embed as near twins.
+        assert!(matches!(
+            judge(near("How do I turn on dark mode?", 0.93), asked, 0.9, true),
+            Searched::Refused(_, Refusal::Negation)
+        ));
+        // With the guard off, the threshold alone decides.
+        assert!(matches!(
+            judge(near("How do I turn on dark mode?", 0.93), asked, 0.9, false),
+            Searched::Hit(_)
+        ));
+    }
 
     fn body(last: Value) -> Value {
         json!({

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use tuning::Tuning;
-pub use validate::validate;
+pub use validate::{DEFAULT_AGREE_AT, DEFAULT_SEMANTIC_THRESHOLD, validate};
 
 use crate::budget::pricing::Price;
 use crate::routing::breaker::BreakerConfig;
@@ -157,6 +157,63 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     /// Requests that may wait on one identical request in flight.
     pub max_followers: usize,
+    /// The semantic cache (`None`: no model uses it).
+    pub semantic: Option<SemanticConfig>,
+}
+
+/// Validated `[cache.semantic]`.
+#[derive(Debug, Clone)]
+pub struct SemanticConfig {
+    /// Where embeddings come from.
+    pub embeddings: Embeddings,
+    /// Least similarity of a hit, for models that set none.
+    pub threshold: f32,
+    /// Whether the guard judges candidates (`cache::guard`).
+    pub guard: bool,
+    /// Longest wait for an embedding and a search.
+    pub timeout: Duration,
+    /// Most texts in the index.
+    pub max_entries: usize,
+    /// Shadow mode's agreement bar between two answers.
+    pub agree_at: f32,
+}
+
+/// Where the semantic cache's embeddings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Embeddings {
+    /// The in-process encoder, with its weights in this directory.
+    Local(std::path::PathBuf),
+    /// A configured embeddings model, called through the pipeline.
+    Model(ModelIdx),
+}
+
+/// A model's semantic cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SemanticMode {
+    /// Serve the nearest earlier answer above `threshold`.
+    On {
+        /// Least similarity of a hit (`None`: `cache.semantic.threshold`).
+        threshold: Option<f32>,
+    },
+    /// Serve from upstream; record what would have hit and whether the answers agree.
+    Shadow {
+        /// Least similarity of a would-be hit (`None`: `cache.semantic.threshold`).
+        threshold: Option<f32>,
+    },
+}
+
+impl SemanticMode {
+    /// Its similarity threshold, or `default` when the model sets none.
+    pub fn threshold(self, default: f32) -> f32 {
+        match self {
+            Self::On { threshold } | Self::Shadow { threshold } => threshold.unwrap_or(default),
+        }
+    }
+
+    /// Whether hits are only recorded, never served.
+    pub fn shadow(self) -> bool {
+        matches!(self, Self::Shadow { .. })
+    }
 }
 
 impl Default for CacheConfig {
@@ -166,6 +223,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 1 << 20,
             max_ttl: Duration::from_secs(86_400),
             max_followers: 1000,
+            semantic: None,
         }
     }
 }
@@ -414,6 +472,8 @@ pub struct ModelRoute {
     pub queue_timeout: Duration,
     /// How long its answers are cached (`None`: not cached).
     pub cache_ttl: Option<Duration>,
+    /// Its semantic cache (`None`: exact only).
+    pub semantic: Option<SemanticMode>,
 }
 
 impl ModelRoute {

@@ -90,6 +90,30 @@ pub struct RawCache {
     /// Requests that may wait on one identical request in flight (default 1000); more go
     /// upstream on their own.
     pub max_followers: Option<usize>,
+    /// The semantic cache (used by models that set `semantic`).
+    pub semantic: Option<RawSemantic>,
+}
+
+/// `[cache.semantic]`: how the semantic cache embeds and bounds its index.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemantic {
+    /// `local` (the in-process encoder, `--features local-embed`) or the public name of an
+    /// embeddings model of this config.
+    pub embeddings: Option<String>,
+    /// With `embeddings = "local"`: the directory holding all-MiniLM-L6-v2's `config.json`,
+    /// `tokenizer.json` and `model.safetensors`.
+    pub local_model_dir: Option<String>,
+    /// Least cosine similarity of a hit (default 0.85), unless a model sets its own.
+    pub threshold: Option<f32>,
+    /// Refuse hits whose negations, numbers, quoted strings or names differ (default true).
+    pub guard: Option<bool>,
+    /// Longest wait for an embedding and a search before the request goes upstream (ms).
+    pub timeout_ms: Option<u64>,
+    /// Most texts the index holds over every partition (default 10000).
+    pub max_entries: Option<usize>,
+    /// Shadow mode: two answers agree when their embeddings' similarity is at least this.
+    pub agree_at: Option<f32>,
 }
 
 /// `[admin]`: the admin API (keys, scores) on its own listener, behind its own bearer token.
@@ -232,6 +256,10 @@ pub struct RawModel {
     pub queue_timeout_ms: Option<u64>,
     /// Cache this model's answers for this many seconds (absent: not cached).
     pub cache_ttl_s: Option<u64>,
+    /// The semantic cache for this model: `off` (default), `on` or `shadow`.
+    pub semantic: Option<String>,
+    /// Least similarity of a semantic hit for this model (default `cache.semantic.threshold`).
+    pub semantic_threshold: Option<f32>,
 }
 
 /// `[[models.<public name>.deployments]]`: one provider + upstream model serving the model.

@@ -175,6 +175,11 @@ pub fn validate(
                 }
                 Some(s) => Some(Duration::from_secs(s)),
             },
+            semantic: semantic_mode(
+                (m.semantic.as_deref(), m.semantic_threshold, m.cache_ttl_s),
+                &path,
+                &invalid,
+            )?,
         }));
     }
     let named = |name: &str| models.iter().position(|m| &*m.public.0 == name);
@@ -193,7 +198,8 @@ pub fn validate(
     let admin = raw.admin.map(|a| admin(a, &invalid, env)).transpose()?;
     let state =
         super::tenancy::state(raw.state).map_err(|(path, message)| invalid(path, message))?;
-    let cache = cache(raw.cache, &invalid)?;
+    let uses_semantic = models.iter().any(|m| m.semantic.is_some());
+    let cache = cache(raw.cache, uses_semantic, &named, &invalid)?;
     Ok(Config {
         cache,
         server,
@@ -208,9 +214,134 @@ pub fn validate(
     })
 }
 
+/// A model's `semantic` and `semantic_threshold`.
+fn semantic_mode(
+    (mode, threshold, cache_ttl_s): (Option<&str>, Option<f32>, Option<u64>),
+    path: &str,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Option<super::SemanticMode>, ConfigError> {
+    let threshold = threshold
+        .map(|t| similarity(t, &format!("{path}.semantic_threshold"), invalid))
+        .transpose()?;
+    let mode = match mode {
+        None | Some("off") => return Ok(None),
+        Some("on") => super::SemanticMode::On { threshold },
+        Some("shadow") => super::SemanticMode::Shadow { threshold },
+        Some(other) => {
+            return Err(invalid(
+                format!("{path}.semantic"),
+                format!("expected `off`, `on` or `shadow`, got `{other}`"),
+            ));
+        }
+    };
+    if cache_ttl_s.is_none() {
+        return Err(invalid(
+            format!("{path}.semantic"),
+            "needs `cache_ttl_s` (the semantic cache serves cached answers)".into(),
+        ));
+    }
+    Ok(Some(mode))
+}
+
+/// A similarity threshold: above 0 and at most 1.
+fn similarity(
+    t: f32,
+    path: &str,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<f32, ConfigError> {
+    if t > 0.0 && t <= 1.0 {
+        Ok(t)
+    } else {
+        Err(invalid(
+            path.into(),
+            format!("must be above 0 and at most 1, got {t}"),
+        ))
+    }
+}
+
+/// Validate `[cache.semantic]`, when a model uses the semantic cache.
+fn semantic(
+    s: Option<raw::RawSemantic>,
+    named: &dyn Fn(&str) -> Option<usize>,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<super::SemanticConfig, ConfigError> {
+    let s = s.unwrap_or_default();
+    let embeddings = match s.embeddings.as_deref() {
+        None => {
+            return Err(invalid(
+                "cache.semantic.embeddings".into(),
+                "a model uses the semantic cache: set `local` or an embeddings model's name".into(),
+            ));
+        }
+        Some("local") => {
+            if !cfg!(feature = "local-embed") {
+                return Err(invalid(
+                    "cache.semantic.embeddings".into(),
+                    "`local` needs a gateway built with `--features local-embed`".into(),
+                ));
+            }
+            let Some(dir) = s.local_model_dir.filter(|d| !d.is_empty()) else {
+                return Err(invalid(
+                    "cache.semantic.local_model_dir".into(),
+                    "`embeddings = \"local\"` needs the model's directory".into(),
+                ));
+            };
+            super::Embeddings::Local(dir.into())
+        }
+        Some(name) => match named(name) {
+            Some(i) => super::Embeddings::Model(crate::ModelIdx(u32::try_from(i).unwrap_or(u32::MAX))),
+            None => {
+                return Err(invalid(
+                    "cache.semantic.embeddings".into(),
+                    format!("no model is named `{name}`"),
+                ));
+            }
+        },
+    };
+    let threshold = similarity(
+        s.threshold.unwrap_or(DEFAULT_SEMANTIC_THRESHOLD),
+        "cache.semantic.threshold",
+        invalid,
+    )?;
+    let agree_at = similarity(
+        s.agree_at.unwrap_or(DEFAULT_AGREE_AT),
+        "cache.semantic.agree_at",
+        invalid,
+    )?;
+    let timeout = Duration::from_millis(s.timeout_ms.unwrap_or(100));
+    if !(1..=10_000).contains(&timeout.as_millis()) {
+        return Err(invalid(
+            "cache.semantic.timeout_ms".into(),
+            "must be between 1 and 10000".into(),
+        ));
+    }
+    let max_entries = s.max_entries.unwrap_or(10_000);
+    if !(1..=10_000_000).contains(&max_entries) {
+        return Err(invalid(
+            "cache.semantic.max_entries".into(),
+            "must be between 1 and 10000000".into(),
+        ));
+    }
+    Ok(super::SemanticConfig {
+        embeddings,
+        threshold,
+        guard: s.guard.unwrap_or(true),
+        timeout,
+        max_entries,
+        agree_at,
+    })
+}
+
+/// The semantic cache's default similarity threshold (README, "Picking a threshold").
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.85;
+/// Shadow mode's default agreement bar between two answers.
+pub const DEFAULT_AGREE_AT: f32 = 0.9;
+
 /// Validate `[cache]`.
 fn cache(
     c: raw::RawCache,
+    uses_semantic: bool,
+    named: &dyn Fn(&str) -> Option<usize>,
     invalid: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<super::CacheConfig, ConfigError> {
     let default = super::CacheConfig::default();
@@ -244,6 +375,9 @@ fn cache(
         max_entry_bytes,
         max_ttl,
         max_followers: c.max_followers.unwrap_or(default.max_followers),
+        semantic: uses_semantic
+            .then(|| semantic(c.semantic, named, invalid))
+            .transpose()?,
     })
 }
 

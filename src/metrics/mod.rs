@@ -190,6 +190,20 @@ pub struct CacheMetrics {
     pub entries: Gauge,
     /// Bytes held by this shard's partition.
     pub bytes: Gauge,
+    /// Requests answered with an earlier answer to a similar question (also in `hits`).
+    pub semantic_hits: Counter,
+    /// Semantic lookups that found no neighbour above the threshold.
+    pub semantic_misses: Counter,
+    /// Neighbours above the threshold the guard refused (negation, number, quote, name).
+    pub semantic_refused: Counter,
+    /// Semantic lookups that did not finish within `cache.semantic.timeout_ms`, or failed.
+    pub semantic_timeouts: Counter,
+    /// Shadow mode: requests that would have been semantic hits.
+    pub shadow_would_hit: Counter,
+    /// Shadow mode: would-be hits whose cached answer agreed with the fresh one.
+    pub shadow_agreed: Counter,
+    /// Shadow mode: would-be hits whose cached answer did not agree with the fresh one.
+    pub shadow_disagreed: Counter,
 }
 
 /// Everything one shard counts.
@@ -324,6 +338,14 @@ pub struct ControlMetrics {
     /// [`MAX_TEAM_LABELS`] teams, the rest under `_other`. Replaced whole by the budgeter once
     /// a second (the scrape reads a snapshot, never a lock).
     pub team_spend: arc_swap::ArcSwap<Vec<(std::sync::Arc<str>, u64)>>,
+    /// Texts in the semantic cache's index.
+    pub semantic_entries: Gauge,
+    /// Texts the semantic index dropped to stay within `max_entries`.
+    pub semantic_evicted: Counter,
+    /// Texts the local encoder embedded.
+    pub semantic_embedded: Counter,
+    /// Local encoder or index failures (each answered as a miss).
+    pub semantic_errors: Counter,
 }
 
 /// Teams named in `gateway_team_spend_usd_total` before the rest share `_other`.

@@ -383,6 +383,41 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             "Cache entries removed by invalidation.",
             c(|m| &m.invalidated),
         ),
+        (
+            "gateway_cache_semantic_hits_total",
+            "Requests answered with the cached answer to a similar question (also hits).",
+            c(|m| &m.semantic_hits),
+        ),
+        (
+            "gateway_cache_semantic_misses_total",
+            "Semantic lookups with no neighbour above the threshold.",
+            c(|m| &m.semantic_misses),
+        ),
+        (
+            "gateway_cache_semantic_refused_total",
+            "Neighbours above the threshold that the guard refused.",
+            c(|m| &m.semantic_refused),
+        ),
+        (
+            "gateway_cache_semantic_timeouts_total",
+            "Semantic lookups that timed out or failed (served upstream).",
+            c(|m| &m.semantic_timeouts),
+        ),
+        (
+            "gateway_cache_semantic_shadow_would_hit_total",
+            "Shadow mode: requests that would have been semantic hits.",
+            c(|m| &m.shadow_would_hit),
+        ),
+        (
+            "gateway_cache_semantic_shadow_agreed_total",
+            "Shadow mode: would-be hits whose cached answer agreed with the fresh one.",
+            c(|m| &m.shadow_agreed),
+        ),
+        (
+            "gateway_cache_semantic_shadow_disagreed_total",
+            "Shadow mode: would-be hits whose cached answer disagreed with the fresh one.",
+            c(|m| &m.shadow_disagreed),
+        ),
     ] {
         counter(&mut out, name, help, v);
     }
@@ -394,6 +429,16 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
     let _ = writeln!(
         out,
         "# HELP gateway_cache_hit_ratio Hits over hits and misses since start.\n# TYPE gateway_cache_hit_ratio gauge\ngateway_cache_hit_ratio {ratio:.6}"
+    );
+    let (agreed, disagreed) = (c(|m| &m.shadow_agreed), c(|m| &m.shadow_disagreed));
+    let agreement = if agreed + disagreed == 0 {
+        0.0
+    } else {
+        agreed as f64 / (agreed + disagreed) as f64
+    };
+    let _ = writeln!(
+        out,
+        "# HELP gateway_cache_semantic_shadow_agreement_ratio Shadow mode: would-be hits whose answers agreed, over those compared.\n# TYPE gateway_cache_semantic_shadow_agreement_ratio gauge\ngateway_cache_semantic_shadow_agreement_ratio {agreement:.6}"
     );
     gauge(
         &mut out,
@@ -460,6 +505,30 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         "gateway_redis_errors_total",
         "Redis operations of the budgeter that failed or timed out.",
         control.redis_errors.get(),
+    );
+    gauge(
+        &mut out,
+        "gateway_cache_semantic_entries",
+        "Texts in the semantic cache's index.",
+        control.semantic_entries.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_cache_semantic_evicted_total",
+        "Texts the semantic index dropped to stay within its bound.",
+        control.semantic_evicted.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_cache_semantic_embedded_total",
+        "Texts the local encoder embedded.",
+        control.semantic_embedded.get(),
+    );
+    counter(
+        &mut out,
+        "gateway_cache_semantic_errors_total",
+        "Failures of the local encoder or the semantic index.",
+        control.semantic_errors.get(),
     );
     out.push_str("# HELP gateway_team_spend_usd_total Spend settled per team (at most 64 teams; the rest as _other).\n# TYPE gateway_team_spend_usd_total counter\n");
     for (team, nano) in control.team_spend.load().iter() {

@@ -33,7 +33,7 @@ use http_body::{Body, Frame};
 use super::body::ResBody;
 use super::state::ShardState;
 use crate::auth::table::KeyRecord;
-use crate::cache::directives::{Directives, X_CACHE, X_CACHE_KEY};
+use crate::cache::directives::{Directives, X_CACHE, X_CACHE_KEY, X_CACHE_SIMILARITY};
 use crate::cache::entry::StreamTee;
 use crate::cache::hot::Seen;
 use crate::cache::partition::owner;
@@ -65,6 +65,8 @@ pub struct Cacheable {
     include_usage: bool,
     /// An embeddings request (its answer is checked as one, and never streamed).
     embeddings: bool,
+    /// Its semantic side (a chat request on a model that uses the semantic cache).
+    semantic: Option<super::semantic::Semantic>,
 }
 
 /// What the lookup found.
@@ -199,6 +201,8 @@ pub struct ShardCache {
     hot: RefCell<Arc<hashbrown::HashSet<CacheKey>>>,
     /// This shard's copies of hot answers it does not own (no hop for them).
     replicas: RefCell<hashbrown::HashMap<CacheKey, Arc<Entry>>>,
+    /// The semantic thread (a model uses the semantic cache).
+    semantic: OnceCell<crate::cache::semantic::SemanticSender>,
 }
 
 /// A shard's line to the warmer.
@@ -240,7 +244,18 @@ impl ShardCache {
             warmer: OnceCell::new(),
             hot: RefCell::default(),
             replicas: RefCell::default(),
+            semantic: OnceCell::new(),
         }
+    }
+
+    /// Connect the semantic thread.
+    pub fn set_semantic(&self, tx: crate::cache::semantic::SemanticSender) {
+        let _ = self.semantic.set(tx);
+    }
+
+    /// The semantic thread, when connected.
+    pub fn semantic(&self) -> Option<&crate::cache::semantic::SemanticSender> {
+        self.semantic.get()
     }
 
     /// Connect the shard mesh (once, at start; without it the shard is the only one).
@@ -323,7 +338,13 @@ pub fn cacheable(
     };
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let key = CacheKey::of(&tenant, route, &model.public.0, &value);
+    let semantic = if route == EMBEDDINGS || directives.bypass {
+        None
+    } else {
+        super::semantic::plan(state, model, &tenant, route, &value)
+    };
     Some(Cacheable {
+        semantic,
         key,
         ttl_ms: directives.ttl_ms.unwrap_or(ttl.as_millis() as u64).max(1),
         directives,
@@ -431,6 +452,9 @@ impl Cacheable {
                     if let Some(res) = self.answer_from_l2(state, l2, headers).await {
                         return Looked::Answer(res);
                     }
+                    if let Some(res) = self.semantic_answer(state, headers).await {
+                        return Looked::Answer(res);
+                    }
                     m.misses.inc();
                     return Looked::Miss(None);
                 }
@@ -438,7 +462,11 @@ impl Cacheable {
                     state.cache.seen(self.key, 0);
                     let flight = Flight::lead(state, self.key, id);
                     let l2 = l2.take().or_else(|| self.l2_lookup(state));
-                    let Some(res) = self.answer_from_l2(state, l2, headers).await else {
+                    let mut res = self.answer_from_l2(state, l2, headers).await;
+                    if res.is_none() {
+                        res = self.semantic_answer(state, headers).await;
+                    }
+                    let Some(res) = res else {
                         m.misses.inc();
                         return Looked::Miss(Some(flight));
                     };
@@ -529,7 +557,18 @@ impl Cacheable {
     /// A hit as the response this request wants; `None` when the entry cannot give it (an
     /// OpenAI stream without its usage chunk, asked for with usage).
     fn serve(&self, entry: &Entry, headers: &HeaderMap, now_ms: u64) -> Option<Response<ResBody>> {
-        let etag = entry.etag(&self.key);
+        self.serve_as(&self.key, entry, headers, now_ms)
+    }
+
+    /// A hit on the answer filed under `key` (the request's own, or a semantic neighbour's).
+    fn serve_as(
+        &self,
+        key: &CacheKey,
+        entry: &Entry,
+        headers: &HeaderMap,
+        now_ms: u64,
+    ) -> Option<Response<ResBody>> {
+        let etag = entry.etag(key);
         let mut res = if headers
             .get(IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -547,7 +586,36 @@ impl Cacheable {
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(ETAG, v);
         }
-        self.stamp(h);
+        stamp(h, key);
+        Some(res)
+    }
+
+    /// After an exact miss: the answer to a similar earlier question, if the semantic cache
+    /// has one (counted as a hit).
+    async fn semantic_answer(
+        &self,
+        state: &Rc<ShardState>,
+        headers: &HeaderMap,
+    ) -> Option<Response<ResBody>> {
+        let sem = self.semantic.as_ref()?;
+        if !self.directives.may_read() {
+            return None;
+        }
+        let near = super::semantic::nearest(state, sem).await?;
+        let entry = fetch(state, near.key).await?;
+        let now = super::admit::now_ms();
+        if !entry.servable(now, self.directives.max_age_ms) {
+            return None;
+        }
+        let mut res = self.serve_as(&near.key, &entry, headers, now)?;
+        let h = res.headers_mut();
+        h.insert(X_CACHE.clone(), HeaderValue::from_static("semantic-hit"));
+        if let Some(v) = super::semantic::similarity_header(&near) {
+            h.insert(X_CACHE_SIMILARITY.clone(), v);
+        }
+        let m = &state.metrics.cache;
+        m.hits.inc();
+        m.semantic_hits.inc();
         Some(res)
     }
 
@@ -627,9 +695,7 @@ impl Cacheable {
     }
 
     fn stamp(&self, h: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.key.to_string()) {
-            h.insert(X_CACHE_KEY.clone(), v);
-        }
+        stamp(h, &self.key);
     }
 
     /// The upstream answer on its way out: stamped `miss` (or `bypass`), and, when it may be
@@ -711,6 +777,28 @@ impl Cacheable {
             tenant: self.tenant.clone(),
             tags: self.directives.tags.clone().into_boxed_slice(),
         })
+    }
+}
+
+/// `x-shardgate-cache-key`: the key the answer is filed under.
+fn stamp(h: &mut HeaderMap, key: &CacheKey) {
+    if let Ok(v) = HeaderValue::from_str(&key.to_string()) {
+        h.insert(X_CACHE_KEY.clone(), v);
+    }
+}
+
+/// The answer filed under `key`, from its owner (no flight: a plain read).
+pub(super) async fn fetch(state: &Rc<ShardState>, key: CacheKey) -> Option<Arc<Entry>> {
+    let q = Query {
+        now_ms: super::admit::now_ms(),
+        max_age_ms: None,
+        read: true,
+        form: None,
+        dead: None,
+    };
+    match ask(state, key, q).await {
+        Found::Hit(entry) => Some(entry),
+        _ => None,
     }
 }
 
@@ -1029,6 +1117,14 @@ pub fn invalidate_here(state: &ShardState, selector: &Selector) {
     let n = state.cache.partition.borrow_mut().invalidate(selector);
     state.metrics.cache.invalidated.add(n as u64);
     gauges(state);
+    // Every shard gets each invalidation; one tells the semantic index.
+    if state.id.0 == 0
+        && let Some(tx) = state.cache.semantic()
+    {
+        let _ = tx.try_send(crate::cache::semantic::SemanticRequest::Invalidate(
+            selector.clone(),
+        ));
+    }
 }
 
 /// A flight this shard leads: its followers get what its client gets. Dropped without an
@@ -1141,7 +1237,10 @@ impl Tee {
                             entry: entry.clone(),
                         });
                     }
-                    put_here(&self.state, c.key, entry);
+                    put_here(&self.state, c.key, entry.clone());
+                    if let Some(sem) = &c.semantic {
+                        super::semantic::stored(&self.state, sem, c.key, &entry, c.dialect);
+                    }
                 }
                 None => self.state.metrics.cache.not_stored.inc(),
             }

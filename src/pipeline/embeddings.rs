@@ -14,7 +14,7 @@ use super::local;
 use super::state::ShardState;
 use crate::api::TranslateError;
 use crate::api::embeddings::{EmbeddingsRequest, estimate_tokens};
-use crate::config::ProviderKind;
+use crate::config::{ModelRoute, ProviderKind};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::call::{Answer, Call};
 use crate::providers::{Dialect, gemini};
@@ -87,12 +87,26 @@ pub async fn run(
         std::ops::ControlFlow::Continue(flight) => flight,
     };
     let model = downgrade.unwrap_or(model);
+    let res = call(state, ctx, &public, &model, &body).await;
+    super::cache::after(state, cacheable, flight, res)
+}
+
+/// Send an embeddings request (`body`, OpenAI's shape) to `model`'s deployments: retries,
+/// failover and translation as for a client's request, with no cache and no admission (the
+/// caller admitted it, or it is the gateway's own: the semantic cache's embeddings).
+pub async fn call(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    public: &str,
+    model: &ModelRoute,
+    body: &Bytes,
+) -> Result<Response<ResBody>, GatewayError> {
     // Embeddings have no output tokens.
     let needs = Needs {
         max_tokens: Some(0),
         ..Needs::default()
     };
-    let res = super::attempts::run(state, ctx, &public, model.idx(), &needs, |served| {
+    super::attempts::run(state, ctx, public, model.idx(), &needs, |served| {
         let upstream = &*served.dep.upstream_model;
         let target = state
             .targets
@@ -101,7 +115,7 @@ pub async fn run(
         let path = |p: &str| target.map(|t| t.uris(p)).transpose();
         let call = match served.provider.kind {
             ProviderKind::OpenAi => Call {
-                body: crate::api::chat::rewrite_model(&body, &public, upstream)?,
+                body: crate::api::chat::rewrite_model(body, public, upstream)?,
                 uris: path("/embeddings")?,
                 headers: Vec::new(),
                 stream: false,
@@ -111,7 +125,7 @@ pub async fn run(
                 },
             },
             ProviderKind::Gemini => {
-                let req = EmbeddingsRequest::from_json(&body)?;
+                let req = EmbeddingsRequest::from_json(body)?;
                 let texts = req.texts("gemini")?;
                 let wire = gemini::translate::embed_to_wire(&req, upstream)?;
                 let bytes = serde_json::to_vec(&wire).map_err(|e| {
@@ -123,7 +137,7 @@ pub async fn run(
                     headers: Vec::new(),
                     stream: false,
                     answer: Answer::GeminiEmbeddings {
-                        model: public.clone(),
+                        model: public.to_owned(),
                         base64: req.base64(),
                         input_tokens: estimate_tokens(&texts),
                     },
@@ -136,12 +150,11 @@ pub async fn run(
                 .into());
             }
             ProviderKind::Mock => {
-                let req = EmbeddingsRequest::from_json(&body)?;
+                let req = EmbeddingsRequest::from_json(body)?;
                 return local::embeddings(state, served, &req).map(Prepared::Local);
             }
         };
         Ok(Prepared::Upstream(call))
     })
-    .await;
-    super::cache::after(state, cacheable, flight, res)
+    .await
 }

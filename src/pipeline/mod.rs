@@ -29,6 +29,7 @@ pub mod context;
 pub mod embeddings;
 pub mod local;
 pub mod relay;
+pub mod semantic;
 pub mod state;
 
 /// `GET /admin/routes`: per model, its strategy and fallbacks, and each deployment as this

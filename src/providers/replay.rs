@@ -42,6 +42,24 @@ fn read_stream(dialect: Dialect, events: &[u8]) -> Option<(ChatResponse, bool)> 
     Some((answer, dec.is_complete()))
 }
 
+/// The answer's text (its tool calls' names and arguments after it), whole or streamed: what
+/// shadow mode compares between a cached answer and a fresh one. `None` when unreadable.
+pub fn answer_text(dialect: Dialect, body: &[u8], stream: bool) -> Option<String> {
+    let answer = if stream {
+        read_stream(dialect, body)?.0
+    } else {
+        read_whole(dialect, body).ok()?
+    };
+    let mut text = answer.text;
+    for call in &answer.tool_calls {
+        text.push('\n');
+        text.push_str(&call.function.name);
+        text.push(' ');
+        text.push_str(&call.function.arguments);
+    }
+    Some(text)
+}
+
 /// Whether a stream the client received is complete and healthy, and its usage.
 pub fn check_stream(dialect: Dialect, events: &[u8]) -> Checked {
     match read_stream(dialect, events) {

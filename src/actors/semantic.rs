@@ -1,0 +1,176 @@
+//! The semantic cache's own thread: the vector index (`cache::index`) and, with
+//! `--features local-embed`, the local sentence encoder (`cache::encoder`).
+//!
+//! Why a thread of its own and not an actor on the control plane: one embedding costs about
+//! 12 ms of CPU, which would stall every actor on the control plane's single runtime thread
+//! (the store has its own thread for the same reason, `actors::persist`). Shards never wait
+//! on it longer than `cache.semantic.timeout_ms`; a request whose shard gave up is dropped
+//! unembedded.
+//!
+//! Each turn takes every request queued (up to a batch), embeds the texts of all of them in
+//! one forward pass, then searches and files in arrival order. A panic inside the encoder or
+//! the index is caught, counted and answered as a miss: the thread lives on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::cache::index::Index;
+use crate::cache::semantic::{SemanticRequest, judge};
+use crate::metrics::ControlMetrics;
+
+/// Most requests taken in one turn (and texts embedded in one forward pass).
+const BATCH: usize = 32;
+/// Requests queued before shards are told the thread is busy (their lookups then miss).
+pub const QUEUE: usize = 4096;
+
+/// What embeds texts on this thread.
+pub trait Embed {
+    /// One unit vector per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+#[cfg(feature = "local-embed")]
+impl Embed for crate::cache::encoder::Encoder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.encode(texts).map_err(|e| e.to_string())
+    }
+}
+
+/// No local encoder: embeddings come through the pipeline, and an `Embed` request fails.
+pub struct NoEncoder;
+
+impl Embed for NoEncoder {
+    fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Err("no local encoder in this gateway".into())
+    }
+}
+
+/// Start the thread, with its index bounded at `max_entries` texts. It ends when every
+/// sender is gone.
+pub fn start(
+    encoder: Box<dyn Embed + Send>,
+    max_entries: usize,
+    metrics: Arc<ControlMetrics>,
+) -> std::io::Result<crate::cache::semantic::SemanticSender> {
+    let (tx, rx) = flume::bounded(QUEUE);
+    std::thread::Builder::new()
+        .name("semantic".into())
+        .spawn(move || {
+            let mut thread = Thread {
+                index: Index::new(max_entries),
+                encoder,
+                metrics,
+            };
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter().take(BATCH - 1));
+                thread.turn(batch);
+            }
+        })?;
+    Ok(tx)
+}
+
+/// The thread's state.
+pub struct Thread {
+    index: Index,
+    encoder: Box<dyn Embed + Send>,
+    metrics: Arc<ControlMetrics>,
+}
+
+impl Thread {
+    /// Handle one batch.
+    pub fn turn(&mut self, batch: Vec<SemanticRequest>) {
+        let mut embeds = Vec::new();
+        let mut rest = Vec::new();
+        for req in batch {
+            match req {
+                SemanticRequest::Embed { texts, reply } if !reply.is_closed() => {
+                    embeds.push((texts, reply));
+                }
+                SemanticRequest::Embed { .. } => {}
+                other => rest.push(other),
+            }
+        }
+        self.embed_all(embeds);
+        for req in rest {
+            self.handle(req);
+        }
+        self.metrics
+            .semantic_entries
+            .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
+    }
+
+    fn embed_all(&mut self, embeds: Vec<(Vec<String>, EmbedReply)>) {
+        if embeds.is_empty() {
+            return;
+        }
+        let texts: Vec<&str> = embeds
+            .iter()
+            .flat_map(|(t, _)| t.iter().map(String::as_str))
+            .collect();
+        let encoder = &self.encoder;
+        let vectors = catch_unwind(AssertUnwindSafe(|| encoder.embed(&texts)))
+            .unwrap_or_else(|_| Err("the local encoder panicked".into()));
+        let vectors = match vectors {
+            Ok(v) if v.len() == texts.len() => v,
+            Ok(_) | Err(_) => {
+                self.metrics.semantic_errors.inc();
+                for (_, reply) in embeds {
+                    let _ = reply.send(Err("the local encoder failed".into()));
+                }
+                return;
+            }
+        };
+        self.metrics.semantic_embedded.add(texts.len() as u64);
+        let mut vectors = vectors.into_iter();
+        for (t, reply) in embeds {
+            let _ = reply.send(Ok(vectors.by_ref().take(t.len()).collect()));
+        }
+    }
+
+    fn handle(&mut self, req: SemanticRequest) {
+        let index = &mut self.index;
+        let (evicted, bound) = (index.evicted(), index.max_entries());
+        let done = catch_unwind(AssertUnwindSafe(|| match req {
+            SemanticRequest::Search {
+                partition,
+                vector,
+                text,
+                threshold,
+                guard,
+                now_ms,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let near = index.nearest(&partition, &vector, now_ms);
+                let _ = reply.send(judge(near, &text, threshold, guard));
+            }
+            SemanticRequest::Insert {
+                partition,
+                point,
+                now_ms,
+            } => {
+                index.insert(partition, point, now_ms);
+            }
+            SemanticRequest::Invalidate(selector) => {
+                index.invalidate(&selector);
+            }
+            SemanticRequest::Embed { reply, .. } => {
+                let _ = reply.send(Err("out of turn".into()));
+            }
+        }));
+        if done.is_err() {
+            // The index may be half-changed: start it over (it refills from new answers).
+            self.metrics.semantic_errors.inc();
+            self.index = Index::new(bound);
+            return;
+        }
+        self.metrics
+            .semantic_evicted
+            .add(self.index.evicted().saturating_sub(evicted));
+    }
+}
+
+type EmbedReply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>;
