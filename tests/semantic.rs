@@ -209,7 +209,9 @@ fn a_paraphrase_is_a_semantic_hit_and_a_negation_is_not() {
     assert_eq!(verdict(&streamed), "semantic-hit");
     assert_eq!(
         stream_text(&streamed.events()),
-        first.json()["choices"][0]["message"]["content"].as_str().unwrap()
+        first.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
     );
     assert_eq!(up.requests(), 1);
     // The negation embeds as a near twin, and the guard refuses it: fetched upstream.
@@ -219,7 +221,12 @@ fn a_paraphrase_is_a_semantic_hit_and_a_negation_is_not() {
     assert_eq!(up.requests(), 2);
     assert!(gw.metric("gateway_cache_semantic_refused_total") >= 1.0);
     // Another system prompt is another partition: never a candidate.
-    let other = ask(gw.addr, "how can I enable dark mode", Some("Answer in French."), false);
+    let other = ask(
+        gw.addr,
+        "how can I enable dark mode",
+        Some("Answer in French."),
+        false,
+    );
     assert_eq!(verdict(&other), "miss");
     assert_eq!(up.requests(), 3);
     // Opted out: neither looked up nor served.

@@ -174,3 +174,122 @@ impl Thread {
 }
 
 type EmbedReply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::index::{Point, Tags};
+    use crate::cache::semantic::Searched;
+    use crate::cache::{CacheKey, Selector, Tenant};
+    use serde_json::json;
+
+    /// Embeds a text as a one-hot vector by its first letter; panics on "boom".
+    struct Letters;
+
+    impl Embed for Letters {
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    assert!(*t != "boom", "the encoder fell over");
+                    let mut v = vec![0.0; 26];
+                    v[usize::from(t.as_bytes()[0].saturating_sub(b'a')) % 26] = 1.0;
+                    v
+                })
+                .collect())
+        }
+    }
+
+    fn thread() -> Thread {
+        Thread {
+            index: Index::new(100),
+            encoder: Box::new(Letters),
+            metrics: Arc::new(ControlMetrics::default()),
+        }
+    }
+
+    fn embed(texts: &[&str]) -> (SemanticRequest, EmbedRx) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let texts = texts.iter().map(|t| (*t).to_owned()).collect();
+        (SemanticRequest::Embed { texts, reply }, rx)
+    }
+
+    type EmbedRx = tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, String>>;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey::of(&Tenant::Global, "chat", "m", &json!({ "n": n }))
+    }
+
+    #[test]
+    fn a_batch_embeds_in_one_pass_and_each_caller_gets_its_own_vectors() {
+        let mut t = thread();
+        let (a, mut ra) = embed(&["apple", "banana"]);
+        let (b, mut rb) = embed(&["cherry"]);
+        let (gone, rg) = embed(&["date"]);
+        drop(rg);
+        t.turn(vec![a, gone, b]);
+        let va = ra.try_recv().unwrap().unwrap();
+        let vb = rb.try_recv().unwrap().unwrap();
+        assert_eq!((va.len(), vb.len()), (2, 1));
+        assert_eq!(va[1][1], 1.0);
+        assert_eq!(vb[0][2], 1.0);
+        // The caller that gave up is not embedded for.
+        assert_eq!(t.metrics.semantic_embedded.get(), 3);
+    }
+
+    #[test]
+    fn a_panicking_encoder_fails_its_batch_and_the_thread_goes_on() {
+        let mut t = thread();
+        let (a, mut ra) = embed(&["boom"]);
+        t.turn(vec![a]);
+        assert!(ra.try_recv().unwrap().is_err());
+        assert_eq!(t.metrics.semantic_errors.get(), 1);
+        let (b, mut rb) = embed(&["fine"]);
+        t.turn(vec![b]);
+        assert!(rb.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn inserts_searches_and_invalidations_apply_in_arrival_order() {
+        let mut t = thread();
+        let partition = key(1000);
+        let vector: Arc<[f32]> = Letters.embed(&["apple"]).unwrap().remove(0).into();
+        let insert = SemanticRequest::Insert {
+            partition,
+            point: Point {
+                key: key(1),
+                text: "apple pie".into(),
+                expires_ms: 1_000,
+                vector: vector.to_vec().into(),
+                tags: Tags {
+                    tenant: Tenant::Global,
+                    model: "m".into(),
+                    tags: Box::new(["desserts".into()]),
+                },
+            },
+            now_ms: 0,
+        };
+        let search = |text: &str| {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let req = SemanticRequest::Search {
+                partition,
+                vector: vector.clone(),
+                text: text.into(),
+                threshold: 0.9,
+                guard: true,
+                now_ms: 10,
+                reply,
+            };
+            (req, rx)
+        };
+        let (s1, mut r1) = search("apple pie");
+        let (s2, mut r2) = search("no apple pie");
+        let inval = SemanticRequest::Invalidate(Selector::Tag("desserts".into()));
+        let (s3, mut r3) = search("apple pie");
+        t.turn(vec![insert, s1, s2, inval, s3]);
+        assert!(matches!(r1.try_recv().unwrap(), Searched::Hit(n) if n.key == key(1)));
+        assert!(matches!(r2.try_recv().unwrap(), Searched::Refused(..)));
+        assert!(matches!(r3.try_recv().unwrap(), Searched::Miss(None)));
+        assert_eq!(t.metrics.semantic_entries.get(), 0);
+    }
+}

@@ -17,8 +17,7 @@ pub static X_CACHE_TAGS: HeaderName = HeaderName::from_static("x-shardgate-cache
 pub static X_CACHE_KEY: HeaderName = HeaderName::from_static("x-shardgate-cache-key");
 /// `x-shardgate-cache-similarity`: on a semantic hit, the cosine similarity of the question
 /// to the one whose answer is served.
-pub static X_CACHE_SIMILARITY: HeaderName =
-    HeaderName::from_static("x-shardgate-cache-similarity");
+pub static X_CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-shardgate-cache-similarity");
 
 /// Tags per request, and bytes per tag, at most.
 pub const MAX_TAGS: usize = 8;

@@ -227,7 +227,9 @@ impl Index {
             return None;
         }
         part.last_used_ms = now_ms;
-        let found = part.graph.search(vector, K.min(part.points.len()), EF_SEARCH);
+        let found = part
+            .graph
+            .search(vector, K.min(part.points.len()), EF_SEARCH);
         let mut expired = Vec::new();
         let mut best: Option<Near> = None;
         for n in found {
@@ -270,9 +272,7 @@ impl Index {
             .iter()
             .flat_map(|(pk, part)| {
                 part.points.iter().enumerate().filter_map(|(id, p)| {
-                    p.as_ref()
-                        .filter(|p| matches(&p.key, p))
-                        .map(|_| (*pk, id))
+                    p.as_ref().filter(|p| matches(&p.key, p)).map(|_| (*pk, id))
                 })
             })
             .collect();
@@ -466,7 +466,10 @@ mod tests {
             assert!(ix.len() <= 100);
         }
         assert!(ix.evicted() >= 200);
-        assert_eq!(ix.nearest(&old, &vector(299, 16), 400).unwrap().key, key(299));
+        assert_eq!(
+            ix.nearest(&old, &vector(299, 16), 400).unwrap().key,
+            key(299)
+        );
         assert!(
             ix.nearest(&old, &vector(0, 16), 400)
                 .is_none_or(|n| n.key != key(0))
@@ -480,8 +483,8 @@ mod tests {
         for n in 0..100 {
             ix.insert(p, point(n, vector(n, 16), u64::MAX), 0);
         }
-        let gone = ix.invalidate(&Selector::Tag("t0".into()))
-            + ix.invalidate(&Selector::Tag("t5".into()));
+        let gone =
+            ix.invalidate(&Selector::Tag("t0".into())) + ix.invalidate(&Selector::Tag("t5".into()));
         assert_eq!(gone, 20);
         assert_eq!(ix.invalidate(&Selector::Model("other".into())), 0);
         for round in 0..5u32 {

@@ -157,7 +157,10 @@ mod tests {
             judge(near("How can I disable dark mode?", 0.85), asked, 0.9, true),
             Searched::Miss(Some(s)) if (s - 0.85).abs() < 1e-6
         ));
-        assert!(matches!(judge(None, asked, 0.9, true), Searched::Miss(None)));
+        assert!(matches!(
+            judge(None, asked, 0.9, true),
+            Searched::Miss(None)
+        ));
         // The failure users report: "turn on" and "turn off" embed as near twins.
         assert!(matches!(
             judge(near("How do I turn on dark mode?", 0.93), asked, 0.9, true),

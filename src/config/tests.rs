@@ -858,3 +858,73 @@ fn the_admin_token_is_redacted_like_a_provider_key() {
         "Bearer [REDACTED]."
     );
 }
+
+#[test]
+fn the_semantic_cache_is_checked_and_resolved() {
+    let model = |extra: &str| {
+        format!(
+            "[models.chat]\nprovider = \"openai\"\nmodel = \"gpt-4o\"\n{extra}\n\
+             [models.embed]\nprovider = \"openai\"\nmodel = \"text-embedding-3-small\"\n"
+        )
+    };
+    let c = with_providers(&format!(
+        "{}\n[cache.semantic]\nembeddings = \"embed\"\nthreshold = 0.8\n",
+        model("cache_ttl_s = 60\nsemantic = \"shadow\"")
+    ))
+    .unwrap();
+    let sem = c.cache.semantic.as_ref().unwrap();
+    assert_eq!(
+        sem.embeddings,
+        crate::config::Embeddings::Model(crate::ModelIdx(1))
+    );
+    assert!(sem.guard);
+    let mode = c.model("chat").unwrap().semantic.unwrap();
+    assert!(mode.shadow());
+    assert_eq!(mode.threshold(sem.threshold), 0.8);
+    // No model uses it: no semantic config, whatever `[cache.semantic]` says.
+    let c = with_providers(&format!(
+        "{}\n[cache.semantic]\nembeddings = \"x\"\n",
+        model("")
+    ));
+    assert!(c.unwrap().cache.semantic.is_none());
+    for (extra, tail, want) in [
+        (
+            "semantic = \"on\"",
+            "embeddings = \"embed\"",
+            "needs `cache_ttl_s`",
+        ),
+        (
+            "cache_ttl_s = 9\nsemantic = \"maybe\"",
+            "embeddings = \"embed\"",
+            "`shadow`",
+        ),
+        ("cache_ttl_s = 9\nsemantic = \"on\"", "", "set `local` or"),
+        (
+            "cache_ttl_s = 9\nsemantic = \"on\"",
+            "embeddings = \"nope\"",
+            "`nope`",
+        ),
+        (
+            "cache_ttl_s = 9\nsemantic = \"on\"\nsemantic_threshold = 1.5",
+            "embeddings = \"embed\"",
+            "semantic_threshold",
+        ),
+        (
+            "cache_ttl_s = 9\nsemantic = \"on\"",
+            "embeddings = \"embed\"\ntimeout_ms = 0",
+            "timeout_ms",
+        ),
+        (
+            "cache_ttl_s = 9\nsemantic = \"on\"",
+            "embeddings = \"local\"",
+            if cfg!(feature = "local-embed") {
+                "local_model_dir"
+            } else {
+                "--features local-embed"
+            },
+        ),
+    ] {
+        let e = error_of(&format!("{}\n[cache.semantic]\n{tail}\n", model(extra)));
+        assert!(e.contains(want), "{extra} / {tail}: {e}");
+    }
+}

@@ -289,7 +289,9 @@ fn semantic(
             super::Embeddings::Local(dir.into())
         }
         Some(name) => match named(name) {
-            Some(i) => super::Embeddings::Model(crate::ModelIdx(u32::try_from(i).unwrap_or(u32::MAX))),
+            Some(i) => {
+                super::Embeddings::Model(crate::ModelIdx(u32::try_from(i).unwrap_or(u32::MAX)))
+            }
             None => {
                 return Err(invalid(
                     "cache.semantic.embeddings".into(),

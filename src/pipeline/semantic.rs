@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use super::context::RequestCtx;
 use super::state::ShardState;
 use crate::cache::index::{Near, Point, Tags, dot, normalize};
-use crate::cache::semantic::{SemanticRequest, SemanticSender, Searched, Split};
+use crate::cache::semantic::{Searched, SemanticRequest, SemanticSender, Split};
 use crate::cache::{CacheKey, Entry, Form};
 use crate::config::{Embeddings, ModelRoute, SemanticConfig};
 use crate::providers::{Dialect, replay};
@@ -152,10 +152,8 @@ pub fn stored(
 
 /// Shadow mode: does the would-be hit's cached answer agree with the fresh one?
 async fn compare(state: &Rc<ShardState>, near: Near, fresh: Arc<Entry>, dialect: Dialect) {
-    let (Some(config), Some(tx)) = (
-        state.config.cache.semantic.as_ref(),
-        state.cache.semantic(),
-    ) else {
+    let (Some(config), Some(tx)) = (state.config.cache.semantic.as_ref(), state.cache.semantic())
+    else {
         return;
     };
     let Some(cached) = super::cache::fetch(state, near.key).await else {
