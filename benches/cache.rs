@@ -63,6 +63,7 @@ fn entry() -> Arc<Entry> {
         model: Arc::from("gpt-4o"),
         tenant: Tenant::Global,
         tags: Box::new([]),
+        source: None,
     })
 }
 

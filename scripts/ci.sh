@@ -6,6 +6,10 @@ scripts/check-env.sh
 echo "== cargo fmt --check"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked --features shardgate/local-embed -- -D warnings -D clippy::todo
 echo "== tests"; scripts/test.sh   # = cargo test --workspace --locked, plus what the tests need
+# CI only checks that the benches build and that the load-test rig runs, never timings: no
+# LTO for those two release builds (thin LTO over a dozen executables costs CI about ten
+# minutes on 2 cores). Measured runs (scripts/loadtest.sh, cargo bench) keep the profiles'.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_BENCH_LTO=false
 echo "== cargo bench --no-run"; cargo bench --workspace --locked --no-run
 # The load-test rig end to end on this fresh machine (nginx installed if missing); a short run,
 # checked for the side-by-side table, never for timings.

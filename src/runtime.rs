@@ -304,6 +304,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             crate::actors::semantic::start(
                 semantic_encoder(&sem.embeddings)?,
                 sem.max_entries,
+                tuning.control_plane_core,
                 registry.control.clone(),
             )
             .map_err(io_err("cannot start the semantic cache's thread"))?,
@@ -327,6 +328,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         dir: config.state.dir.clone().filter(|_| cached),
         snapshot_keys: 100_000,
         snapshot_bytes: tuning.cache_bytes_per_shard.saturating_mul(n as u64),
+        refresh: cached && config.cache.refresh.is_some(),
     };
     let control = ControlPlane::start(ControlPlaneArgs {
         warmer: warmer_args,
@@ -472,6 +474,14 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             }
             if let Some(tx) = semantic_tx {
                 state.cache.set_semantic(tx);
+            }
+            if st_cached && state.config.cache.refresh.is_some() {
+                shard::every_rc(
+                    "cache refresh",
+                    Duration::from_secs(1),
+                    Rc::downgrade(&state),
+                    crate::pipeline::refresh::tick,
+                );
             }
             if st_cached {
                 let to = warmer.clone();
@@ -624,6 +634,7 @@ fn apply(state: &Rc<ShardState>, cmd: ShardCmd) {
             *state.actions.borrow_mut() = table;
         }
         ShardCmd::HotKeys(hot) => crate::pipeline::cache::set_hot(state, hot),
+        ShardCmd::HotReads(reads) => state.cache.set_hot_reads(reads),
         ShardCmd::CacheInvalidate(selector) => {
             crate::pipeline::cache::invalidate_here(state, &selector);
         }

@@ -619,3 +619,62 @@ fn a_semantic_hit_through_a_configured_embeddings_model() {
     assert_eq!(verdict(&gw.chat("gpt-mock", c, false)), "miss");
     assert!(gw.metric("gateway_cache_semantic_misses_total") >= 1.0);
 }
+
+#[test]
+fn a_hot_answer_is_refreshed_before_it_expires_and_charged_to_the_refresh_key() {
+    let up = mock();
+    let (user, warmer) = (secret("rf-user"), secret("rf-warmer"));
+    let config = upstream_config(
+        up.addr,
+        &format!(
+            "cache_ttl_s = 3\nprice = {{ input = 1.0, output = 2.0 }}\n\n\
+             [cache]\nrefresh_before_s = 2\nrefresh_key = \"warmer\"\n\n[auth]\n{}{}",
+            key("user", &user, "team = \"app\""),
+            key("warmer", &warmer, "team = \"ops\""),
+        ),
+    );
+    let gw = Gateway::start(&config, TWO_SHARDS);
+    let body = chat_body("gpt-mock", "a popular question", false);
+    let ask = || post_with_key(gw.addr, "/v1/chat/completions", &user, &body);
+    let first = ask();
+    assert_eq!(verdict(&first), "miss", "{}", first.text());
+    // Hot: looked up often enough for the warmer (8 lookups), then read once more.
+    for _ in 0..10 {
+        assert_eq!(verdict(&ask()), "hit");
+    }
+    poll_until(Duration::from_secs(10), "a refresh", || {
+        gw.metric("gateway_cache_refreshed_total") >= 1.0
+    });
+    assert_eq!(up.requests(), 2, "one fetch and one refresh");
+    // The refreshed answer is served: younger than the first, same key, same tenant.
+    let hit = ask();
+    assert_eq!(verdict(&hit), "hit");
+    assert_eq!(
+        hit.header("x-shardgate-cache-key"),
+        first.header("x-shardgate-cache-key")
+    );
+    assert_eq!(hit.body, first.body);
+    // Charged to the refresh key's team, not the user's.
+    poll_until(Duration::from_secs(5), "the refresh's spend", || {
+        gw.metric("gateway_team_spend_usd_total{team=\"ops\"}") > 0.0
+    });
+    let app = gw.metric("gateway_team_spend_usd_total{team=\"app\"}");
+    // Read after the refresh: refreshed again before it expires; then nobody reads it, and it
+    // is left to expire.
+    poll_until(Duration::from_secs(10), "a second refresh", || {
+        gw.metric("gateway_cache_refreshed_total") >= 2.0
+    });
+    let quiet_since = std::time::Instant::now();
+    poll_until(Duration::from_secs(10), "two TTLs unread", || {
+        quiet_since.elapsed() >= Duration::from_secs(6)
+    });
+    assert_eq!(gw.metric("gateway_cache_refreshed_total"), 2.0);
+    assert_eq!(gw.metric("gateway_cache_refresh_failures_total"), 0.0);
+    assert_eq!(up.requests(), 3);
+    assert_eq!(verdict(&ask()), "miss", "expired once nobody read it");
+    poll_until(
+        Duration::from_secs(5),
+        "the user's spend on the miss",
+        || gw.metric("gateway_team_spend_usd_total{team=\"app\"}") > app,
+    );
+}

@@ -51,6 +51,7 @@ fn entry() -> Arc<Entry> {
         model: Arc::from("m"),
         tenant: Tenant::Global,
         tags: Box::new([]),
+        source: None,
     })
 }
 

@@ -52,6 +52,9 @@ pub enum ShardCmd {
     CacheInvalidate(crate::cache::Selector),
     /// The hottest cached keys over every shard (kept as local copies on every shard).
     HotKeys(Arc<hashbrown::HashSet<crate::cache::CacheKey>>),
+    /// When each hot key was last looked up over every shard (unix ms): the owners refresh
+    /// the answers that were read before they expire.
+    HotReads(Arc<hashbrown::HashMap<crate::cache::CacheKey, u64>>),
     /// A provider's host name resolved to new addresses.
     Addrs {
         /// Provider index.

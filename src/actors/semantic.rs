@@ -45,17 +45,27 @@ impl Embed for NoEncoder {
     }
 }
 
-/// Start the thread, with its index bounded at `max_entries` texts. It ends when every
-/// sender is gone.
+/// Start the thread, with its index bounded at `max_entries` texts, pinned to `core` (the
+/// control plane's, when the tuning profile gives one). It ends when every sender is gone.
 pub fn start(
     encoder: Box<dyn Embed + Send>,
     max_entries: usize,
+    core: Option<usize>,
     metrics: Arc<ControlMetrics>,
 ) -> std::io::Result<crate::cache::semantic::SemanticSender> {
     let (tx, rx) = flume::bounded(QUEUE);
+    // The encoder's matrix products and the tokenizer parallelise over rayon's current pool:
+    // one thread of its own, so that they never spread onto the shards' cores.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "semantic-math".into())
+        .start_handler(move |_| pin(core))
+        .build()
+        .map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("semantic".into())
         .spawn(move || {
+            pin(core);
             let mut thread = Thread {
                 index: Index::new(max_entries),
                 encoder,
@@ -64,10 +74,16 @@ pub fn start(
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter().take(BATCH - 1));
-                thread.turn(batch);
+                pool.install(|| thread.turn(batch));
             }
         })?;
     Ok(tx)
+}
+
+fn pin(core: Option<usize>) {
+    if let Some(id) = core {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
 }
 
 /// The thread's state.

@@ -56,6 +56,9 @@ pub struct WarmerArgs {
     pub snapshot_keys: usize,
     /// Bytes of answers in the snapshot, at most.
     pub snapshot_bytes: u64,
+    /// Hot answers are refreshed before they expire: tell the shards when each hot key was
+    /// last looked up (a refresh is only for an answer someone read).
+    pub refresh: bool,
 }
 
 /// The warmer.
@@ -66,6 +69,9 @@ pub struct WarmerState {
     args: WarmerArgs,
     hot: HotSet,
     published: Arc<hashbrown::HashSet<CacheKey>>,
+    /// When each hot key was last looked up (unix ms), with `refresh` only: every key seen
+    /// since the last publish, pruned to the hot ones at each publish.
+    read_at: hashbrown::HashMap<CacheKey, u64>,
     entries: Vec<(CacheKey, Arc<Entry>)>,
 }
 
@@ -84,6 +90,7 @@ impl Actor for WarmerActor {
             args,
             hot: HotSet::new(COUNTED_KEYS, HALVE_EVERY),
             published: Arc::default(),
+            read_at: hashbrown::HashMap::new(),
             entries: Vec::new(),
         })
     }
@@ -96,7 +103,12 @@ impl Actor for WarmerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WarmerMsg::Seen(batch) => {
+                let now = crate::pipeline::admit::now_ms();
                 for s in batch {
+                    // Every key seen since the last publish (pruned to the hot ones there).
+                    if state.args.refresh && s.read {
+                        state.read_at.insert(s.key, now);
+                    }
                     state.hot.observe(s);
                 }
             }
@@ -111,6 +123,14 @@ impl Actor for WarmerActor {
                     state.published = Arc::new(top);
                     for s in &state.args.shards {
                         let _ = s.send(ShardCmd::HotKeys(state.published.clone()));
+                    }
+                }
+                if state.args.refresh {
+                    let published = &state.published;
+                    state.read_at.retain(|k, _| published.contains(k));
+                    let reads = Arc::new(state.read_at.clone());
+                    for s in &state.args.shards {
+                        let _ = s.send(ShardCmd::HotReads(reads.clone()));
                     }
                 }
             }
@@ -212,6 +232,7 @@ mod tests {
             model: Arc::from("m"),
             tenant: Tenant::Global,
             tags: Box::new([]),
+            source: None,
         })
     }
 
@@ -224,6 +245,7 @@ mod tests {
                 hot.observe(Seen {
                     key: k(n),
                     bytes: 100,
+                    read: true,
                 });
             }
         }

@@ -42,6 +42,20 @@ pub struct Entry {
     pub tenant: Tenant,
     /// Tags from `x-shardgate-cache-tags` (an invalidation selector).
     pub tags: Box<[Box<str>]>,
+    /// The request it answers, kept only when hot answers are refreshed before they expire
+    /// (`cache.refresh_before_s`); never written to Redis or the snapshot.
+    pub source: Option<Arc<Source>>,
+}
+
+/// The request an answer was fetched for: what a refresh sends again.
+#[derive(Debug)]
+pub struct Source {
+    /// The route (`chat` or `messages`).
+    pub route: &'static str,
+    /// The request body as the client sent it.
+    pub body: Bytes,
+    /// The TTL the answer was stored with (ms).
+    pub ttl_ms: u64,
 }
 
 /// Bytes an entry costs beyond its body: the struct, its map slot and the key (an estimate,
@@ -52,7 +66,9 @@ impl Entry {
     /// What the entry weighs against the partition's byte budget.
     pub fn weight(&self) -> u64 {
         let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
-        (self.body.len() + self.frames.len() * 4 + tags + self.model.len()) as u64 + ENTRY_OVERHEAD
+        let source = self.source.as_ref().map_or(0, |s| s.body.len() + 48);
+        (self.body.len() + self.frames.len() * 4 + tags + self.model.len() + source) as u64
+            + ENTRY_OVERHEAD
     }
 
     /// Seconds since it was stored (the `Age` header).
@@ -149,6 +165,7 @@ mod tests {
             model: Arc::from("m"),
             tenant: Tenant::Global,
             tags: Box::new([]),
+            source: None,
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Seen {
     pub key: CacheKey,
     /// The answer's bytes (its weight), 0 when there was none.
     pub bytes: u32,
+    /// A client's lookup (`false`: the answer being stored, which tells its size).
+    pub read: bool,
 }
 
 /// Decaying counts of lookups per key.
@@ -103,7 +105,11 @@ mod tests {
     }
 
     fn seen(n: u8, bytes: u32) -> Seen {
-        Seen { key: key(n), bytes }
+        Seen {
+            key: key(n),
+            bytes,
+            read: true,
+        }
     }
 
     #[test]
@@ -152,6 +158,7 @@ mod tests {
                 h.observe(Seen {
                     key: CacheKey(k),
                     bytes: 1,
+                    read: true,
                 });
             }
             assert!(h.counts.len() <= 64);

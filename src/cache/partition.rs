@@ -274,6 +274,7 @@ mod tests {
             model: Arc::from(model),
             tenant,
             tags: tags.iter().map(|t| Box::from(*t)).collect(),
+            source: None,
         })
     }
 

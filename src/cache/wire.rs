@@ -126,6 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, WireError> {
         model,
         tenant,
         tags,
+        source: None,
     })
 }
 
@@ -244,6 +245,7 @@ mod tests {
             model: Arc::from("gpt-4o"),
             tenant: Tenant::Team(Arc::from("research")),
             tags: vec![Box::from("a"), Box::from("release-7")].into_boxed_slice(),
+            source: None,
         }
     }
 

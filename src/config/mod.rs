@@ -157,8 +157,19 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     /// Requests that may wait on one identical request in flight.
     pub max_followers: usize,
+    /// Refreshing hot answers before they expire (`None`: never).
+    pub refresh: Option<RefreshConfig>,
     /// The semantic cache (`None`: no model uses it).
     pub semantic: Option<SemanticConfig>,
+}
+
+/// Validated `cache.refresh_before_s` and `cache.refresh_key`.
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    /// How long before a hot answer expires it is fetched again.
+    pub before: Duration,
+    /// The key id refreshes are charged to (`None`: no `[auth]`, nobody is charged).
+    pub key: Option<Arc<str>>,
 }
 
 /// Validated `[cache.semantic]`.
@@ -223,6 +234,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 1 << 20,
             max_ttl: Duration::from_secs(86_400),
             max_followers: 1000,
+            refresh: None,
             semantic: None,
         }
     }

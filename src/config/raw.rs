@@ -90,6 +90,10 @@ pub struct RawCache {
     /// Requests that may wait on one identical request in flight (default 1000); more go
     /// upstream on their own.
     pub max_followers: Option<usize>,
+    /// Refresh hot answers this many seconds before they expire (absent: never).
+    pub refresh_before_s: Option<u64>,
+    /// The key (its id) refreshes are charged to; required when `[auth]` is configured.
+    pub refresh_key: Option<String>,
     /// The semantic cache (used by models that set `semantic`).
     pub semantic: Option<RawSemantic>,
 }

@@ -200,6 +200,23 @@ pub fn validate(
         super::tenancy::state(raw.state).map_err(|(path, message)| invalid(path, message))?;
     let uses_semantic = models.iter().any(|m| m.semantic.is_some());
     let cache = cache(raw.cache, uses_semantic, &named, &invalid)?;
+    if let Some(r) = &cache.refresh {
+        match (&r.key, &auth) {
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "cache.refresh_key".into(),
+                    "with [auth], refreshes are charged to a key: name one".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "cache.refresh_key".into(),
+                    "there is no [auth]: no key to charge".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
     Ok(Config {
         cache,
         server,
@@ -377,6 +394,25 @@ fn cache(
         max_entry_bytes,
         max_ttl,
         max_followers: c.max_followers.unwrap_or(default.max_followers),
+        refresh: match c.refresh_before_s {
+            None if c.refresh_key.is_some() => {
+                return Err(invalid(
+                    "cache.refresh_key".into(),
+                    "needs `refresh_before_s`".into(),
+                ));
+            }
+            None => None,
+            Some(0) => {
+                return Err(invalid(
+                    "cache.refresh_before_s".into(),
+                    "must be at least 1 (leave it out to never refresh)".into(),
+                ));
+            }
+            Some(s) => Some(super::RefreshConfig {
+                before: Duration::from_secs(s),
+                key: c.refresh_key.map(Arc::from),
+            }),
+        },
         semantic: uses_semantic
             .then(|| semantic(c.semantic, named, invalid))
             .transpose()?,

@@ -190,6 +190,10 @@ pub struct CacheMetrics {
     pub entries: Gauge,
     /// Bytes held by this shard's partition.
     pub bytes: Gauge,
+    /// Hot answers fetched again before they expired (`cache.refresh_before_s`).
+    pub refreshed: Counter,
+    /// Refreshes that failed (the answer then expires as usual).
+    pub refresh_failed: Counter,
     /// Requests answered with an earlier answer to a similar question (also in `hits`).
     pub semantic_hits: Counter,
     /// Semantic lookups that found no neighbour above the threshold.

@@ -384,6 +384,16 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
             c(|m| &m.invalidated),
         ),
         (
+            "gateway_cache_refreshed_total",
+            "Hot answers fetched again before they expired.",
+            c(|m| &m.refreshed),
+        ),
+        (
+            "gateway_cache_refresh_failures_total",
+            "Refreshes of hot answers that failed.",
+            c(|m| &m.refresh_failed),
+        ),
+        (
             "gateway_cache_semantic_hits_total",
             "Requests answered with the cached answer to a similar question (also hits).",
             c(|m| &m.semantic_hits),

@@ -67,6 +67,11 @@ pub struct Cacheable {
     embeddings: bool,
     /// Its semantic side (a chat request on a model that uses the semantic cache).
     semantic: Option<super::semantic::Semantic>,
+    /// The request, kept with its answer when hot answers are refreshed.
+    source: Option<Arc<crate::cache::entry::Source>>,
+    /// The gateway's own refresh: its lookups are not reported to the warmer (a refresh is
+    /// not a read).
+    quiet: bool,
 }
 
 /// What the lookup found.
@@ -203,6 +208,10 @@ pub struct ShardCache {
     replicas: RefCell<hashbrown::HashMap<CacheKey, Arc<Entry>>>,
     /// The semantic thread (a model uses the semantic cache).
     semantic: OnceCell<crate::cache::semantic::SemanticSender>,
+    /// Owner side: hot keys being refreshed now.
+    pub refreshing: RefCell<hashbrown::HashSet<CacheKey>>,
+    /// When each hot key was last looked up on any shard (from the warmer, with refresh on).
+    hot_reads: RefCell<Arc<hashbrown::HashMap<CacheKey, u64>>>,
 }
 
 /// A shard's line to the warmer.
@@ -245,7 +254,14 @@ impl ShardCache {
             hot: RefCell::default(),
             replicas: RefCell::default(),
             semantic: OnceCell::new(),
+            refreshing: RefCell::default(),
+            hot_reads: RefCell::default(),
         }
+    }
+
+    /// The warmer's latest last-lookup times of the hot keys.
+    pub fn set_hot_reads(&self, reads: Arc<hashbrown::HashMap<CacheKey, u64>>) {
+        *self.hot_reads.borrow_mut() = reads;
     }
 
     /// Connect the semantic thread.
@@ -280,11 +296,12 @@ impl ShardCache {
         }
     }
 
-    fn seen(&self, key: CacheKey, bytes: u64) {
+    fn seen(&self, key: CacheKey, bytes: u64, read: bool) {
         if let Some(w) = self.warmer.get() {
             w.seen.push(Seen {
                 key,
                 bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                read,
             });
         }
     }
@@ -316,11 +333,11 @@ impl ShardCache {
 #[allow(clippy::too_many_arguments)]
 pub fn cacheable(
     state: &ShardState,
-    caller: Option<&Arc<KeyRecord>>,
+    (caller, tenant): (Option<&Arc<KeyRecord>>, Option<&Tenant>),
     model: &ModelRoute,
-    route: &str,
+    route: &'static str,
     dialect: Dialect,
-    body: &[u8],
+    body: &Bytes,
     headers: &HeaderMap,
     stream: bool,
     include_usage: bool,
@@ -328,7 +345,9 @@ pub fn cacheable(
     let ttl = model.cache_ttl?;
     let config = &state.config.cache;
     let directives = Directives::from_headers(headers, config.max_ttl.as_millis() as u64);
+    let tenant_given = tenant.is_some();
     let tenant = match (config.scope, caller) {
+        _ if tenant_given => tenant.cloned().unwrap_or(Tenant::Global),
         (CacheScope::Global, _) | (_, None) => Tenant::Global,
         (CacheScope::Team, Some(k)) => match &k.team {
             Some(t) => Tenant::Team(t.clone()),
@@ -337,6 +356,15 @@ pub fn cacheable(
         (CacheScope::Key, Some(k)) => Tenant::Key(k.id.clone()),
     };
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let ttl_ms = directives.ttl_ms.unwrap_or(ttl.as_millis() as u64).max(1);
+    // Kept for a refresh before it expires (chat only: an embedding does not go stale).
+    let source = (config.refresh.is_some() && route != EMBEDDINGS).then(|| {
+        Arc::new(crate::cache::entry::Source {
+            route,
+            body: body.clone(),
+            ttl_ms,
+        })
+    });
     let key = CacheKey::of(&tenant, route, &model.public.0, &value);
     let semantic = if route == EMBEDDINGS || directives.bypass {
         None
@@ -344,9 +372,11 @@ pub fn cacheable(
         super::semantic::plan(state, model, &tenant, route, &value)
     };
     Some(Cacheable {
+        quiet: tenant_given,
         semantic,
+        source,
         key,
-        ttl_ms: directives.ttl_ms.unwrap_or(ttl.as_millis() as u64).max(1),
+        ttl_ms,
         directives,
         tenant,
         model: model.public.0.clone(),
@@ -409,7 +439,7 @@ impl Cacheable {
             {
                 m.hits.inc();
                 m.replica_hits.inc();
-                state.cache.seen(self.key, entry.weight());
+                self.seen(state, entry.weight());
                 return Looked::Answer(res);
             }
         }
@@ -436,7 +466,7 @@ impl Cacheable {
             .await;
             match found {
                 Found::Hit(entry) => {
-                    state.cache.seen(self.key, entry.weight());
+                    self.seen(state, entry.weight());
                     self.keep_if_hot(state, &entry);
                     if let Some(res) = self.serve(&entry, headers, now) {
                         m.hits.inc();
@@ -447,7 +477,7 @@ impl Cacheable {
                     return Looked::Miss(None);
                 }
                 Found::Miss => {
-                    state.cache.seen(self.key, 0);
+                    self.seen(state, 0);
                     let l2 = l2.take().or_else(|| self.l2_lookup(state));
                     if let Some(res) = self.answer_from_l2(state, l2, headers).await {
                         return Looked::Answer(res);
@@ -459,7 +489,7 @@ impl Cacheable {
                     return Looked::Miss(None);
                 }
                 Found::Lead(id) => {
-                    state.cache.seen(self.key, 0);
+                    self.seen(state, 0);
                     let flight = Flight::lead(state, self.key, id);
                     let l2 = l2.take().or_else(|| self.l2_lookup(state));
                     let mut res = self.answer_from_l2(state, l2, headers).await;
@@ -488,6 +518,13 @@ impl Cacheable {
                     }
                 }
             }
+        }
+    }
+
+    /// Report a lookup to the warmer (not a refresh's).
+    fn seen(&self, state: &ShardState, bytes: u64) {
+        if !self.quiet {
+            state.cache.seen(self.key, bytes, true);
         }
     }
 
@@ -776,6 +813,7 @@ impl Cacheable {
             model: self.model.clone(),
             tenant: self.tenant.clone(),
             tags: self.directives.tags.clone().into_boxed_slice(),
+            source: self.source.clone(),
         })
     }
 }
@@ -1067,7 +1105,7 @@ fn put_here(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
 /// Store an answer in this shard's partition (the owner's side of a put).
 fn store(state: &ShardState, key: CacheKey, entry: Arc<Entry>) {
     let m = &state.metrics.cache;
-    state.cache.seen(key, entry.weight());
+    state.cache.seen(key, entry.weight(), false);
     let r = state.cache.partition.borrow_mut().insert(key, entry);
     if r.stored {
         m.stored.inc();
@@ -1104,6 +1142,39 @@ pub fn sweep(state: &ShardState) {
         drop(p);
         gauges(state);
     }
+}
+
+/// The hot answers this shard owns that were read since they were stored, expire within
+/// `before_ms` of `now_ms` and have their request kept (`Entry::source`), not already being
+/// refreshed: each is marked as being refreshed (`ShardCache::refreshing`) until its refresh
+/// ends. An answer nobody read since its last refresh is left to expire.
+pub fn due_for_refresh(
+    state: &ShardState,
+    now_ms: u64,
+    before_ms: u64,
+) -> Vec<(CacheKey, Arc<Entry>)> {
+    let cache = &state.cache;
+    let me = usize::from(state.id.0);
+    let reads = cache.hot_reads.borrow().clone();
+    let partition = cache.partition.borrow();
+    let mut refreshing = cache.refreshing.borrow_mut();
+    reads
+        .iter()
+        .filter(|(k, _)| owner(k, cache.shards()) == me && !refreshing.contains(*k))
+        .filter_map(|(k, &read_ms)| {
+            let e = partition.peek(k)?;
+            let due = e.source.is_some()
+                && read_ms > e.stored_ms
+                && e.is_fresh(now_ms)
+                && e.expires_ms.saturating_sub(now_ms) <= before_ms;
+            due.then(|| (*k, e.clone()))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .inspect(|(k, _)| {
+            refreshing.insert(*k);
+        })
+        .collect()
 }
 
 /// Remove what `selector` names from this shard's partition (every shard gets the

@@ -26,6 +26,21 @@ pub async fn run(
     dialect: Dialect,
 ) -> Result<Response<ResBody>, GatewayError> {
     let caller = admit::authenticate(state, headers, admit::now_ms())?;
+    run_as(state, ctx, headers, body, dialect, caller, None).await
+}
+
+/// Run a chat request for `caller` (already authenticated, or the gateway's own refresh key),
+/// its answer filed for `tenant` when given (a refresh files under the tenant whose answer it
+/// refreshes) rather than the caller's.
+pub async fn run_as(
+    state: &Rc<ShardState>,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+    caller: Option<std::sync::Arc<crate::auth::table::KeyRecord>>,
+    tenant: Option<&crate::cache::Tenant>,
+) -> Result<Response<ResBody>, GatewayError> {
     let (public, stream, include_usage, max_tokens, user) = match dialect {
         Dialect::OpenAi => {
             let head = decode_chat(&body, &mut state.scratch.borrow_mut())?;
@@ -73,7 +88,7 @@ pub async fn run(
         (Some(_), _) => None,
         (None, Dialect::OpenAi) => super::cache::cacheable(
             state,
-            caller.as_ref(),
+            (caller.as_ref(), tenant),
             &model,
             "chat",
             dialect,
@@ -84,7 +99,7 @@ pub async fn run(
         ),
         (None, Dialect::Anthropic) => super::cache::cacheable(
             state,
-            caller.as_ref(),
+            (caller.as_ref(), tenant),
             &model,
             "messages",
             dialect,

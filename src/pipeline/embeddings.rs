@@ -72,7 +72,7 @@ pub async fn run(
         Some(_) => None,
         None => super::cache::cacheable(
             state,
-            caller.as_ref(),
+            (caller.as_ref(), None),
             &model,
             super::cache::EMBEDDINGS,
             Dialect::OpenAi,

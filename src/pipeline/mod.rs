@@ -28,6 +28,7 @@ pub mod chat;
 pub mod context;
 pub mod embeddings;
 pub mod local;
+pub mod refresh;
 pub mod relay;
 pub mod semantic;
 pub mod state;

@@ -206,6 +206,24 @@ pub fn every<T: 'static>(
     });
 }
 
+/// [`every`], for work that needs the target itself (to spawn tasks holding it).
+pub fn every_rc<T: 'static>(
+    what: &'static str,
+    interval: Duration,
+    target: std::rc::Weak<T>,
+    f: impl Fn(&std::rc::Rc<T>) + 'static,
+) {
+    spawn_background(what, async move {
+        loop {
+            sleep(interval).await;
+            match target.upgrade() {
+                Some(t) => f(&t),
+                None => return,
+            }
+        }
+    });
+}
+
 /// Sleep on the shard's timer.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
