@@ -170,6 +170,9 @@ impl Thread {
             } => {
                 index.insert(partition, point, now_ms);
             }
+            SemanticRequest::Extend { key, expires_ms } => {
+                index.extend(&key, expires_ms);
+            }
             SemanticRequest::Invalidate(selector) => {
                 index.invalidate(&selector);
             }

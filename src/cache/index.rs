@@ -255,6 +255,21 @@ impl Index {
         best
     }
 
+    /// A new expiry for the point of the answer under `key` (stored again); `false` when the
+    /// index has no such point.
+    pub fn extend(&mut self, key: &CacheKey, expires_ms: u64) -> bool {
+        let Some((pk, id)) = self.by_key.get(key).copied() else {
+            return false;
+        };
+        match self.parts.get_mut(&pk).and_then(|p| p.points.get_mut(id)) {
+            Some(Some(p)) => {
+                p.expires_ms = expires_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Drop the points whose answers `selector` names; returns how many.
     pub fn invalidate(&mut self, selector: &Selector) -> usize {
         if matches!(selector, Selector::All) {
@@ -436,6 +451,10 @@ mod tests {
         let near = ix.nearest(&p, &vector(1, 16), 100).unwrap();
         assert_eq!(near.key, key(2));
         assert_eq!(ix.len(), 1);
+        // Stored again: lives on past its first expiry.
+        assert!(ix.extend(&key(2), 2_000));
+        assert!(!ix.extend(&key(99), 2_000));
+        assert_eq!(ix.nearest(&p, &vector(2, 16), 1_500).unwrap().key, key(2));
         // The same exact key filed again replaces its point.
         ix.insert(p, point(2, vector(3, 16), 1_000), 0);
         assert_eq!(ix.len(), 1);

@@ -51,6 +51,14 @@ pub enum SemanticRequest {
         /// Now, ms since the epoch.
         now_ms: u64,
     },
+    /// The answer under `key` was stored again (a refresh, a `no-cache` request) without a
+    /// lookup: its question lives until `expires_ms`.
+    Extend {
+        /// The answer's exact key.
+        key: CacheKey,
+        /// Its new expiry (ms since the epoch).
+        expires_ms: u64,
+    },
     /// Forget the questions whose answers `selector` names.
     Invalidate(Selector),
 }

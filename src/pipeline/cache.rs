@@ -345,15 +345,15 @@ pub fn cacheable(
     let ttl = model.cache_ttl?;
     let config = &state.config.cache;
     let directives = Directives::from_headers(headers, config.max_ttl.as_millis() as u64);
-    let tenant_given = tenant.is_some();
-    let tenant = match (config.scope, caller) {
-        _ if tenant_given => tenant.cloned().unwrap_or(Tenant::Global),
-        (CacheScope::Global, _) | (_, None) => Tenant::Global,
-        (CacheScope::Team, Some(k)) => match &k.team {
+    let quiet = tenant.is_some();
+    let tenant = match (tenant, config.scope, caller) {
+        (Some(t), _, _) => t.clone(),
+        (None, CacheScope::Global, _) | (None, _, None) => Tenant::Global,
+        (None, CacheScope::Team, Some(k)) => match &k.team {
             Some(t) => Tenant::Team(t.clone()),
             None => Tenant::Key(k.id.clone()),
         },
-        (CacheScope::Key, Some(k)) => Tenant::Key(k.id.clone()),
+        (None, CacheScope::Key, Some(k)) => Tenant::Key(k.id.clone()),
     };
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let ttl_ms = directives.ttl_ms.unwrap_or(ttl.as_millis() as u64).max(1);
@@ -372,7 +372,7 @@ pub fn cacheable(
         super::semantic::plan(state, model, &tenant, route, &value)
     };
     Some(Cacheable {
-        quiet: tenant_given,
+        quiet,
         semantic,
         source,
         key,
@@ -1158,7 +1158,7 @@ pub fn due_for_refresh(
     let reads = cache.hot_reads.borrow().clone();
     let partition = cache.partition.borrow();
     let mut refreshing = cache.refreshing.borrow_mut();
-    reads
+    let due: Vec<(CacheKey, Arc<Entry>)> = reads
         .iter()
         .filter(|(k, _)| owner(k, cache.shards()) == me && !refreshing.contains(*k))
         .filter_map(|(k, &read_ms)| {
@@ -1169,12 +1169,9 @@ pub fn due_for_refresh(
                 && e.expires_ms.saturating_sub(now_ms) <= before_ms;
             due.then(|| (*k, e.clone()))
         })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .inspect(|(k, _)| {
-            refreshing.insert(*k);
-        })
-        .collect()
+        .collect();
+    refreshing.extend(due.iter().map(|(k, _)| *k));
+    due
 }
 
 /// Remove what `selector` names from this shard's partition (every shard gets the

@@ -125,8 +125,9 @@ pub fn stored(
     let Some(tx) = state.cache.semantic() else {
         return;
     };
-    if let Some(vector) = sem.vector.borrow().as_ref() {
-        let _ = tx.try_send(SemanticRequest::Insert {
+    let vector = sem.vector.borrow().clone();
+    let req = match vector {
+        Some(vector) => SemanticRequest::Insert {
             partition: sem.split.partition,
             point: Point {
                 key,
@@ -140,8 +141,20 @@ pub fn stored(
                 },
             },
             now_ms: super::admit::now_ms(),
-        });
-    }
+        },
+        // Stored without a lookup (a refresh, `no-cache`): the question filed earlier, if
+        // any, now answers until this answer expires.
+        None => SemanticRequest::Extend {
+            key,
+            expires_ms: entry.expires_ms,
+        },
+    };
+    let _ = tx.try_send(req);
+    compare_later(state, sem, entry, dialect);
+}
+
+/// Shadow mode: compare the would-be hit's answer with the fresh one, in the background.
+fn compare_later(state: &Rc<ShardState>, sem: &Semantic, entry: &Arc<Entry>, dialect: Dialect) {
     if let Some(near) = sem.would.take() {
         let (st, fresh) = (state.clone(), entry.clone());
         crate::shard::spawn("shadow comparison", async move {
