@@ -55,7 +55,7 @@ fn index(c: &mut Criterion) {
     let mut rng = fastrand::Rng::with_seed(7);
     let centers: Vec<Box<[f32]>> = (0..200).map(|_| vector(&mut rng)).collect();
     for (name, uniform) in [("clustered", false), ("uniform", true)] {
-        let mut make = |rng: &mut fastrand::Rng| {
+        let make = |rng: &mut fastrand::Rng| {
             if uniform {
                 vector(rng)
             } else {
