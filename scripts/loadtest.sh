@@ -3,7 +3,7 @@
 # through nginx proxy_pass ("nginx"), and through shardgate ("gateway").
 #
 #   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway] [--against REV]
-#                                [--config FILE] [--runs N [--max-cpu-ratio X]]
+#                                [--config FILE] [--before-config FILE] [--runs N [--max-cpu-ratio X]]
 #   scripts/loadtest.sh compare SCENARIO REV [--runs N] [...]   (= SCENARIO --against REV --runs 5)
 #
 # --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
@@ -16,7 +16,8 @@
 # that also run in every round (direct, nginx; default neither), each with its gateway/TARGET
 # median ratios (the columns of the README's Benchmarks table).
 # --config FILE runs target "gateway" with FILE instead of config/mock-upstream.toml ("before"
-# keeps that one), e.g. config/mock-two-deployments.toml for the cost of routing.
+# keeps that one), e.g. config/mock-two-deployments.toml for the cost of routing;
+# --before-config FILE gives "before" its own (the same FILE: a change's cost with a feature on).
 # One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
 # LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
 # writes the plot to tuning/results/SCENARIO.svg (RESULTS_DIR overrides the folder). Runs are
@@ -24,12 +25,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCALE=1
 TARGETS=direct,nginx,gateway
 AGAINST=
 GW_CONFIG=
+BEFORE_CONFIG=
 ROUNDS=
 MAX_CPU=
 TARGETS_GIVEN=
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
         --targets) TARGETS=$2; TARGETS_GIVEN=1; shift 2 ;;
         --against) AGAINST=$2; shift 2 ;;
         --config) GW_CONFIG=$2; shift 2 ;;
+        --before-config) BEFORE_CONFIG=$2; shift 2 ;;
         --runs) ROUNDS=$2; shift 2 ;;
         --max-cpu-ratio) MAX_CPU=$2; shift 2 ;;
         *) usage ;;
@@ -134,7 +137,7 @@ CONF
     stop "$NGINX"
 }
 run_before() {
-    start_gateway "$1" "$BEFORE_BIN" "" before
+    start_gateway "$1" "$BEFORE_BIN" "$BEFORE_CONFIG" before
     load before "http://127.0.0.1:$GW_PORT" "$GW" "$1"
     stop "$GW"
 }

@@ -195,15 +195,7 @@ pub fn every<T: 'static>(
     target: std::rc::Weak<T>,
     f: impl Fn(&T) + 'static,
 ) {
-    spawn_background(what, async move {
-        loop {
-            sleep(interval).await;
-            match target.upgrade() {
-                Some(t) => f(&t),
-                None => return,
-            }
-        }
-    });
+    every_rc(what, interval, target, move |t| f(t));
 }
 
 /// [`every`], for work that needs the target itself (to spawn tasks holding it).
