@@ -678,3 +678,39 @@ fn a_hot_answer_is_refreshed_before_it_expires_and_charged_to_the_refresh_key() 
         || gw.metric("gateway_team_spend_usd_total{team=\"app\"}") > app,
     );
 }
+
+#[test]
+fn the_access_log_says_hit_or_miss() {
+    let up = mock();
+    let config = upstream_config(up.addr, "cache_ttl_s = 60\n")
+        .replace("[server]\n", "[server]\naccess_log = true\n");
+    let gw = Gateway::start(&config, ONE_SHARD);
+    let body = chat_body("gpt-mock", "log me", false);
+    let miss = post(gw.addr, &body, &[]);
+    let hit = post(gw.addr, &body, &[]);
+    assert_eq!((verdict(&miss), verdict(&hit)), ("miss", "hit"));
+    let line = |r: &Resp| {
+        let id = r.header("x-request-id").unwrap().to_owned();
+        poll_until(Duration::from_secs(5), "the access log line", || {
+            gw.stderr().lines().any(|l| l.contains(&id))
+        });
+        gw.stderr()
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap()
+            .to_owned()
+    };
+    let (m, h) = (line(&miss), line(&hit));
+    for (l, verdict) in [(&m, "miss"), (&h, "hit")] {
+        assert!(l.contains("shardgate::access"), "{l}");
+        assert!(
+            l.contains("POST") && l.contains("/v1/chat/completions"),
+            "{l}"
+        );
+        assert!(l.contains("status=200"), "{l}");
+        assert!(
+            l.contains(&format!("cache=\"{verdict}\"")) || l.contains(&format!("cache={verdict}")),
+            "{l}"
+        );
+    }
+}

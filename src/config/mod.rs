@@ -341,6 +341,8 @@ pub struct TlsFiles {
 pub struct ServerConfig {
     /// Listen address (host:port, resolved at start).
     pub listen: String,
+    /// One log line per request, as its response ends.
+    pub access_log: bool,
     /// Request head byte limit.
     pub max_header_bytes: usize,
     /// Request header field count limit.

@@ -138,6 +138,8 @@ pub struct RawAdmin {
 pub struct RawServer {
     /// Address every shard listens on (`SO_REUSEPORT`), e.g. `0.0.0.0:8080`.
     pub listen: Option<String>,
+    /// One log line per request (INFO, target `shardgate::access`); default off.
+    pub access_log: Option<bool>,
     /// Request head (request line + headers) byte limit; over it the client gets 431.
     pub max_header_bytes: Option<usize>,
     /// Request header field count limit; over it the client gets 431.

@@ -66,6 +66,7 @@ pub fn validate(
         }
     };
     let server = ServerConfig {
+        access_log: s.access_log.unwrap_or(false),
         listen,
         max_header_bytes,
         max_headers,

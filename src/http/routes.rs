@@ -48,6 +48,15 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let ctx = RequestCtx::new(state.next_request_id());
     let (route, method_ok) = route_of(req.method(), req.uri().path());
+    // Kept for the access log line only when it is on (a path copy per request).
+    let access = state.config.server.access_log.then(|| {
+        let path = req.uri().path();
+        let cut = (0..=path.len().min(256))
+            .rev()
+            .find(|&i| path.is_char_boundary(i))
+            .unwrap_or(0);
+        (req.method().clone(), Box::<str>::from(&path[..cut]))
+    });
     // hyper reads a request with both framing fields as chunked and drops the length; the
     // IO layer saw both, and such a request is refused unread.
     let smuggled = watch.as_ref().is_some_and(|w| w.conflicting_framing());
@@ -96,6 +105,17 @@ pub async fn handle(
     }
     stamp(&mut res, &ctx);
     finish.set_status(res.status().as_u16());
+    if let Some((method, path)) = access {
+        finish.set_access(crate::pipeline::body::Access {
+            id: ctx.id.clone(),
+            method,
+            path,
+            cache: res
+                .headers()
+                .get(&crate::cache::directives::X_CACHE)
+                .cloned(),
+        });
+    }
     Ok(res.map(|b| b.with_finish(finish)))
 }
 

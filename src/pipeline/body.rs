@@ -62,14 +62,28 @@ enum Kind {
     Stream(DynStream),
 }
 
-/// Closes the books of one request when dropped: request metrics, in-flight gauge, and the
-/// connection's idle clock.
+/// Closes the books of one request when dropped: request metrics, in-flight gauge, the
+/// connection's idle clock, and its access log line (`server.access_log`).
 pub struct Finish {
     state: Rc<ShardState>,
     watch: Option<Rc<ConnWatch>>,
     route: Route,
     status: u16,
     start: Instant,
+    access: Option<Box<Access>>,
+}
+
+/// What a request's access log line says beyond its status and duration.
+#[derive(Debug)]
+pub struct Access {
+    /// `x-request-id`.
+    pub id: http::HeaderValue,
+    /// The method.
+    pub method: http::Method,
+    /// The path (no query: it could carry a secret), at most 256 bytes.
+    pub path: Box<str>,
+    /// The cache's verdict (`x-shardgate-cache`), if the route is cached.
+    pub cache: Option<http::HeaderValue>,
 }
 
 impl Finish {
@@ -92,6 +106,7 @@ impl Finish {
             route,
             status: 200,
             start,
+            access: None,
         }
     }
 
@@ -99,12 +114,30 @@ impl Finish {
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
     }
+
+    /// Log this request's line when it ends.
+    pub fn set_access(&mut self, access: Access) {
+        self.access = Some(Box::new(access));
+    }
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
         let m = &self.state.metrics;
-        m.request(self.route, self.status, self.start.elapsed());
+        let took = self.start.elapsed();
+        m.request(self.route, self.status, took);
+        if let Some(a) = &self.access {
+            tracing::info!(
+                target: "shardgate::access",
+                id = a.id.to_str().unwrap_or("-"),
+                method = %a.method,
+                path = &*a.path,
+                status = self.status,
+                ms = format_args!("{:.3}", took.as_secs_f64() * 1000.0),
+                cache = a.cache.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                "request"
+            );
+        }
         if self.route.counts_in_flight() {
             m.inflight.dec();
         }
