@@ -22,10 +22,6 @@ fn post(addr: SocketAddr, body: &str, headers: &[(&str, &str)]) -> Resp {
     request(addr, "POST", "/v1/chat/completions", &h, body.as_bytes())
 }
 
-fn verdict(r: &Resp) -> &str {
-    r.header("x-shardgate-cache").unwrap_or("-")
-}
-
 #[test]
 fn a_hit_is_served_with_age_and_etag_and_revalidates() {
     let up = mock();

@@ -743,7 +743,6 @@ fn the_cache_is_shared_over_two_nodes() {
     let env = [("SG_ADMIN_TOKEN", ADMIN_TOKEN)];
     let a = Gateway::start_with_env(&config(admin), TWO_SHARDS, &env);
     let b = Gateway::start_with_env(&config(""), TWO_SHARDS, &env);
-    let verdict = |r: &Resp| r.header("x-shardgate-cache").unwrap_or("-").to_owned();
     let body = chat_body("gpt-mock", "shared between nodes", false);
     let first = a.post("/v1/chat/completions", &body);
     assert_eq!(verdict(&first), "miss", "{}", first.text());

@@ -225,10 +225,6 @@ fn ask(addr: SocketAddr, text: &str, system: Option<&str>, stream: bool) -> Resp
     )
 }
 
-fn verdict(r: &Resp) -> &str {
-    r.header("x-shardgate-cache").unwrap_or("-")
-}
-
 #[test]
 fn a_paraphrase_is_a_semantic_hit_and_a_negation_is_not() {
     let up = mock();

@@ -250,6 +250,11 @@ pub struct Resp {
     pub body: Vec<u8>,
 }
 
+/// The cache's verdict on a response (`x-shardgate-cache`), `-` when it has none.
+pub fn verdict(r: &Resp) -> &str {
+    r.header("x-shardgate-cache").unwrap_or("-")
+}
+
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
