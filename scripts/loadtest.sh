@@ -3,7 +3,8 @@
 # through nginx proxy_pass ("nginx"), and through shardgate ("gateway").
 #
 #   scripts/loadtest.sh SCENARIO [--scale F] [--targets direct,nginx,gateway] [--against REV]
-#                                [--config FILE] [--before-config FILE] [--runs N [--max-cpu-ratio X]]
+#                                [--config FILE] [--before-config FILE] [--tuning FILE]
+#                                [--runs N [--max-cpu-ratio X]]
 #   scripts/loadtest.sh compare SCENARIO REV [--runs N] [...]   (= SCENARIO --against REV --runs 5)
 #
 # --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
@@ -18,6 +19,9 @@
 # --config FILE runs target "gateway" with FILE instead of config/mock-upstream.toml ("before"
 # keeps that one), e.g. config/mock-two-deployments.toml for the cost of routing;
 # --before-config FILE gives "before" its own (the same FILE: a change's cost with a feature on).
+# --tuning FILE runs both builds with that profile instead of tuning/loadtest-1core.toml (e.g.
+# tuning/loadtest-2shard.toml: two shards on the gateway's core, for the cross-shard hop).
+# Each gateway run keeps its /metrics at the end beside its JSON (TARGET.metrics).
 # One gateway shard (and one nginx worker) on GW_CORE; the mock and the load generator on
 # LOAD_CORE. Prints the table with ratios, appends CSV rows to tuning/results/loadtest.csv and
 # writes the plot to tuning/results/SCENARIO.svg (RESULTS_DIR overrides the folder). Runs are
@@ -25,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCALE=1
 TARGETS=direct,nginx,gateway
@@ -51,6 +55,7 @@ while [ $# -gt 0 ]; do
         --against) AGAINST=$2; shift 2 ;;
         --config) GW_CONFIG=$2; shift 2 ;;
         --before-config) BEFORE_CONFIG=$2; shift 2 ;;
+        --tuning) GW_TUNING=$2; shift 2 ;;
         --runs) ROUNDS=$2; shift 2 ;;
         --max-cpu-ratio) MAX_CPU=$2; shift 2 ;;
         *) usage ;;
@@ -139,12 +144,14 @@ CONF
 run_before() {
     start_gateway "$1" "$BEFORE_BIN" "$BEFORE_CONFIG" before
     load before "http://127.0.0.1:$GW_PORT" "$GW" "$1"
+    keep_metrics "$1/before.metrics"
     stop "$GW"
 }
 run_gateway() {
     start_gateway "$1" "" "$GW_CONFIG"
     echo "  gateway RSS idle: $(awk '/VmRSS/ {print $2, $3}' "/proc/$GW/status")" >&2
     load gateway "http://127.0.0.1:$GW_PORT" "$GW" "$1"
+    keep_metrics "$1/gateway.metrics"
     stop "$GW"
 }
 

@@ -329,6 +329,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
         snapshot_keys: 100_000,
         snapshot_bytes: tuning.cache_bytes_per_shard.saturating_mul(n as u64),
         refresh: cached && config.cache.refresh.is_some(),
+        replicate_keys: config.cache.replicate_hot_keys,
     };
     let control = ControlPlane::start(ControlPlaneArgs {
         warmer: warmer_args,

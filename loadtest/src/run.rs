@@ -468,11 +468,11 @@ fn record(ctx: &Ctx, class: usize, result: &Result<Sample, ErrorKind>) {
     ctx.end.set(ctx.end.get().max(Instant::now()));
 }
 
-/// The next counter for `unique` classes (one per process: every target and step sees new
-/// prompts).
-fn next_unique() -> u64 {
+/// The next counter for classes with variants, modulo their number (one counter per process:
+/// with `unique`, every target and step sees new prompts).
+fn next_variant(variants: u64) -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % variants
 }
 
 async fn one_request(
@@ -492,8 +492,8 @@ async fn one_request(
                 );
             }
             let c = slot.as_mut().ok_or(ErrorKind::Connect)?;
-            if spec.unique {
-                let req = crate::scenario::stamp_unique(&ctx.requests[class], next_unique());
+            if let Some(v) = spec.variants {
+                let req = crate::scenario::stamp_unique(&ctx.requests[class], next_variant(v));
                 return c.request(&req, spec.stream, intended).await;
             }
             c.request(&ctx.requests[class], spec.stream, intended).await
@@ -503,9 +503,9 @@ async fn one_request(
                 *slot = Some(H2::connect(ctx.target.addr, &ctx.plan.scenario.path).await?);
             }
             let c = slot.as_mut().ok_or(ErrorKind::Connect)?;
-            if spec.unique {
+            if let Some(v) = spec.variants {
                 let mut one = spec.clone();
-                one.body = crate::scenario::stamp_unique(&spec.body, next_unique());
+                one.body = crate::scenario::stamp_unique(&spec.body, next_variant(v));
                 return c.request(&one, intended).await;
             }
             c.request(spec, intended).await

@@ -91,6 +91,10 @@ pub struct RequestSpec {
     /// cache never answers it and identical requests never ride one upstream call.
     #[serde(default)]
     pub unique: bool,
+    /// Cycle through this many distinct prompts (a counter modulo N in the generated prompt):
+    /// a working set of N keys for a cache, e.g. more than the gateway's shards replicate.
+    #[serde(default)]
+    pub distinct: Option<u64>,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -185,8 +189,9 @@ pub struct Class {
     pub body: Bytes,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
-    /// Every request distinct: the body holds [`UNIQUE_MARK`], overwritten per request.
-    pub unique: bool,
+    /// Distinct prompts the class cycles through: the body holds [`UNIQUE_MARK`], overwritten
+    /// per request with a counter modulo this (`u64::MAX` for `unique`); `None`: one body.
+    pub variants: Option<u64>,
 }
 
 /// The placeholder a `unique` class's prompt starts with: 16 hex digits follow `u`, overwritten
@@ -275,6 +280,14 @@ impl Plan {
         if scenario.requests.is_empty() || scenario.requests.iter().all(|r| r.weight == 0) {
             return Err(bad("needs at least one request with a weight > 0".into()));
         }
+        if let Some(r) = scenario.requests.iter().find(|r| {
+            r.distinct == Some(0) || (r.distinct.is_some() && (r.unique || r.body.is_some()))
+        }) {
+            return Err(bad(format!(
+                "request {}: `distinct` needs a generated prompt (no `body`), at least 1, and no `unique`",
+                r.name
+            )));
+        }
         let classes = scenario
             .requests
             .iter()
@@ -286,10 +299,10 @@ impl Plan {
                         &scenario.model,
                         r.stream,
                         r.prompt_bytes.unwrap_or(64),
-                        r.unique,
+                        r.unique || r.distinct.is_some(),
                     )
                 }),
-                unique: r.unique,
+                variants: if r.unique { Some(u64::MAX) } else { r.distinct },
                 headers: r
                     .headers
                     .iter()
@@ -492,6 +505,27 @@ mod tests {
         weight = 1
         stream = true
     "#;
+
+    #[test]
+    fn distinct_cycles_a_marked_prompt_and_refuses_what_it_cannot_mark() {
+        let base = "name = \"t\"\ndescription = \"d\"\n[[steps]]\nmode = \"closed\"\nconnections = 1\nseconds = 1\n\
+                    [[requests]]\nname = \"r\"\n";
+        let p = plan(&format!("{base}distinct = 3\n")).unwrap();
+        assert_eq!(p.classes[0].variants, Some(3));
+        assert!(memchr::memmem::find(&p.classes[0].body, UNIQUE_MARK).is_some());
+        assert_eq!(
+            plan(&format!("{base}unique = true\n")).unwrap().classes[0].variants,
+            Some(u64::MAX)
+        );
+        assert_eq!(plan(base).unwrap().classes[0].variants, None);
+        for bad in [
+            "distinct = 0\n",
+            "distinct = 2\nunique = true\n",
+            "distinct = 2\nbody = \"{}\"\n",
+        ] {
+            assert!(plan(&format!("{base}{bad}")).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn weights_interleave_evenly() {

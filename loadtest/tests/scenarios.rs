@@ -33,6 +33,7 @@ fn every_shipped_scenario_resolves() {
             "baseline",
             "burst",
             "cache-hit",
+            "cache-hop",
             "cache-miss",
             "overhead",
             "saturation",

@@ -49,16 +49,21 @@ start_mock() {
     wait_port "$MOCK_PORT"
 }
 
-# start_gateway OUT_DIR [BINARY] [CONFIG] [NAME]: one shard in front of the mock
-# (tuning/loadtest-1core.toml), with CONFIG (default config/mock-upstream.toml); writes
-# OUT_DIR/NAME.toml and NAME.log (NAME defaults to gateway); sets GW.
+# start_gateway OUT_DIR [BINARY] [CONFIG] [NAME]: the gateway in front of the mock, with the
+# tuning profile GW_TUNING (default tuning/loadtest-1core.toml: one shard), with CONFIG (default
+# config/mock-upstream.toml); writes OUT_DIR/NAME.toml and NAME.log (NAME defaults to gateway); sets GW.
 start_gateway() {
     local name=${4:-gateway}
     sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
         "${3:-config/mock-upstream.toml}" >"$1/$name.toml"
     RUST_LOG=warn taskset -c "$GW_CORE" "${2:-$BIN/shardgate}" serve --config "$1/$name.toml" \
-        --tuning tuning/loadtest-1core.toml >"$1/$name.log" 2>&1 &
+        --tuning "${GW_TUNING:-tuning/loadtest-1core.toml}" >"$1/$name.log" 2>&1 &
     GW=$!
     PIDS+=("$GW")
     wait_port "$GW_PORT"
+}
+
+# keep_metrics FILE: the running gateway's /metrics (its counters for the run just done).
+keep_metrics() {
+    curl -sf "http://127.0.0.1:$GW_PORT/metrics" >"$1" 2>/dev/null || echo "no /metrics" >"$1"
 }

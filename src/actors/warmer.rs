@@ -21,8 +21,6 @@ use crate::cache::hot::{HotSet, Seen};
 use crate::cache::{CacheKey, Entry, wire};
 use crate::shard::bridge::InboxSender;
 
-/// Hot keys replicated to every shard, at most.
-pub const REPLICATED_KEYS: usize = 64;
 /// Bytes of answers replicated to every shard, at most.
 pub const REPLICATED_BYTES: u64 = 4 << 20;
 /// Lookups a key needs (decayed) before it is replicated.
@@ -59,6 +57,8 @@ pub struct WarmerArgs {
     /// Hot answers are refreshed before they expire: tell the shards when each hot key was
     /// last looked up (a refresh is only for an answer someone read).
     pub refresh: bool,
+    /// Hot keys replicated to every shard, at most (`[cache] replicate_hot_keys`; 0: none).
+    pub replicate_keys: usize,
 }
 
 /// The warmer.
@@ -116,7 +116,7 @@ impl Actor for WarmerActor {
             WarmerMsg::Publish => {
                 let top: hashbrown::HashSet<CacheKey> = state
                     .hot
-                    .top(REPLICATED_KEYS, REPLICATED_BYTES, REPLICATE_AFTER)
+                    .top(state.args.replicate_keys, REPLICATED_BYTES, REPLICATE_AFTER)
                     .into_iter()
                     .collect();
                 if top != *state.published {

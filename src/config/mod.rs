@@ -157,6 +157,8 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     /// Requests that may wait on one identical request in flight.
     pub max_followers: usize,
+    /// Hot keys replicated to every shard, at most (0: none).
+    pub replicate_hot_keys: usize,
     /// Refreshing hot answers before they expire (`None`: never).
     pub refresh: Option<RefreshConfig>,
     /// The semantic cache (`None`: no model uses it).
@@ -234,6 +236,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 1 << 20,
             max_ttl: Duration::from_secs(86_400),
             max_followers: 1000,
+            replicate_hot_keys: 64,
             refresh: None,
             semantic: None,
         }

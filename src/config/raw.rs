@@ -90,6 +90,9 @@ pub struct RawCache {
     /// Requests that may wait on one identical request in flight (default 1000); more go
     /// upstream on their own.
     pub max_followers: Option<usize>,
+    /// Hot keys every shard keeps its own copy of, saving the hop to their owner (default 64;
+    /// 0: none, every lookup of another shard's key crosses).
+    pub replicate_hot_keys: Option<usize>,
     /// Refresh hot answers this many seconds before they expire (absent: never).
     pub refresh_before_s: Option<u64>,
     /// The key (its id) refreshes are charged to; required when `[auth]` is configured.

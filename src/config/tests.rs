@@ -860,6 +860,15 @@ fn the_admin_token_is_redacted_like_a_provider_key() {
 }
 
 #[test]
+fn hot_keys_are_replicated_unless_turned_off() {
+    let model = "[models.chat]\nprovider = \"openai\"\nmodel = \"gpt-4o\"\ncache_ttl_s = 60\n";
+    let c = with_providers(model).unwrap();
+    assert_eq!(c.cache.replicate_hot_keys, 64);
+    let c = with_providers(&format!("{model}[cache]\nreplicate_hot_keys = 0\n")).unwrap();
+    assert_eq!(c.cache.replicate_hot_keys, 0);
+}
+
+#[test]
 fn the_semantic_cache_is_checked_and_resolved() {
     let model = |extra: &str| {
         format!(

@@ -395,6 +395,7 @@ fn cache(
         max_entry_bytes,
         max_ttl,
         max_followers: c.max_followers.unwrap_or(default.max_followers),
+        replicate_hot_keys: c.replicate_hot_keys.unwrap_or(default.replicate_hot_keys),
         refresh: match c.refresh_before_s {
             None if c.refresh_key.is_some() => {
                 return Err(invalid(
