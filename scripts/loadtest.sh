@@ -7,6 +7,8 @@
 #                                [--runs N [--max-cpu-ratio X]]
 #   scripts/loadtest.sh compare SCENARIO REV [--runs N] [...]   (= SCENARIO --against REV --runs 5)
 #
+# --targets may also name `static`: nginx answering a fixed chat completion itself, the floor of
+# any server on this machine (beside cache hits, which need no upstream either).
 # --against REV also runs the shardgate of an earlier commit (built once, in a worktree under
 # target/against/) as target "before", on the same mock, and prints gateway/before ratios.
 # --runs N (with --against) is the regression guard: N rounds on one mock, each running both
@@ -29,7 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCALE=1
 TARGETS=direct,nginx,gateway
@@ -70,6 +72,7 @@ else
 fi
 [ -z "$AGAINST" ] || TARGETS=$TARGETS,before
 FILE=loadtest/scenarios/$SCENARIO.toml
+STATIC_ANSWER='{"id":"chatcmpl-static","object":"chat.completion","created":0,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"A fixed answer from nginx, the size of a short completion."},"finish_reason":"stop"}],"usage":{"prompt_tokens":230,"completion_tokens":12,"total_tokens":242}}'
 [ -f "$FILE" ] || { echo "no scenario $FILE (have: $(ls loadtest/scenarios | sed 's/.toml//' | tr '\n' ' '))" >&2; exit 2; }
 
 . scripts/lib/rig.sh
@@ -105,19 +108,20 @@ load() { # label url pids [dir]
 run_direct() {
     load direct "http://127.0.0.1:$MOCK_PORT" "$MOCK" "$1"
 }
-run_nginx() {
-    mkdir -p "$OUT/nginx"
-    cat >"$OUT/nginx/nginx.conf" <<CONF
+# start_nginx NAME LOCATION: one nginx worker on GW_CORE with this `location /` body; sets NGINX.
+start_nginx() {
+    mkdir -p "$OUT/$1"
+    cat >"$OUT/$1/nginx.conf" <<CONF
 worker_processes 1;
 worker_cpu_affinity $(printf '1%0*d' "$GW_CORE" 0);
 daemon off;
-pid $PWD/$OUT/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx/error.log warn;
+pid $PWD/$OUT/$1/nginx.pid;
+error_log $PWD/$OUT/$1/error.log warn;
 events { worker_connections 8192; }
 http {
     access_log off;
-    client_body_temp_path $PWD/$OUT/nginx;
-    proxy_temp_path $PWD/$OUT/nginx;
+    client_body_temp_path $PWD/$OUT/$1;
+    proxy_temp_path $PWD/$OUT/$1;
     client_body_buffer_size 64k;
     client_max_body_size 4m;
     upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 1024; }
@@ -125,20 +129,30 @@ http {
         listen 127.0.0.1:$NGINX_PORT reuseport;
         keepalive_requests 1000000;
         location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
+$2
         }
     }
 }
 CONF
-    nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >"$OUT/nginx/stdout.log" 2>&1 &
+    nginx -c "$PWD/$OUT/$1/nginx.conf" -p "$PWD/$OUT/$1" >"$OUT/$1/stdout.log" 2>&1 &
     NGINX=$!
     PIDS+=("$NGINX")
     wait_port "$NGINX_PORT"
-    WORKERS=$(pgrep -P "$NGINX" | paste -sd, -)
-    load nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX,$WORKERS" "$1"
+}
+run_nginx() {
+    start_nginx nginx '            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;'
+    load nginx "http://127.0.0.1:$NGINX_PORT" "$NGINX,$(pgrep -P "$NGINX" | paste -sd, -)" "$1"
+    stop "$NGINX"
+}
+# The floor of any server on this machine: nginx answering a fixed chat completion itself (no
+# upstream, no parsing), e.g. beside cache hits (`--targets static,nginx`).
+run_static() {
+    start_nginx static "            default_type application/json;
+            return 200 '$STATIC_ANSWER';"
+    load static "http://127.0.0.1:$NGINX_PORT" "$NGINX,$(pgrep -P "$NGINX" | paste -sd, -)" "$1"
     stop "$NGINX"
 }
 run_before() {
@@ -161,7 +175,7 @@ git diff --quiet HEAD -- . ':!tuning/results' 2>/dev/null || COMMIT=$COMMIT-dirt
 MACHINE="$(hostname) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ${CORES} cores"
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 REFS=() # the reference targets asked for, in run order
-for t in direct nginx; do
+for t in direct static nginx; do
     if [[ $TARGETS == *$t* ]]; then REFS+=("$t"); fi
 done
 

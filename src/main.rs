@@ -35,7 +35,8 @@ standard input (never from the command line, where other users and the shell his
 
 With no --config, shardgate serves its embedded default: a built-in mock provider answering
 model `mock` on 127.0.0.1:8080 (no keys, no network).
-Logs go to stderr (RUST_LOG sets the level, default info).";
+Logs go to stderr (RUST_LOG sets the level, default info; the access log, when on, at any level
+unless RUST_LOG names `shardgate::access`).";
 
 struct Args {
     command: String,
@@ -230,10 +231,17 @@ fn main() -> ExitCode {
         )
         .trim_backtraces(Some(usize::MAX))
         .build();
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The access log (`server.access_log`) is written at any level unless RUST_LOG names it:
+    // `RUST_LOG=warn` keeps the lines an operator turned on.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("shardgate::access"))
+        && let Ok(access) = "shardgate::access=info".parse()
+    {
+        filter = filter.add_directive(access);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal: a log file or a collector gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -456,6 +456,36 @@ fn a_hot_answer_is_copied_to_every_shard() {
 }
 
 #[test]
+fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
+    let up = mock();
+    // No hot-key replicas: only the copies a shard keeps when it crosses to the owner stop the
+    // hops (without them, about half of every round would cross).
+    let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
+    let bodies: Vec<String> = (0..8)
+        .map(|i| chat_body("gpt-mock", &format!("copy me {i}"), false))
+        .collect();
+    for b in &bodies {
+        assert_eq!(verdict(&post(gw.addr, b, &[])), "miss");
+    }
+    // New connections land on either shard; each shard crosses for a key the other owns once,
+    // then answers it from its copy.
+    let mut crossing = Vec::new();
+    poll_until(Duration::from_secs(10), "a round without a hop", || {
+        let before = gw.metric("gateway_cache_cross_shard_lookups_total");
+        for b in &bodies {
+            for _ in 0..4 {
+                assert_eq!(verdict(&post(gw.addr, b, &[])), "hit");
+            }
+        }
+        crossing.push(gw.metric("gateway_cache_cross_shard_lookups_total") - before);
+        crossing.len() > 1 && crossing[crossing.len() - 1] == 0.0
+    });
+    assert!(crossing[0] > 0.0, "the first rounds crossed: {crossing:?}");
+    assert!(gw.metric("gateway_cache_replica_hits_total") > 0.0);
+    assert_eq!(up.requests(), 8);
+}
+
+#[test]
 fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
     let up = mock();
     let extra = format!(
@@ -680,7 +710,8 @@ fn the_access_log_says_hit_or_miss() {
     let up = mock();
     let config = upstream_config(up.addr, "cache_ttl_s = 60\n")
         .replace("[server]\n", "[server]\naccess_log = true\n");
-    let gw = Gateway::start(&config, ONE_SHARD);
+    // At level warn: the access log, once turned on, is written whatever the level.
+    let gw = Gateway::start_with_env(&config, ONE_SHARD, &[("RUST_LOG", "warn")]);
     let body = chat_body("gpt-mock", "log me", false);
     let miss = post(gw.addr, &body, &[]);
     let hit = post(gw.addr, &body, &[]);
@@ -697,6 +728,10 @@ fn the_access_log_says_hit_or_miss() {
             .to_owned()
     };
     let (m, h) = (line(&miss), line(&hit));
+    assert!(
+        !gw.stderr().contains("Listening."),
+        "other INFO lines stay off"
+    );
     for (l, verdict) in [(&m, "miss"), (&h, "hit")] {
         assert!(l.contains("shardgate::access"), "{l}");
         assert!(

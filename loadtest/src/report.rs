@@ -274,12 +274,12 @@ pub fn compare(reports: &[RunReport]) -> String {
     out
 }
 
-/// (proxy, reference) pairs in print order: each proxy against nginx and direct, then this build
-/// against the earlier one.
+/// (proxy, reference) pairs in print order: each proxy against nginx, direct and static (nginx
+/// answering by itself), then this build against the earlier one.
 fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
     PROXIES
         .into_iter()
-        .flat_map(|p| [(p, "nginx"), (p, "direct")])
+        .flat_map(|p| [(p, "nginx"), (p, "direct"), (p, "static")])
         .chain([("gateway", "before")])
 }
 

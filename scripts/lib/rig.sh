@@ -50,14 +50,17 @@ start_mock() {
 }
 
 # start_gateway OUT_DIR [BINARY] [CONFIG] [NAME]: the gateway in front of the mock, with the
-# tuning profile GW_TUNING (default tuning/loadtest-1core.toml: one shard), with CONFIG (default
-# config/mock-upstream.toml); writes OUT_DIR/NAME.toml and NAME.log (NAME defaults to gateway); sets GW.
+# tuning profile GW_TUNING (default tuning/loadtest-1core.toml: one shard; its core 1 becomes
+# GW_CORE), with CONFIG (default config/mock-upstream.toml); writes OUT_DIR/NAME.toml,
+# NAME.tuning.toml and NAME.log (NAME defaults to gateway); sets GW.
 start_gateway() {
     local name=${4:-gateway}
     sed -e "s/127.0.0.1:8080/127.0.0.1:$GW_PORT/" -e "s/127.0.0.1:9090/127.0.0.1:$MOCK_PORT/" \
         "${3:-config/mock-upstream.toml}" >"$1/$name.toml"
+    sed -e "s/^cores = \\[1\\]/cores = [$GW_CORE]/" -e "s/^core = 1\$/core = $GW_CORE/" \
+        "${GW_TUNING:-tuning/loadtest-1core.toml}" >"$1/$name.tuning.toml"
     RUST_LOG=warn taskset -c "$GW_CORE" "${2:-$BIN/shardgate}" serve --config "$1/$name.toml" \
-        --tuning "${GW_TUNING:-tuning/loadtest-1core.toml}" >"$1/$name.log" 2>&1 &
+        --tuning "$1/$name.tuning.toml" >"$1/$name.log" 2>&1 &
     GW=$!
     PIDS+=("$GW")
     wait_port "$GW_PORT"

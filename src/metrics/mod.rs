@@ -170,7 +170,7 @@ pub struct CacheMetrics {
     pub coalesced: Counter,
     /// Lookups sent to the key's owner shard.
     pub cross_shard: Counter,
-    /// Hits served from this shard's copy of a hot answer it does not own (also in `hits`).
+    /// Hits served from this shard's copy of an answer it does not own (also in `hits`).
     pub replica_hits: Counter,
     /// Hits served from the L2 in Redis (also counted in `hits`).
     pub l2_hits: Counter,

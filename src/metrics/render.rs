@@ -345,7 +345,7 @@ pub fn render(reg: &Registry, scores: &ScoreTable) -> String {
         ),
         (
             "gateway_cache_replica_hits_total",
-            "Hits served from a shard's copy of a hot answer (no hop to its owner).",
+            "Hits served from a shard's copy of an answer another shard owns (no hop to its owner).",
             c(|m| &m.replica_hits),
         ),
         (

@@ -206,6 +206,10 @@ pub struct ShardCache {
     hot: RefCell<Arc<hashbrown::HashSet<CacheKey>>>,
     /// This shard's copies of hot answers it does not own (no hop for them).
     replicas: RefCell<hashbrown::HashMap<CacheKey, Arc<Entry>>>,
+    /// Copies of other answers it fetched from their owners, bounded by [`COPY_SHARE`] of the
+    /// shard's bytes and admitted like any entry (a copy read once goes first): a key another
+    /// shard owns crosses once, then is answered here until its copy expires or is pushed out.
+    copies: RefCell<Partition>,
     /// The semantic thread (a model uses the semantic cache).
     semantic: OnceCell<crate::cache::semantic::SemanticSender>,
     /// Owner side: hot keys being refreshed now.
@@ -238,11 +242,18 @@ struct Led {
     followers: Vec<flume::Sender<FlightEvent>>,
 }
 
+/// The share of a shard's cache bytes its copies of other shards' answers may take (with more
+/// than one shard; one shard owns every key and keeps no copies).
+pub const COPY_SHARE: u64 = 8;
+
 impl ShardCache {
-    /// A shard's cache of `bytes` at most.
-    pub fn new(bytes: u64) -> Self {
+    /// A shard's cache of `bytes` at most, one of `shards`: 1/[`COPY_SHARE`] of it for copies
+    /// of answers other shards own, the rest for its own.
+    pub fn new(bytes: u64, shards: usize) -> Self {
+        let copies = if shards > 1 { bytes / COPY_SHARE } else { 0 };
         Self {
-            partition: RefCell::new(Partition::new(bytes)),
+            partition: RefCell::new(Partition::new(bytes - copies)),
+            copies: RefCell::new(Partition::new(copies)),
             mesh: OnceCell::new(),
             l2: OnceCell::new(),
             pending: RefCell::default(),
@@ -306,10 +317,14 @@ impl ShardCache {
         }
     }
 
-    /// A fresh local copy of a hot answer, no older than `max_age_ms`.
+    /// A fresh local copy of an answer another shard owns (a hot one's, or one fetched from
+    /// its owner before), no older than `max_age_ms`.
     fn replica(&self, key: &CacheKey, now_ms: u64, max_age_ms: Option<u64>) -> Option<Arc<Entry>> {
         let mut replicas = self.replicas.borrow_mut();
-        let e = replicas.get(key)?;
+        let Some(e) = replicas.get(key) else {
+            drop(replicas);
+            return self.copies.borrow_mut().get(key, now_ms, max_age_ms);
+        };
         if !e.is_fresh(now_ms) {
             replicas.remove(key);
             return None;
@@ -467,7 +482,7 @@ impl Cacheable {
             match found {
                 Found::Hit(entry) => {
                     self.seen(state, entry.weight());
-                    self.keep_if_hot(state, &entry);
+                    self.keep_copy(state, &entry);
                     if let Some(res) = self.serve(&entry, headers, now) {
                         m.hits.inc();
                         return Looked::Answer(res);
@@ -528,13 +543,17 @@ impl Cacheable {
         }
     }
 
-    /// Keep a copy of a hot answer this shard does not own.
-    fn keep_if_hot(&self, state: &ShardState, entry: &Arc<Entry>) {
+    /// Keep a copy of an answer this shard does not own: among the replicas when it is hot,
+    /// else among the copies (where the partition's admission decides how long it stays).
+    fn keep_copy(&self, state: &ShardState, entry: &Arc<Entry>) {
         let cache = &state.cache;
-        if owner(&self.key, cache.shards()) != usize::from(state.id.0)
-            && cache.hot.borrow().contains(&self.key)
-        {
+        if owner(&self.key, cache.shards()) == usize::from(state.id.0) {
+            return;
+        }
+        if cache.hot.borrow().contains(&self.key) {
             cache.replicas.borrow_mut().insert(self.key, entry.clone());
+        } else {
+            cache.copies.borrow_mut().insert(self.key, entry.clone());
         }
     }
 
@@ -1135,6 +1154,9 @@ pub fn sweep(state: &ShardState) {
         return;
     }
     cache.swept_ms.set(now);
+    if let Ok(mut c) = cache.copies.try_borrow_mut() {
+        c.sweep(now);
+    }
     let Ok(mut p) = state.cache.partition.try_borrow_mut() else {
         return;
     };
@@ -1182,6 +1204,7 @@ pub fn invalidate_here(state: &ShardState, selector: &Selector) {
         .replicas
         .borrow_mut()
         .retain(|k, e| !selector.matches(k, e));
+    state.cache.copies.borrow_mut().invalidate(selector);
     let n = state.cache.partition.borrow_mut().invalidate(selector);
     state.metrics.cache.invalidated.add(n as u64);
     gauges(state);

@@ -121,7 +121,7 @@ impl ShardState {
             .and_then(|a| a.jwt.as_ref())
             .map_or(1, |j| j.cache_entries);
         let models_body = models_json(&config);
-        let cache_bytes = tuning.cache_bytes_per_shard;
+        let (cache_bytes, shards) = (tuning.cache_bytes_per_shard, tuning.shard_count());
         let redactor = Redactor::from_config(&config);
         let seed = u64::from(boot) ^ (u64::from(id.0) << 32);
         let router = RefCell::new(Router::new(config.clone(), seed));
@@ -156,7 +156,7 @@ impl ShardState {
             jwt_cache: RefCell::new(crate::auth::JwtCache::new(jwt_entries)),
             leases: RefCell::new(Leases::new()),
             lease_pulse: crate::shard::Pulse::default(),
-            cache: super::cache::ShardCache::new(cache_bytes),
+            cache: super::cache::ShardCache::new(cache_bytes, shards),
             budget_sink,
             spent: RefCell::default(),
             trimmed_at: Cell::new(0),
