@@ -113,7 +113,7 @@ start_nginx() {
     mkdir -p "$OUT/$1"
     cat >"$OUT/$1/nginx.conf" <<CONF
 worker_processes 1;
-worker_cpu_affinity $(printf '1%0*d' "$GW_CORE" 0);
+worker_cpu_affinity 1$(printf '%*s' "$GW_CORE" '' | tr ' ' 0);
 daemon off;
 pid $PWD/$OUT/$1/nginx.pid;
 error_log $PWD/$OUT/$1/error.log warn;

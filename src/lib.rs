@@ -28,6 +28,7 @@
 //! - [`scoring`]: pure scorer maths (EWMA, success windows, score blend).
 //! - [`actors`]: the control plane (tokio + ractor): `ScorerActor`.
 //! - `actors::admin`: the admin API (keys, scores) on its own listener and token, on the control plane.
+//! - [`logbuf`]: access log lines buffered per shard, written on its flush tick.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus rendering.
 //! - [`config`]: strict config and tuning parsing and validation.
 //! - [`detect`]: the tuning detector (`shardgate tuning detect`): `/proc` + `/sys` → profile.
@@ -56,6 +57,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
 pub mod http;
+pub mod logbuf;
 pub mod metrics;
 pub mod mock;
 pub mod pipeline;

@@ -231,20 +231,38 @@ fn main() -> ExitCode {
         )
         .trim_backtraces(Some(usize::MAX))
         .build();
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // The access log (`server.access_log`) is written at any level unless RUST_LOG names it:
-    // `RUST_LOG=warn` keeps the lines an operator turned on.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("shardgate::access"))
-        && let Ok(access) = "shardgate::access=info".parse()
-    {
-        filter = filter.add_directive(access);
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    const ACCESS: &str = "shardgate::access";
+    let from_env =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == ACCESS;
+    // Colour codes only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The access log (`server.access_log`) has a layer of its own: its lines go through each
+    // shard's buffer (`shardgate::logbuf`), and it is written at any level unless RUST_LOG
+    // names it (`RUST_LOG=warn` keeps the lines an operator turned on).
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains(ACCESS));
+    let access = tracing_subscriber::fmt::layer()
+        .with_writer(shardgate::logbuf::Lines)
+        .with_ansi(ansi)
+        .with_filter(tracing_subscriber::filter::filter_fn(is_access))
+        .with_filter(if named {
+            from_env()
+        } else {
+            tracing_subscriber::EnvFilter::new("info")
+        });
+    let rest = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: a log file or a collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+            !is_access(m)
+        }))
+        .with_filter(from_env());
+    tracing_subscriber::registry()
+        .with(rest)
+        .with(access)
         .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

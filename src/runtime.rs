@@ -432,6 +432,9 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                     batch,
                 });
             });
+            if config.server.access_log {
+                crate::logbuf::buffer_here();
+            }
             let state = ShardState::new(
                 id,
                 config,
@@ -452,6 +455,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
                 flush_interval,
                 Rc::downgrade(&state),
                 move |st: &ShardState| {
+                    crate::logbuf::flush();
                     st.outcomes.flush();
                     st.trim_leases();
                     crate::pipeline::cache::sweep(st);
@@ -528,6 +532,7 @@ pub fn start(config: Config, tuning: Tuning, opts: ServeOptions) -> Result<Gatew
             state.outcomes.flush();
             state.flush_budget();
             crate::pipeline::cache::hand_over(&state);
+            crate::logbuf::flush();
         })
         .map_err(io_err(format!("cannot start shard {i}")))?;
         shards.push(handle);

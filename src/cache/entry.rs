@@ -104,12 +104,9 @@ impl Entry {
     /// answer share it.
     pub fn etag(&self, key: &CacheKey) -> String {
         // The key's first 64 bits (its hex form's first 16 digits) and the store time.
-        let hex = key.to_string();
-        format!(
-            "W/\"{}-{:x}\"",
-            hex.get(..16).unwrap_or(&hex),
-            self.stored_ms
-        )
+        let hex = key.hex();
+        let first = std::str::from_utf8(&hex[..16]).unwrap_or_default();
+        format!("W/\"{first}-{:x}\"", self.stored_ms)
     }
 }
 

@@ -73,12 +73,24 @@ impl CacheKey {
     }
 }
 
+impl CacheKey {
+    /// Its 32 lowercase hex digits (every hit writes them twice: its key header and ETag).
+    pub fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        let hex = self.hex();
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -165,6 +177,14 @@ mod tests {
     const BODY: &str = r#"{"model":"gpt-4o","temperature":0.2,"max_tokens":64,
         "messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi é"}],
         "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"b":{},"a":{}}}}}]}"#;
+
+    #[test]
+    fn hex_is_the_bytes_in_order() {
+        let mut k = CacheKey([0; 16]);
+        k.0[0] = 0x0f;
+        k.0[15] = 0xa1;
+        assert_eq!(k.to_string(), format!("0f{}a1", "0".repeat(28)));
+    }
 
     #[test]
     fn member_order_whitespace_and_escapes_do_not_matter() {

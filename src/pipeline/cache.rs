@@ -839,7 +839,7 @@ impl Cacheable {
 
 /// `x-shardgate-cache-key`: the key the answer is filed under.
 fn stamp(h: &mut HeaderMap, key: &CacheKey) {
-    if let Ok(v) = HeaderValue::from_str(&key.to_string()) {
+    if let Ok(v) = HeaderValue::from_bytes(&key.hex()) {
         h.insert(X_CACHE_KEY.clone(), v);
     }
 }
