@@ -455,34 +455,77 @@ fn a_hot_answer_is_copied_to_every_shard() {
     assert_eq!(up.requests(), 1);
 }
 
+/// One keep-alive connection: every request on it reaches the same shard.
+struct Conn(std::net::TcpStream);
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Self {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self(s)
+    }
+
+    /// A chat request whose answer has a `content-length` (not streamed).
+    fn post(&mut self, body: &str, headers: &[(&str, &str)]) -> Resp {
+        use std::io::{Read, Write};
+        let mut head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.0.write_all(head.as_bytes()).unwrap();
+        self.0.write_all(body.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).unwrap();
+            raw.push(byte[0]);
+        }
+        let length: usize = String::from_utf8_lossy(&raw)
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .expect("a content-length");
+        let mut rest = vec![0u8; length];
+        self.0.read_exact(&mut rest).unwrap();
+        raw.extend_from_slice(&rest);
+        common::parse_response(&raw)
+    }
+}
+
 #[test]
 fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
     let up = mock();
-    // No hot-key replicas: only the copies a shard keeps when it crosses to the owner stop the
-    // hops (without them, about half of every round would cross).
+    // No hot-key replicas: only the copies a shard keeps when it crosses to the owner stop
+    // the hops.
     let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
-    let bodies: Vec<String> = (0..8)
+    let bodies: Vec<String> = (0..16)
         .map(|i| chat_body("gpt-mock", &format!("copy me {i}"), false))
         .collect();
-    for b in &bodies {
-        assert_eq!(verdict(&post(gw.addr, b, &[])), "miss");
-    }
-    // New connections land on either shard; each shard crosses for a key the other owns once,
-    // then answers it from its copy.
-    let mut crossing = Vec::new();
-    poll_until(Duration::from_secs(10), "a round without a hop", || {
+    let mut conn = Conn::open(gw.addr);
+    let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
         let before = gw.metric("gateway_cache_cross_shard_lookups_total");
         for b in &bodies {
-            for _ in 0..4 {
-                assert_eq!(verdict(&post(gw.addr, b, &[])), "hit");
-            }
+            assert_eq!(verdict(&conn.post(b, headers)), want);
         }
-        crossing.push(gw.metric("gateway_cache_cross_shard_lookups_total") - before);
-        crossing.len() > 1 && crossing[crossing.len() - 1] == 0.0
-    });
-    assert!(crossing[0] > 0.0, "the first rounds crossed: {crossing:?}");
-    assert!(gw.metric("gateway_cache_replica_hits_total") > 0.0);
-    assert_eq!(up.requests(), 8);
+        gw.metric("gateway_cache_cross_shard_lookups_total") - before
+    };
+    let owned_elsewhere = round(&mut conn, "miss", &[]);
+    assert!(owned_elsewhere > 0.0, "some of 16 keys are the other shard's");
+    assert_eq!(round(&mut conn, "hit", &[]), owned_elsewhere, "each crosses once");
+    assert_eq!(round(&mut conn, "hit", &[]), 0.0, "then is answered from the copy");
+    assert!(gw.metric("gateway_cache_replica_hits_total") >= owned_elsewhere);
+    // `no-cache` fetches anew and drops this shard's copies: the next hits ask the owner
+    // for the new answers.
+    round(&mut conn, "miss", &[("cache-control", "no-cache")]);
+    assert_eq!(round(&mut conn, "hit", &[]), owned_elsewhere);
+    assert_eq!(up.requests(), 32);
 }
 
 #[test]

@@ -332,6 +332,14 @@ impl ShardCache {
         e.servable(now_ms, max_age_ms).then(|| e.clone())
     }
 
+    /// Drop this shard's copy of `key` (a replica's or a copy's), if it has one.
+    fn forget_copy(&self, key: &CacheKey) {
+        self.replicas.borrow_mut().remove(key);
+        self.copies
+            .borrow_mut()
+            .invalidate(&crate::cache::partition::Selector::Key(*key));
+    }
+
     fn next_id(&self) -> u64 {
         let n = self.next.get() + 1;
         self.next.set(n);
@@ -457,6 +465,10 @@ impl Cacheable {
                 self.seen(state, entry.weight());
                 return Looked::Answer(res);
             }
+        } else {
+            // `no-cache` (or a refresh): the owner's answer is about to be replaced, so this
+            // shard's copy goes now rather than outlive it.
+            state.cache.forget_copy(&self.key);
         }
         let mut refollows = 0;
         let mut dead = None;
