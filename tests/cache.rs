@@ -517,9 +517,20 @@ fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
         gw.metric("gateway_cache_cross_shard_lookups_total") - before
     };
     let owned_elsewhere = round(&mut conn, "miss", &[]);
-    assert!(owned_elsewhere > 0.0, "some of 16 keys are the other shard's");
-    assert_eq!(round(&mut conn, "hit", &[]), owned_elsewhere, "each crosses once");
-    assert_eq!(round(&mut conn, "hit", &[]), 0.0, "then is answered from the copy");
+    assert!(
+        owned_elsewhere > 0.0,
+        "some of 16 keys are the other shard's"
+    );
+    assert_eq!(
+        round(&mut conn, "hit", &[]),
+        owned_elsewhere,
+        "each crosses once"
+    );
+    assert_eq!(
+        round(&mut conn, "hit", &[]),
+        0.0,
+        "then is answered from the copy"
+    );
     assert!(gw.metric("gateway_cache_replica_hits_total") >= owned_elsewhere);
     // `no-cache` fetches anew and drops this shard's copies: the next hits ask the owner
     // for the new answers.
