@@ -461,10 +461,17 @@ fn redis_frozen_then_killed_mid_load() {
     redis_up(1.0);
     more(100);
     stop.store(true, Relaxed);
-    let seen: Vec<_> = clients
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let per_client: Vec<Vec<_>> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    // `fail_open` admits the load from the node's share while Redis is away: none refused
+    // there (how many `fail_closed` refuses depends on how long the freeze lasted).
+    for (i, seen) in per_client.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        assert!(!seen.is_empty(), "client {i} sent nothing");
+        assert!(
+            seen.iter().all(|x| x.2 == 200),
+            "fail_open refused: {seen:?}"
+        );
+    }
+    let seen: Vec<_> = per_client.into_iter().flatten().collect();
 
     let slowest = seen.iter().map(|x| x.1).max().unwrap();
     assert!(
@@ -474,7 +481,7 @@ fn redis_frozen_then_killed_mid_load() {
     // Every admitted request is in Redis's spend book once Redis is back: none lost, none
     // counted twice.
     let admitted = seen.iter().filter(|x| x.2 == 200).count() as u64;
-    assert!(admitted >= 300);
+    assert!(admitted >= 100, "{admitted} admitted of {}", seen.len());
     poll_until(
         Duration::from_secs(10),
         "every settled request in Redis",
