@@ -468,14 +468,9 @@ impl Conn {
     /// A chat request whose answer has a `content-length` (not streamed).
     fn post(&mut self, body: &str, headers: &[(&str, &str)]) -> Resp {
         use std::io::{Read, Write};
-        let mut head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let head = request_head("POST", "/v1/chat/completions", &h, body.len());
         self.0.write_all(head.as_bytes()).unwrap();
         self.0.write_all(body.as_bytes()).unwrap();
         let mut raw = Vec::new();

@@ -313,19 +313,24 @@ pub fn request(
 ) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    let mut h = vec![("connection", "close")];
+    h.extend_from_slice(headers);
+    s.write_all(request_head(method, path, &h, body.len()).as_bytes())
+        .unwrap();
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     parse_response(&raw)
+}
+
+/// An HTTP/1.1 request head with these headers and a `content-length`.
+pub fn request_head(method: &str, path: &str, headers: &[(&str, &str)], body_len: usize) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// Parse a raw HTTP/1.1 response (content-length, chunked, or to EOF).
