@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-env.sh
+# One build on a fresh machine: no incremental state (about 10 GB it would never reuse) and line
+# tables only in debug builds (enough for test backtraces; full debug info doubles target/, and
+# a CI run once failed on a full disk while linking).
+export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only
 echo "== cargo fmt --check"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked --features shardgate/local-embed -- -D warnings -D clippy::todo
 echo "== tests"; scripts/test.sh   # = cargo test --workspace --locked, plus what the tests need
