@@ -535,6 +535,44 @@ fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
 }
 
 #[test]
+fn a_new_answer_at_the_owner_drops_the_other_shards_copies() {
+    let up = mock();
+    let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
+    let bodies: Vec<String> = (0..16)
+        .map(|i| chat_body("gpt-mock", &format!("forget me {i}"), false))
+        .collect();
+    let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
+        let before = gw.metric("gateway_cache_cross_shard_lookups_total");
+        for b in &bodies {
+            assert_eq!(verdict(&conn.post(b, headers)), want);
+        }
+        gw.metric("gateway_cache_cross_shard_lookups_total") - before
+    };
+    // Connection `a` stores the answers, then keeps copies of those the other shard owns.
+    let mut a = Conn::open(gw.addr);
+    round(&mut a, "miss", &[]);
+    let copied = round(&mut a, "hit", &[]);
+    assert!(copied > 0.0 && copied < 16.0, "{copied} of 16 keys crossed");
+    assert_eq!(round(&mut a, "hit", &[]), 0.0);
+    // A connection on the other shard: its hits cross for the keys `a`'s shard owns (on
+    // `a`'s shard they would all be answered from the copies).
+    let mut b = (0..32)
+        .map(|_| Conn::open(gw.addr))
+        .find_map(|mut c| (round(&mut c, "hit", &[]) > 0.0).then_some(c))
+        .expect("a connection on the other shard");
+    // `no-cache` there replaces every answer; the keys its shard owns are the ones `a`'s shard
+    // holds copies of, and their owner tells it to drop them.
+    round(&mut b, "miss", &[("cache-control", "no-cache")]);
+    let mut crossed = 0.0;
+    poll_until(Duration::from_secs(10), "a's copies dropped", || {
+        crossed += round(&mut a, "hit", &[]);
+        assert!(crossed <= copied, "{crossed} > {copied}");
+        crossed == copied
+    });
+    assert_eq!(up.requests(), 32);
+}
+
+#[test]
 fn memory_stays_within_the_cache_budget_under_a_working_set_ten_times_larger() {
     let up = mock();
     let extra = format!(

@@ -154,6 +154,12 @@ pub enum CacheMsg {
         /// The follower.
         tx: flume::Sender<FlightEvent>,
     },
+    /// From a key's owner, whose answer for it was replaced: drop any copy of the old one.
+    /// On the same line as the owner's earlier replies, so it comes after any copy they made.
+    Forget {
+        /// The key.
+        key: CacheKey,
+    },
 }
 
 /// What an owner found for a key.
@@ -332,6 +338,16 @@ impl ShardCache {
         e.servable(now_ms, max_age_ms).then(|| e.clone())
     }
 
+    /// Keep a copy of an answer another shard owns: among the replicas when it is hot, else
+    /// among the copies (where the partition's admission decides how long it stays).
+    fn keep_copy(&self, key: CacheKey, entry: Arc<Entry>) {
+        if self.hot.borrow().contains(&key) {
+            self.replicas.borrow_mut().insert(key, entry);
+        } else {
+            self.copies.borrow_mut().insert(key, entry);
+        }
+    }
+
     /// Drop this shard's copy of `key` (a replica's or a copy's), if it has one.
     fn forget_copy(&self, key: &CacheKey) {
         self.replicas.borrow_mut().remove(key);
@@ -493,8 +509,8 @@ impl Cacheable {
             .await;
             match found {
                 Found::Hit(entry) => {
+                    // A hit from another shard left a copy here (`on_message`).
                     self.seen(state, entry.weight());
-                    self.keep_copy(state, &entry);
                     if let Some(res) = self.serve(&entry, headers, now) {
                         m.hits.inc();
                         return Looked::Answer(res);
@@ -552,20 +568,6 @@ impl Cacheable {
     fn seen(&self, state: &ShardState, bytes: u64) {
         if !self.quiet {
             state.cache.seen(self.key, bytes, true);
-        }
-    }
-
-    /// Keep a copy of an answer this shard does not own: among the replicas when it is hot,
-    /// else among the copies (where the partition's admission decides how long it stays).
-    fn keep_copy(&self, state: &ShardState, entry: &Arc<Entry>) {
-        let cache = &state.cache;
-        if owner(&self.key, cache.shards()) == usize::from(state.id.0) {
-            return;
-        }
-        if cache.hot.borrow().contains(&self.key) {
-            cache.replicas.borrow_mut().insert(self.key, entry.clone());
-        } else {
-            cache.copies.borrow_mut().insert(self.key, entry.clone());
         }
     }
 
@@ -1039,10 +1041,17 @@ fn on_message(state: &Rc<ShardState>, from: usize, msg: CacheMsg) {
                     );
                 }
             }
+            // The copy is kept here, in the order the owner's messages come, not when the
+            // asker runs again: a `Forget` the owner sent after this reply always wins.
+            if let Found::Hit(entry) = &found {
+                cache.keep_copy(key, entry.clone());
+                gauges(state);
+            }
             if let Some(slot) = slot.filter(|_| waiting) {
                 slot.fill(found);
             }
         }
+        CacheMsg::Forget { key } => cache.forget_copy(&key),
         CacheMsg::Put { key, entry } => store(state, key, entry),
         CacheMsg::Landed { key, flight } => {
             let mut inflight = cache.inflight.borrow_mut();
@@ -1134,10 +1143,13 @@ fn put_here(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
 }
 
 /// Store an answer in this shard's partition (the owner's side of a put).
-fn store(state: &ShardState, key: CacheKey, entry: Arc<Entry>) {
+fn store(state: &Rc<ShardState>, key: CacheKey, entry: Arc<Entry>) {
     let m = &state.metrics.cache;
     state.cache.seen(key, entry.weight(), false);
-    let r = state.cache.partition.borrow_mut().insert(key, entry);
+    let mut partition = state.cache.partition.borrow_mut();
+    let replaced = partition.peek(&key).is_some();
+    let r = partition.insert(key, entry);
+    drop(partition);
     if r.stored {
         m.stored.inc();
     } else {
@@ -1145,13 +1157,24 @@ fn store(state: &ShardState, key: CacheKey, entry: Arc<Entry>) {
     }
     m.evictions.add(u64::from(r.evicted));
     gauges(state);
+    // A new answer for a key (a `no-cache` request's, a refresh's): the other shards' copies
+    // of the old one go, so none outlives it. Only replacements cost these messages.
+    if replaced {
+        let me = usize::from(state.id.0);
+        for to in (0..state.cache.shards()).filter(|&to| to != me) {
+            send(state, to, CacheMsg::Forget { key });
+        }
+    }
 }
 
+/// The cache gauges of this shard: entries it owns; bytes of those and of its copies.
 fn gauges(state: &ShardState) {
     let p = state.cache.partition.borrow();
+    let copies = state.cache.copies.borrow().bytes();
     let m = &state.metrics.cache;
     m.entries.set(i64::try_from(p.len()).unwrap_or(i64::MAX));
-    m.bytes.set(i64::try_from(p.bytes()).unwrap_or(i64::MAX));
+    m.bytes
+        .set(i64::try_from(p.bytes() + copies).unwrap_or(i64::MAX));
 }
 
 /// How often a shard drops what expired unread.
