@@ -494,6 +494,21 @@ impl Conn {
     }
 }
 
+/// Send each of `bodies` on `conn`, each answered `want`: how many lookups crossed shards.
+fn cross_round(
+    gw: &Gateway,
+    conn: &mut Conn,
+    bodies: &[String],
+    want: &str,
+    headers: &[(&str, &str)],
+) -> f64 {
+    let before = gw.metric("gateway_cache_cross_shard_lookups_total");
+    for b in bodies {
+        assert_eq!(verdict(&conn.post(b, headers)), want);
+    }
+    gw.metric("gateway_cache_cross_shard_lookups_total") - before
+}
+
 #[test]
 fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
     let up = mock();
@@ -505,11 +520,7 @@ fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
         .collect();
     let mut conn = Conn::open(gw.addr);
     let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
-        let before = gw.metric("gateway_cache_cross_shard_lookups_total");
-        for b in &bodies {
-            assert_eq!(verdict(&conn.post(b, headers)), want);
-        }
-        gw.metric("gateway_cache_cross_shard_lookups_total") - before
+        cross_round(&gw, conn, &bodies, want, headers)
     };
     let owned_elsewhere = round(&mut conn, "miss", &[]);
     assert!(
@@ -542,11 +553,7 @@ fn a_new_answer_at_the_owner_drops_the_other_shards_copies() {
         .map(|i| chat_body("gpt-mock", &format!("forget me {i}"), false))
         .collect();
     let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
-        let before = gw.metric("gateway_cache_cross_shard_lookups_total");
-        for b in &bodies {
-            assert_eq!(verdict(&conn.post(b, headers)), want);
-        }
-        gw.metric("gateway_cache_cross_shard_lookups_total") - before
+        cross_round(&gw, conn, &bodies, want, headers)
     };
     // Connection `a` stores the answers, then keeps copies of those the other shard owns.
     let mut a = Conn::open(gw.addr);
