@@ -494,89 +494,86 @@ impl Conn {
     }
 }
 
-/// Send each of `bodies` on `conn`, each answered `want`: how many lookups crossed shards.
-fn cross_round(
-    gw: &Gateway,
-    conn: &mut Conn,
-    bodies: &[String],
-    want: &str,
-    headers: &[(&str, &str)],
-) -> f64 {
-    let before = gw.metric("gateway_cache_cross_shard_lookups_total");
-    for b in bodies {
-        assert_eq!(verdict(&conn.post(b, headers)), want);
+/// Two shards caching without the warmer's hot-key replicas (only the copies a shard keeps
+/// when it crosses to the owner stop the hops), and 16 prompts sent in rounds.
+struct CopyRounds {
+    gw: Gateway,
+    up: shardgate::mock::server::MockServer,
+    bodies: Vec<String>,
+}
+
+impl CopyRounds {
+    fn new(prompt: &str) -> Self {
+        let up = mock();
+        let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
+        let bodies = (0..16)
+            .map(|i| chat_body("gpt-mock", &format!("{prompt} {i}"), false))
+            .collect();
+        Self { gw, up, bodies }
     }
-    gw.metric("gateway_cache_cross_shard_lookups_total") - before
+
+    /// Send every prompt on `conn`, each answered `want`: how many lookups crossed shards.
+    fn round(&self, conn: &mut Conn, want: &str, headers: &[(&str, &str)]) -> f64 {
+        let before = self.gw.metric("gateway_cache_cross_shard_lookups_total");
+        for b in &self.bodies {
+            assert_eq!(verdict(&conn.post(b, headers)), want);
+        }
+        self.gw.metric("gateway_cache_cross_shard_lookups_total") - before
+    }
 }
 
 #[test]
 fn a_shard_keeps_a_copy_of_what_it_fetched_from_the_owner() {
-    let up = mock();
-    // No hot-key replicas: only the copies a shard keeps when it crosses to the owner stop
-    // the hops.
-    let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
-    let bodies: Vec<String> = (0..16)
-        .map(|i| chat_body("gpt-mock", &format!("copy me {i}"), false))
-        .collect();
-    let mut conn = Conn::open(gw.addr);
-    let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
-        cross_round(&gw, conn, &bodies, want, headers)
-    };
-    let owned_elsewhere = round(&mut conn, "miss", &[]);
+    let t = CopyRounds::new("copy me");
+    let mut conn = Conn::open(t.gw.addr);
+    let owned_elsewhere = t.round(&mut conn, "miss", &[]);
     assert!(
         owned_elsewhere > 0.0,
         "some of 16 keys are the other shard's"
     );
     assert_eq!(
-        round(&mut conn, "hit", &[]),
+        t.round(&mut conn, "hit", &[]),
         owned_elsewhere,
         "each crosses once"
     );
     assert_eq!(
-        round(&mut conn, "hit", &[]),
+        t.round(&mut conn, "hit", &[]),
         0.0,
         "then is answered from the copy"
     );
-    assert!(gw.metric("gateway_cache_replica_hits_total") >= owned_elsewhere);
+    assert!(t.gw.metric("gateway_cache_replica_hits_total") >= owned_elsewhere);
     // `no-cache` fetches anew and drops this shard's copies: the next hits ask the owner
     // for the new answers.
-    round(&mut conn, "miss", &[("cache-control", "no-cache")]);
-    assert_eq!(round(&mut conn, "hit", &[]), owned_elsewhere);
-    assert_eq!(up.requests(), 32);
+    t.round(&mut conn, "miss", &[("cache-control", "no-cache")]);
+    assert_eq!(t.round(&mut conn, "hit", &[]), owned_elsewhere);
+    assert_eq!(t.up.requests(), 32);
 }
 
 #[test]
 fn a_new_answer_at_the_owner_drops_the_other_shards_copies() {
-    let up = mock();
-    let gw = cached(&up, 60, "\n[cache]\nreplicate_hot_keys = 0\n");
-    let bodies: Vec<String> = (0..16)
-        .map(|i| chat_body("gpt-mock", &format!("forget me {i}"), false))
-        .collect();
-    let round = |conn: &mut Conn, want: &str, headers: &[(&str, &str)]| {
-        cross_round(&gw, conn, &bodies, want, headers)
-    };
+    let t = CopyRounds::new("forget me");
     // Connection `a` stores the answers, then keeps copies of those the other shard owns.
-    let mut a = Conn::open(gw.addr);
-    round(&mut a, "miss", &[]);
-    let copied = round(&mut a, "hit", &[]);
+    let mut a = Conn::open(t.gw.addr);
+    t.round(&mut a, "miss", &[]);
+    let copied = t.round(&mut a, "hit", &[]);
     assert!(copied > 0.0 && copied < 16.0, "{copied} of 16 keys crossed");
-    assert_eq!(round(&mut a, "hit", &[]), 0.0);
+    assert_eq!(t.round(&mut a, "hit", &[]), 0.0);
     // A connection on the other shard: its hits cross for the keys `a`'s shard owns (on
     // `a`'s shard they would all be answered from the copies).
     let mut b = (0..32)
-        .map(|_| Conn::open(gw.addr))
-        .find_map(|mut c| (round(&mut c, "hit", &[]) > 0.0).then_some(c))
+        .map(|_| Conn::open(t.gw.addr))
+        .find_map(|mut c| (t.round(&mut c, "hit", &[]) > 0.0).then_some(c))
         .expect("a connection on the other shard");
     // `no-cache` there replaces every answer; the keys its shard owns are the ones `a`'s shard
     // holds copies of, and their owner tells it to drop them.
-    round(&mut b, "miss", &[("cache-control", "no-cache")]);
+    t.round(&mut b, "miss", &[("cache-control", "no-cache")]);
     let mut crossed = 0.0;
     poll_until(Duration::from_secs(10), "a's copies dropped", || {
-        crossed += round(&mut a, "hit", &[]);
+        crossed += t.round(&mut a, "hit", &[]);
         assert!(crossed <= copied, "{crossed} > {copied}");
         crossed == copied
     });
-    assert_eq!(up.requests(), 32);
+    assert_eq!(t.up.requests(), 32);
 }
 
 #[test]

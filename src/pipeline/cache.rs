@@ -482,8 +482,9 @@ impl Cacheable {
                 return Looked::Answer(res);
             }
         } else {
-            // `no-cache` (or a refresh): the owner's answer is about to be replaced, so this
-            // shard's copy goes now rather than outlive it.
+            // `no-cache` (or a refresh): the owner's answer is about to be replaced. Its
+            // `Forget` reaches the other shards after the store; this shard's copy goes now, so
+            // its own next request asks the owner whatever order that message comes in.
             state.cache.forget_copy(&self.key);
         }
         let mut refollows = 0;
